@@ -1,0 +1,4 @@
+//! ipledger: IP address management for Kubernetes.
+#![forbid(unsafe_code)]
+
+pub mod api;
