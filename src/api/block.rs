@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
     version = "v1alpha1",
     kind = "IPBlock",
     plural = "ipblocks",
+    doc = "An IPBlock is one block of an IPPool, affine to a node, holding the record of every address allocated from it. Written only by ipledger.",
     shortname = "ipb",
     category = "ipledger",
     status = "IPBlockStatus",

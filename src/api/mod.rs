@@ -34,3 +34,156 @@ pub fn crds_yaml() -> Result<String, serde_yaml_ng::Error> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    /// Formats the API server knows; it ignores others, so an unknown one is a silent no-op.
+    const KNOWN_FORMATS: &[&str] = &[
+        "int32",
+        "int64",
+        "float",
+        "double",
+        "byte",
+        "date",
+        "date-time",
+        "password",
+    ];
+
+    fn schemas() -> Vec<(String, Value)> {
+        crds()
+            .into_iter()
+            .map(|crd| {
+                let version = &crd.spec.versions[0];
+                let schema = version
+                    .schema
+                    .as_ref()
+                    .and_then(|s| s.open_api_v3_schema.as_ref())
+                    .expect("schema");
+                (
+                    crd.spec.names.kind.clone(),
+                    serde_json::to_value(schema).expect("schema serializes"),
+                )
+            })
+            .collect()
+    }
+
+    /// Checks the rules of a structural schema (Kubernetes "Specifying a structural
+    /// schema"): a type on every node, nothing typed inside logical junctors.
+    fn assert_structural(path: &str, node: &Value, problems: &mut Vec<String>) {
+        let Some(obj) = node.as_object() else { return };
+        let free_form = obj.contains_key("x-kubernetes-int-or-string")
+            || obj.contains_key("x-kubernetes-preserve-unknown-fields");
+        if !free_form && !obj.contains_key("type") {
+            problems.push(format!("{path}: no type"));
+        }
+        for junctor in ["allOf", "anyOf", "oneOf", "not"] {
+            if obj.contains_key(junctor) {
+                problems.push(format!("{path}: {junctor} is not allowed here"));
+            }
+        }
+        if let Some(format) = obj.get("format").and_then(Value::as_str) {
+            if !KNOWN_FORMATS.contains(&format) {
+                problems.push(format!(
+                    "{path}: format {format:?} is unknown to the API server"
+                ));
+            }
+        }
+        if let Some(props) = obj.get("properties").and_then(Value::as_object) {
+            for (name, child) in props {
+                assert_structural(&format!("{path}.{name}"), child, problems);
+            }
+        }
+        for key in ["items", "additionalProperties"] {
+            if let Some(child) = obj.get(key) {
+                assert_structural(&format!("{path}[{key}]"), child, problems);
+            }
+        }
+    }
+
+    #[test]
+    fn checked_in_crds_match_the_types() {
+        let checked_in = include_str!("../../crds/crds.yaml");
+        assert_eq!(
+            crds_yaml().expect("crds serialize"),
+            checked_in,
+            "crds/crds.yaml is stale: run `cargo run -- crds > crds/crds.yaml`"
+        );
+    }
+
+    #[test]
+    fn schemas_are_structural() {
+        for (kind, schema) in schemas() {
+            let mut problems = Vec::new();
+            assert_structural(&kind, &schema, &mut problems);
+            assert!(
+                problems.is_empty(),
+                "{kind} schema is not structural: {problems:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn strings_in_cel_rules_are_bounded() {
+        // The API server estimates the cost of every CEL rule from maxLength/maxItems and
+        // refuses the CRD when an unbounded string makes the estimate exceed its budget.
+        let (_, pool) = &schemas()[0];
+        let spec = &pool["properties"]["spec"]["properties"];
+        for field in ["cidr", "gateway"] {
+            assert!(
+                spec[field]["maxLength"].is_u64(),
+                "spec.{field} has no maxLength"
+            );
+        }
+        let rules = pool["properties"]["spec"]["x-kubernetes-validations"]
+            .as_array()
+            .expect("spec rules");
+        assert!(
+            rules
+                .iter()
+                .any(|r| r["message"] == "blockSize is immutable")
+        );
+        let cidr_rules = spec["cidr"]["x-kubernetes-validations"]
+            .as_array()
+            .expect("cidr rules");
+        assert!(cidr_rules.iter().any(|r| r["rule"] == "self == oldSelf"));
+    }
+
+    #[test]
+    fn crds_are_cluster_scoped_with_status_and_printer_columns() {
+        for crd in crds() {
+            assert_eq!(crd.spec.group, GROUP);
+            assert_eq!(crd.spec.scope, "Cluster");
+            let version = &crd.spec.versions[0];
+            assert_eq!(version.name, "v1alpha1");
+            assert!(
+                version
+                    .subresources
+                    .as_ref()
+                    .and_then(|s| s.status.as_ref())
+                    .is_some(),
+                "{} lacks status",
+                crd.spec.names.kind
+            );
+            let columns: Vec<_> = version
+                .additional_printer_columns
+                .iter()
+                .flatten()
+                .map(|c| c.name.as_str())
+                .collect();
+            let expected: &[&str] = match crd.spec.names.kind.as_str() {
+                "IPPool" => &["CIDR", "Allocated", "Free", "Age"],
+                _ => &["Pool", "CIDR", "Node", "Allocated"],
+            };
+            for name in expected {
+                assert!(
+                    columns.contains(name),
+                    "{} lacks printer column {name}: {columns:?}",
+                    crd.spec.names.kind
+                );
+            }
+        }
+    }
+}

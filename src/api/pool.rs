@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
     version = "v1alpha1",
     kind = "IPPool",
     plural = "ippools",
+    doc = "An IPPool is a range of addresses that ipledger hands out to pods, in blocks claimed by nodes.",
     shortname = "ipp",
     category = "ipledger",
     status = "IPPoolStatus",
