@@ -1,0 +1,5 @@
+//! The node agent: serves the CNI plugin on a root-only unix socket and allocates from
+//! blocks affine to its node.
+
+pub mod install;
+pub mod socket;
