@@ -63,7 +63,9 @@ impl AgentMetrics {
             requests: Family::default(),
             // 100 µs to ~3.3 s: an allocation from a cached block is sub-millisecond, one
             // that claims a block or retries conflicts takes several round trips.
-            request_seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0001, 2.0, 16))),
+            request_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+            }),
             cas_conflicts: Counter::default(),
             cas_retries: Counter::default(),
             api_writes: Family::default(),
@@ -71,13 +73,41 @@ impl AgentMetrics {
             failures: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("ipledger_agent");
-        r.register("requests", "Requests served, by verb and result", metrics.requests.clone());
-        r.register("request_duration_seconds", "Time to answer a request, by verb and result", metrics.request_seconds.clone());
-        r.register("cas_conflicts", "409 Conflicts met by ledger writes", metrics.cas_conflicts.clone());
-        r.register("cas_retries", "Ledger decisions made again after a conflict", metrics.cas_retries.clone());
-        r.register("api_writes", "Writes sent to the API server, by operation", metrics.api_writes.clone());
-        r.register("blocks_held", "Blocks affine to this node, by pool", metrics.blocks_held.clone());
-        r.register("failures", "Failed requests, by reason", metrics.failures.clone());
+        r.register(
+            "requests",
+            "Requests served, by verb and result",
+            metrics.requests.clone(),
+        );
+        r.register(
+            "request_duration_seconds",
+            "Time to answer a request, by verb and result",
+            metrics.request_seconds.clone(),
+        );
+        r.register(
+            "cas_conflicts",
+            "409 Conflicts met by ledger writes",
+            metrics.cas_conflicts.clone(),
+        );
+        r.register(
+            "cas_retries",
+            "Ledger decisions made again after a conflict",
+            metrics.cas_retries.clone(),
+        );
+        r.register(
+            "api_writes",
+            "Writes sent to the API server, by operation",
+            metrics.api_writes.clone(),
+        );
+        r.register(
+            "blocks_held",
+            "Blocks affine to this node, by pool",
+            metrics.blocks_held.clone(),
+        );
+        r.register(
+            "failures",
+            "Failed requests, by reason",
+            metrics.failures.clone(),
+        );
         metrics
     }
 }
@@ -98,17 +128,42 @@ mod tests {
     fn agent_metrics_are_exposed_with_their_labels() {
         let mut registry = Registry::default();
         let metrics = AgentMetrics::register(&mut registry);
-        let labels = RequestLabels { verb: "add".into(), result: "ok".into() };
+        let labels = RequestLabels {
+            verb: "add".into(),
+            result: "ok".into(),
+        };
         metrics.requests.get_or_create(&labels).inc();
-        metrics.request_seconds.get_or_create(&labels).observe(0.002);
-        metrics.api_writes.get_or_create(&WriteLabels { operation: "replace".into() }).inc_by(3);
+        metrics
+            .request_seconds
+            .get_or_create(&labels)
+            .observe(0.002);
+        metrics
+            .api_writes
+            .get_or_create(&WriteLabels {
+                operation: "replace".into(),
+            })
+            .inc_by(3);
         metrics.cas_conflicts.inc();
 
         let text = encode(&registry);
 
-        assert!(text.contains(r#"ipledger_agent_requests_total{verb="add",result="ok"} 1"#), "{text}");
-        assert!(text.contains(r#"ipledger_agent_api_writes_total{operation="replace"} 3"#), "{text}");
-        assert!(text.contains("ipledger_agent_cas_conflicts_total 1"), "{text}");
-        assert!(text.contains(r#"ipledger_agent_request_duration_seconds_count{verb="add",result="ok"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"ipledger_agent_requests_total{verb="add",result="ok"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"ipledger_agent_api_writes_total{operation="replace"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("ipledger_agent_cas_conflicts_total 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"ipledger_agent_request_duration_seconds_count{verb="add",result="ok"} 1"#
+            ),
+            "{text}"
+        );
     }
 }

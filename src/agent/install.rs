@@ -13,10 +13,13 @@ use std::path::{Path, PathBuf};
 pub fn install_plugin(source: &Path, dir: &Path, name: &str) -> io::Result<PathBuf> {
     fs::create_dir_all(dir)?;
     let target = dir.join(name);
-    let mut temp = tempfile::Builder::new().prefix(&format!(".{name}.")).tempfile_in(dir)?;
+    let mut temp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .tempfile_in(dir)?;
     io::copy(&mut File::open(source)?, temp.as_file_mut())?;
     temp.as_file().sync_all()?;
-    temp.as_file().set_permissions(Permissions::from_mode(0o755))?;
+    temp.as_file()
+        .set_permissions(Permissions::from_mode(0o755))?;
     temp.persist(&target).map_err(|e| e.error)?;
     File::open(dir)?.sync_all()?;
     Ok(target)
@@ -39,9 +42,19 @@ mod tests {
 
         assert_eq!(installed, bin.join("ipledger"));
         assert_eq!(fs::read(&installed).unwrap(), b"new plugin");
-        assert_eq!(fs::metadata(&installed).unwrap().permissions().mode() & 0o777, 0o755);
-        let leftovers: Vec<_> = fs::read_dir(&bin).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert_eq!(leftovers, vec![std::ffi::OsString::from("ipledger")], "temporary files left behind");
+        assert_eq!(
+            fs::metadata(&installed).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
+        let leftovers: Vec<_> = fs::read_dir(&bin)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            leftovers,
+            vec![std::ffi::OsString::from("ipledger")],
+            "temporary files left behind"
+        );
     }
 
     #[test]
@@ -52,6 +65,9 @@ mod tests {
         let err = install_plugin(&dir.path().join("absent"), dir.path(), "ipledger").unwrap_err();
 
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
-        assert_eq!(fs::read(dir.path().join("ipledger")).unwrap(), b"old plugin");
+        assert_eq!(
+            fs::read(dir.path().join("ipledger")).unwrap(),
+            b"old plugin"
+        );
     }
 }

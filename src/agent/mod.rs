@@ -2,4 +2,5 @@
 //! blocks affine to its node.
 
 pub mod install;
+pub mod pool_choice;
 pub mod socket;

@@ -12,15 +12,24 @@ use tokio::net::UnixListener;
 /// agent that died is removed; a live agent on the same path is an error, and so is a
 /// path that holds anything but a socket (the agent never deletes other files).
 pub fn bind(path: &Path) -> io::Result<UnixListener> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
     fs::set_permissions(dir, Permissions::from_mode(0o700))?;
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
                 return Err(io::Error::new(
                     io::ErrorKind::AddrInUse,
-                    format!("{}: another agent is serving on this socket", path.display()),
+                    format!(
+                        "{}: another agent is serving on this socket",
+                        path.display()
+                    ),
                 ));
             }
             fs::remove_file(path)?;
@@ -28,7 +37,10 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
         Ok(_) => {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
-                format!("{}: exists and is not a socket; refusing to remove it", path.display()),
+                format!(
+                    "{}: exists and is not a socket; refusing to remove it",
+                    path.display()
+                ),
             ));
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -61,7 +73,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("agent.sock");
         drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
-        assert!(path.exists(), "the dead listener's socket file stays behind");
+        assert!(
+            path.exists(),
+            "the dead listener's socket file stays behind"
+        );
         let _listener = bind(&path).unwrap();
         assert!(tokio::net::UnixStream::connect(&path).await.is_ok());
     }

@@ -3,8 +3,8 @@
 use std::fmt::Debug;
 use std::time::Duration;
 
-use kube::api::{Api, PostParams};
 use kube::Resource;
+use kube::api::{Api, PostParams};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -21,7 +21,11 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { max_attempts: 16, base_delay: Duration::from_millis(2), max_delay: Duration::from_millis(200) }
+        Self {
+            max_attempts: 16,
+            base_delay: Duration::from_millis(2),
+            max_delay: Duration::from_millis(200),
+        }
     }
 }
 
@@ -29,7 +33,10 @@ impl RetryPolicy {
     /// Full jitter: a uniformly random delay up to the capped exponential bound, so that
     /// writers that lost the same race do not collide again in lockstep.
     fn delay(&self, retry: u32) -> Duration {
-        let bound = self.base_delay.saturating_mul(1u32 << retry.min(16)).min(self.max_delay);
+        let bound = self
+            .base_delay
+            .saturating_mul(1u32 << retry.min(16))
+            .min(self.max_delay);
         bound.mul_f64(fastrand::f64())
     }
 }
@@ -64,13 +71,21 @@ pub enum CasError<E> {
     NotFound { kind: String, name: String },
     /// Every attempt lost the race to another writer.
     #[error("{kind} {name:?} is contended: {attempts} writes in a row lost to concurrent writers")]
-    Contended { kind: String, name: String, attempts: u32 },
+    Contended {
+        kind: String,
+        name: String,
+        attempts: u32,
+    },
     /// The caller refused to go on after looking at the object.
     #[error(transparent)]
     Refused(E),
     /// The API server answered with an error other than a conflict, or could not be reached.
     #[error("API request for {kind} {name:?} failed: {source}")]
-    Api { kind: String, name: String, source: kube::Error },
+    Api {
+        kind: String,
+        name: String,
+        source: kube::Error,
+    },
 }
 
 /// Reads `name`, lets `decide` choose the new version, and replaces the object carrying the
@@ -89,7 +104,11 @@ where
     K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
 {
     let kind = K::kind(&()).to_string();
-    let api_error = |source| CasError::Api { kind: kind.clone(), name: name.to_string(), source };
+    let api_error = |source| CasError::Api {
+        kind: kind.clone(),
+        name: name.to_string(),
+        source,
+    };
     let mut current = first;
     let mut conflicts = 0;
     for attempt in 0..policy.max_attempts {
@@ -97,31 +116,57 @@ where
             Some(object) => object,
             None => match api.get_opt(name).await.map_err(api_error)? {
                 Some(object) => object,
-                None => return Err(CasError::NotFound { kind, name: name.to_string() }),
+                None => {
+                    return Err(CasError::NotFound {
+                        kind,
+                        name: name.to_string(),
+                    });
+                }
             },
         };
         let read_version = object.meta().resource_version.clone();
         match decide(&object).map_err(CasError::Refused)? {
-            Decision::Keep(value) => return Ok(Written { value, object, wrote: false, conflicts }),
+            Decision::Keep(value) => {
+                return Ok(Written {
+                    value,
+                    object,
+                    wrote: false,
+                    conflicts,
+                });
+            }
             Decision::Replace(mut new, value) => {
                 // The precondition of the swap: never a blind write.
                 new.meta_mut().resource_version = read_version;
                 match api.replace(name, &PostParams::default(), &new).await {
-                    Ok(object) => return Ok(Written { value, object, wrote: true, conflicts }),
+                    Ok(object) => {
+                        return Ok(Written {
+                            value,
+                            object,
+                            wrote: true,
+                            conflicts,
+                        });
+                    }
                     Err(kube::Error::Api(status)) if status.code == 409 => {
                         conflicts += 1;
                         tracing::debug!(kind, name, attempt, "conflict, re-reading");
                         tokio::time::sleep(policy.delay(attempt)).await;
                     }
                     Err(kube::Error::Api(status)) if status.code == 404 => {
-                        return Err(CasError::NotFound { kind, name: name.to_string() });
+                        return Err(CasError::NotFound {
+                            kind,
+                            name: name.to_string(),
+                        });
                     }
                     Err(source) => return Err(api_error(source)),
                 }
             }
         }
     }
-    Err(CasError::Contended { kind, name: name.to_string(), attempts: policy.max_attempts })
+    Err(CasError::Contended {
+        kind,
+        name: name.to_string(),
+        attempts: policy.max_attempts,
+    })
 }
 
 #[cfg(test)]
@@ -130,11 +175,20 @@ mod tests {
 
     #[test]
     fn retry_delays_stay_within_the_capped_exponential_bound() {
-        let policy = RetryPolicy { max_attempts: 8, base_delay: Duration::from_millis(4), max_delay: Duration::from_millis(50) };
+        let policy = RetryPolicy {
+            max_attempts: 8,
+            base_delay: Duration::from_millis(4),
+            max_delay: Duration::from_millis(50),
+        };
         for retry in 0..40 {
-            let bound = Duration::from_millis(4).saturating_mul(1 << retry.min(16)).min(Duration::from_millis(50));
+            let bound = Duration::from_millis(4)
+                .saturating_mul(1 << retry.min(16))
+                .min(Duration::from_millis(50));
             for _ in 0..50 {
-                assert!(policy.delay(retry) <= bound, "retry {retry} exceeded {bound:?}");
+                assert!(
+                    policy.delay(retry) <= bound,
+                    "retry {retry} exceeded {bound:?}"
+                );
             }
         }
     }
