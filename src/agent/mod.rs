@@ -1,6 +1,7 @@
 //! The node agent: serves the CNI plugin on a root-only unix socket and allocates from
 //! blocks affine to its node.
 
+pub mod cache;
 pub mod install;
 pub mod pool_choice;
 pub mod socket;

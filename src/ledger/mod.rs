@@ -4,6 +4,7 @@
 //! [`cas::update`]; a block is claimed by creating it, so the API server decides
 //! which node owns it.
 
+pub mod blocks;
 pub mod cas;
 
 pub use cas::{CasError, Decision, RetryPolicy, Written};

@@ -1,0 +1,91 @@
+//! Claiming and finding IPBlocks.
+
+use ipnet::IpNet;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use kube::{Resource, ResourceExt};
+
+use crate::api::{IPBlock, IPBlockSpec, IPPool, LABEL_NODE, LABEL_POOL};
+
+/// The outcome of trying to claim a block.
+#[derive(Debug)]
+pub enum Claim {
+    /// This node created the block and owns it.
+    Won(IPBlock),
+    /// The block exists already: another node claimed it first (or this node did, in an
+    /// earlier attempt whose answer was lost).
+    Taken,
+}
+
+/// Claims the block `cidr` of `pool` for `node` by creating its IPBlock under the
+/// deterministic `name`. The API server's create is the arbiter: of two nodes racing for
+/// one block exactly one create succeeds, the other gets 409 AlreadyExists.
+pub async fn claim_block(
+    api: &Api<IPBlock>,
+    name: &str,
+    pool: &IPPool,
+    cidr: IpNet,
+    node: &str,
+) -> Result<Claim, kube::Error> {
+    let pool_name = pool.name_any();
+    let block = IPBlock {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            labels: Some(
+                [
+                    (LABEL_POOL.to_string(), pool_name.clone()),
+                    (LABEL_NODE.to_string(), node.to_string()),
+                ]
+                .into(),
+            ),
+            // Deleting the pool deletes its blocks (after the finalizer has let it go).
+            owner_references: pool
+                .controller_owner_ref(&())
+                .map(|mut owner: OwnerReference| {
+                    owner.block_owner_deletion = Some(true);
+                    vec![owner]
+                }),
+            ..Default::default()
+        },
+        spec: IPBlockSpec {
+            pool: pool_name,
+            cidr,
+            node: node.to_string(),
+            last_allocated: None,
+            allocations: Vec::new(),
+            released: Vec::new(),
+        },
+        status: None,
+    };
+    match api.create(&PostParams::default(), &block).await {
+        Ok(created) => Ok(Claim::Won(created)),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(Claim::Taken),
+        Err(e) => Err(e),
+    }
+}
+
+/// Every block of `pool`, whoever holds it (for claiming: which blocks exist; for
+/// borrowing: which foreign blocks have room).
+pub async fn pool_blocks(api: &Api<IPBlock>, pool: &str) -> Result<Vec<IPBlock>, kube::Error> {
+    let params = ListParams::default().labels(&format!("{LABEL_POOL}={pool}"));
+    let mut blocks = Vec::new();
+    let mut params = params.limit(500);
+    loop {
+        let page = api.list(&params).await?;
+        let next = page.metadata.continue_.clone().filter(|c| !c.is_empty());
+        blocks.extend(page.items);
+        match next {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(blocks),
+        }
+    }
+}
+
+/// A reference to `block`, for logs: its name and resourceVersion.
+pub fn describe(block: &IPBlock) -> String {
+    format!(
+        "{}@{}",
+        block.name_any(),
+        block.resource_version().unwrap_or_default()
+    )
+}
