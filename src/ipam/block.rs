@@ -475,6 +475,9 @@ fn round(t: Timestamp, mode: RoundMode) -> Timestamp {
 mod tests {
     use super::*;
     use crate::api::IPPoolSpec;
+    use crate::ipam::{
+        MAX_CONTAINER_ID, MAX_IF_NAME, MAX_NETWORK, MAX_POD_NAME, MAX_POD_NAMESPACE, MAX_POD_UID,
+    };
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -834,5 +837,58 @@ mod tests {
             ],
             "{error}"
         );
+    }
+
+    /// The API server refuses objects over about 1.5 MiB; the ledger's limits (1024
+    /// addresses per block, schema maxLength on every string) keep a completely full
+    /// block under 1 MiB of JSON. Released addresses never coexist with allocations
+    /// of the same address and are far smaller, so a full block is the largest record.
+    #[test]
+    fn a_full_block_at_every_max_length_serializes_under_one_mebibyte() {
+        for (cidr, block_cidr, prefix) in [
+            ("10.0.0.0/16", "10.0.4.0/22", 22),
+            (
+                "fd12:3456:789a:bcde:f012:3456:789a:0/112",
+                "fd12:3456:789a:bcde:f012:3456:789a:fc00/118",
+                118,
+            ),
+        ] {
+            let spec = IPPoolSpec {
+                cidr: cidr.into(),
+                block_size: Some(prefix),
+                ..Default::default()
+            };
+            let pool = Pool::parse(&"p".repeat(253), &spec).unwrap();
+            let mut block = Block::new(&pool, net(block_cidr), &"n".repeat(253)).unwrap();
+            let pod = PodRef {
+                namespace: "s".repeat(MAX_POD_NAMESPACE),
+                name: "p".repeat(MAX_POD_NAME),
+                uid: Some("u".repeat(MAX_POD_UID)),
+            };
+            for i in 0..1024 {
+                let attachment = Attachment::new(
+                    "w".repeat(MAX_NETWORK),
+                    format!("{i:0>width$}", width = MAX_CONTAINER_ID),
+                    format!("{i:e>width$}", width = MAX_IF_NAME),
+                )
+                .unwrap();
+                block
+                    .allocate(&pool, &attachment, Some(&pod), at(i))
+                    .unwrap();
+            }
+            assert!(
+                block
+                    .allocate(&pool, &att("one-more"), None, at(0))
+                    .is_err()
+            );
+            let spec = block.to_spec();
+            assert_eq!(spec.allocations.len(), 1024);
+            let json = serde_json::to_vec(&spec).unwrap();
+            println!(
+                "full /{prefix} block at max lengths: {} bytes of JSON",
+                json.len()
+            );
+            assert!(json.len() < 1024 * 1024, "{} bytes", json.len());
+        }
     }
 }
