@@ -3,5 +3,6 @@
 
 pub mod agent;
 pub mod api;
+pub mod ipam;
 pub mod ledger;
 pub mod metrics;

@@ -1,0 +1,26 @@
+//! The allocation core: plain functions over plain data, no I/O, no async, no clock.
+//!
+//! The shell reads pools and blocks from the API, turns them into a [`Pool`] and
+//! [`Block`]s, asks the core what to do, and writes the changed block back with a
+//! compare-and-swap. Addresses are handled as integers, so nothing walks an address
+//! space: cost and memory follow the number of blocks and allocations only.
+
+mod addr;
+mod attachment;
+mod block;
+mod claim;
+mod error;
+mod naming;
+mod pool;
+
+pub use attachment::{
+    Attachment, MAX_CONTAINER_ID, MAX_IF_NAME, MAX_NETWORK, MAX_POD_NAME, MAX_POD_NAMESPACE,
+    MAX_POD_UID,
+};
+pub use block::{Allocation, Block};
+pub use error::{AllocError, BlockError, FieldError, PoolError};
+pub use naming::{block_name, is_dns1123_subdomain};
+pub use pool::{
+    BLOCK_V4, BLOCK_V6, DEFAULT_BLOCK_V4, DEFAULT_BLOCK_V6, DEFAULT_COOLDOWN_SECONDS,
+    MAX_COOLDOWN_SECONDS, Pool, Route, overlaps,
+};
