@@ -2,7 +2,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "ipledger", version, about = "IP address management for Kubernetes")]
+#[command(
+    name = "ipledger",
+    version,
+    about = "IP address management for Kubernetes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -275,9 +275,14 @@ mod tests {
 
     #[test]
     fn content_length_body_waits_for_all_bytes() {
-        let full = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\ncontent-type: application/json\r\n\r\nhello";
+        let full =
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\ncontent-type: application/json\r\n\r\nhello";
         for cut in 0..full.len() {
-            assert_eq!(parse_reply(&full[..cut], false).unwrap(), None, "cut at {cut}");
+            assert_eq!(
+                parse_reply(&full[..cut], false).unwrap(),
+                None,
+                "cut at {cut}"
+            );
         }
         let reply = parse_reply(full, false).unwrap().unwrap();
         assert_eq!(reply.status, 200);
@@ -304,7 +309,10 @@ mod tests {
             Err(TransportError::Malformed(_))
         ));
         let bad = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
-        assert!(matches!(parse_reply(bad, false), Err(TransportError::Malformed(_))));
+        assert!(matches!(
+            parse_reply(bad, false),
+            Err(TransportError::Malformed(_))
+        ));
     }
 
     #[test]
@@ -323,7 +331,10 @@ mod tests {
                 String::from_utf8_lossy(bytes)
             );
         }
-        let huge = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", MAX_BODY_BYTES + 1);
+        let huge = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+            MAX_BODY_BYTES + 1
+        );
         assert!(matches!(
             parse_reply(huge.as_bytes(), false),
             Err(TransportError::Malformed(m)) if m.contains("exceeds")

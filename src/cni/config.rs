@@ -137,7 +137,11 @@ fn decode<T: DeserializeOwned>(prefix: &str, value: &Value) -> Result<T, CniErro
             (p, i) if i.starts_with('[') => format!("{p}{i}"),
             (p, i) => format!("{p}.{i}"),
         };
-        let path = if path.is_empty() { "config".into() } else { path };
+        let path = if path.is_empty() {
+            "config".into()
+        } else {
+            path
+        };
         invalid(format!("{path}: {}", e.inner()))
     })
 }
@@ -192,16 +196,20 @@ impl NetworkConfig {
             Command::Add => {
                 if let Some(runtime_config) = &raw.runtime_config {
                     let ips: RawIps = decode("runtimeConfig", runtime_config)?;
-                    config.runtime_config_ips =
-                        validate::requested_ips("runtimeConfig.ips", ips.ips.iter().map(String::as_str))
-                            .map_err(invalid)?;
+                    config.runtime_config_ips = validate::requested_ips(
+                        "runtimeConfig.ips",
+                        ips.ips.iter().map(String::as_str),
+                    )
+                    .map_err(invalid)?;
                 }
                 if let Some(args) = &raw.args {
                     let args: RawArgs = decode("args", args)?;
                     if let Some(cni) = args.cni {
-                        config.args_ips =
-                            validate::requested_ips("args.cni.ips", cni.ips.iter().map(String::as_str))
-                                .map_err(invalid)?;
+                        config.args_ips = validate::requested_ips(
+                            "args.cni.ips",
+                            cni.ips.iter().map(String::as_str),
+                        )
+                        .map_err(invalid)?;
                     }
                 }
             }
@@ -260,11 +268,15 @@ impl NetworkConfig {
     /// The addresses the pod asked for: `runtimeConfig.ips` first, then `args.cni.ips`,
     /// then `IP=` of `CNI_ARGS`; the first source that names any wins.
     pub fn requested_ips(&self, cni_args_ips: &[IpAddr]) -> Vec<IpAddr> {
-        [&self.runtime_config_ips[..], &self.args_ips[..], cni_args_ips]
-            .into_iter()
-            .find(|ips| !ips.is_empty())
-            .unwrap_or_default()
-            .to_vec()
+        [
+            &self.runtime_config_ips[..],
+            &self.args_ips[..],
+            cni_args_ips,
+        ]
+        .into_iter()
+        .find(|ips| !ips.is_empty())
+        .unwrap_or_default()
+        .to_vec()
     }
 }
 
@@ -387,10 +399,18 @@ mod tests {
         doc["name"] = json!("-bad");
         let e = error(doc, Command::Add);
         assert_eq!(e.code, 1);
-        assert!(e.msg.starts_with("cniVersion: \"0.2.0\" is not supported"), "{}", e.msg);
+        assert!(
+            e.msg.starts_with("cniVersion: \"0.2.0\" is not supported"),
+            "{}",
+            e.msg
+        );
         let mut doc = base();
         doc.as_object_mut().unwrap().remove("cniVersion");
-        assert!(error(doc, Command::Add).msg.starts_with("cniVersion: missing"));
+        assert!(
+            error(doc, Command::Add)
+                .msg
+                .starts_with("cniVersion: missing")
+        );
         let mut doc = base();
         doc["cniVersion"] = json!(1);
         assert_eq!(error(doc, Command::Add).code, 1);
@@ -403,20 +423,72 @@ mod tests {
             (json!({"name": "-x"}), 7, "name: "),
             (json!({"name": 5}), 7, "name: invalid type"),
             (json!({"ipam": null}), 7, "ipam: missing"),
-            (json!({"ipam": {"pool": "v4"}}), 2, "ipam.pool: unknown field"),
-            (json!({"ipam": {"pools": "v4"}}), 7, "ipam.pools: invalid type"),
+            (
+                json!({"ipam": {"pool": "v4"}}),
+                2,
+                "ipam.pool: unknown field",
+            ),
+            (
+                json!({"ipam": {"pools": "v4"}}),
+                7,
+                "ipam.pools: invalid type",
+            ),
             (json!({"ipam": {"pools": ["V4"]}}), 7, "ipam.pools[0]: "),
-            (json!({"ipam": {"pools": ["a", "b", "c"]}}), 7, "ipam.pools: 3 pools"),
-            (json!({"ipam": {"pools": ["a", "a"]}}), 7, "ipam.pools: \"a\" is named twice"),
-            (json!({"ipam": {"socket": "agent.sock"}}), 7, "ipam.socket: "),
-            (json!({"ipam": {"socket": format!("/{}", "s".repeat(200))}}), 7, "ipam.socket: longer"),
-            (json!({"ipam": {"timeoutSeconds": 0}}), 7, "ipam.timeoutSeconds: 0 is out of range"),
-            (json!({"ipam": {"timeoutSeconds": "5"}}), 7, "ipam.timeoutSeconds: invalid type"),
-            (json!({"ipam": {"routes": [{"dst": "10.0.0.0"}]}}), 7, "ipam.routes[0].dst: "),
-            (json!({"ipam": {"dns": {"nameservers": ["x"]}}}), 7, "ipam.dns.nameservers[0]: "),
-            (json!({"runtimeConfig": {"ips": ["10.0.0.1", "10.0.0.2"]}}), 7, "runtimeConfig.ips: "),
-            (json!({"runtimeConfig": {"ips": [1]}}), 7, "runtimeConfig.ips[0]: invalid type"),
-            (json!({"args": {"cni": {"ips": ["nope"]}}}), 7, "args.cni.ips: \"nope\""),
+            (
+                json!({"ipam": {"pools": ["a", "b", "c"]}}),
+                7,
+                "ipam.pools: 3 pools",
+            ),
+            (
+                json!({"ipam": {"pools": ["a", "a"]}}),
+                7,
+                "ipam.pools: \"a\" is named twice",
+            ),
+            (
+                json!({"ipam": {"socket": "agent.sock"}}),
+                7,
+                "ipam.socket: ",
+            ),
+            (
+                json!({"ipam": {"socket": format!("/{}", "s".repeat(200))}}),
+                7,
+                "ipam.socket: longer",
+            ),
+            (
+                json!({"ipam": {"timeoutSeconds": 0}}),
+                7,
+                "ipam.timeoutSeconds: 0 is out of range",
+            ),
+            (
+                json!({"ipam": {"timeoutSeconds": "5"}}),
+                7,
+                "ipam.timeoutSeconds: invalid type",
+            ),
+            (
+                json!({"ipam": {"routes": [{"dst": "10.0.0.0"}]}}),
+                7,
+                "ipam.routes[0].dst: ",
+            ),
+            (
+                json!({"ipam": {"dns": {"nameservers": ["x"]}}}),
+                7,
+                "ipam.dns.nameservers[0]: ",
+            ),
+            (
+                json!({"runtimeConfig": {"ips": ["10.0.0.1", "10.0.0.2"]}}),
+                7,
+                "runtimeConfig.ips: ",
+            ),
+            (
+                json!({"runtimeConfig": {"ips": [1]}}),
+                7,
+                "runtimeConfig.ips[0]: invalid type",
+            ),
+            (
+                json!({"args": {"cni": {"ips": ["nope"]}}}),
+                7,
+                "args.cni.ips: \"nope\"",
+            ),
         ];
         for (patch, code, prefix) in cases {
             let mut doc = base();
@@ -443,13 +515,19 @@ mod tests {
         doc["args"] = json!({"cni": {"ips": ["10.0.0.7"]}, "labels": {"x": "y"}});
         let config = parse(doc.clone(), Command::Add).unwrap();
         let from_cni_args: Vec<IpAddr> = vec!["10.0.0.9".parse().unwrap()];
-        assert_eq!(config.requested_ips(&from_cni_args), vec!["10.0.0.7".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            config.requested_ips(&from_cni_args),
+            vec!["10.0.0.7".parse::<IpAddr>().unwrap()]
+        );
 
         doc["runtimeConfig"] = json!({"ips": ["10.0.0.8/24", "fd00::8/64"], "portMappings": []});
         let config = parse(doc, Command::Add).unwrap();
         assert_eq!(
             config.requested_ips(&from_cni_args),
-            vec!["10.0.0.8".parse::<IpAddr>().unwrap(), "fd00::8".parse().unwrap()]
+            vec![
+                "10.0.0.8".parse::<IpAddr>().unwrap(),
+                "fd00::8".parse().unwrap()
+            ]
         );
 
         let config = parse(base(), Command::Add).unwrap();
@@ -471,14 +549,21 @@ mod tests {
         let config = parse(doc, Command::Check).unwrap();
         assert_eq!(
             config.prev_result_ips,
-            vec!["10.0.0.5".parse::<IpAddr>().unwrap(), "fd00::5".parse().unwrap()]
+            vec![
+                "10.0.0.5".parse::<IpAddr>().unwrap(),
+                "fd00::5".parse().unwrap()
+            ]
         );
         let e = error(base(), Command::Check);
         assert!(e.msg.starts_with("prevResult: missing"), "{}", e.msg);
         let mut doc = base();
         doc["prevResult"] = json!({"ips": [{"address": "garbage"}]});
         let e = error(doc, Command::Check);
-        assert!(e.msg.starts_with("prevResult.ips[0].address: "), "{}", e.msg);
+        assert!(
+            e.msg.starts_with("prevResult.ips[0].address: "),
+            "{}",
+            e.msg
+        );
     }
 
     #[test]
@@ -504,13 +589,28 @@ mod tests {
 
         doc["cni.dev/valid-attachments"] = json!([{"containerID": "abc", "ifname": "a/b"}]);
         let e = error(doc.clone(), Command::Gc);
-        assert!(e.msg.starts_with("cni.dev/valid-attachments[0].ifname: "), "{}", e.msg);
+        assert!(
+            e.msg.starts_with("cni.dev/valid-attachments[0].ifname: "),
+            "{}",
+            e.msg
+        );
         doc["cni.dev/valid-attachments"] = json!([{"containerID": "abc"}]);
         let e = error(doc.clone(), Command::Gc);
-        assert!(e.msg.starts_with("cni.dev/valid-attachments[0]: missing field `ifname`"), "{}", e.msg);
-        doc.as_object_mut().unwrap().remove("cni.dev/valid-attachments");
+        assert!(
+            e.msg
+                .starts_with("cni.dev/valid-attachments[0]: missing field `ifname`"),
+            "{}",
+            e.msg
+        );
+        doc.as_object_mut()
+            .unwrap()
+            .remove("cni.dev/valid-attachments");
         let e = error(doc, Command::Gc);
-        assert!(e.msg.starts_with("cni.dev/valid-attachments: missing"), "{}", e.msg);
+        assert!(
+            e.msg.starts_with("cni.dev/valid-attachments: missing"),
+            "{}",
+            e.msg
+        );
     }
 
     #[test]

@@ -92,10 +92,7 @@ const MAX_CNI_ARGS_BYTES: usize = 64 * 1024;
 
 /// Reads one variable; unset and empty are the same, as in the spec's reference
 /// implementation.
-fn var(
-    lookup: &dyn Fn(&str) -> Option<OsString>,
-    name: &str,
-) -> Result<Option<String>, CniError> {
+fn var(lookup: &dyn Fn(&str) -> Option<OsString>, name: &str) -> Result<Option<String>, CniError> {
     match lookup(name) {
         None => Ok(None),
         Some(value) if value.is_empty() => Ok(None),
@@ -297,7 +294,11 @@ mod tests {
         ]
     }
 
-    fn with(mut env: Vec<(&'static str, &'static str)>, key: &'static str, value: &'static str) -> Vec<(&'static str, &'static str)> {
+    fn with(
+        mut env: Vec<(&'static str, &'static str)>,
+        key: &'static str,
+        value: &'static str,
+    ) -> Vec<(&'static str, &'static str)> {
         env.retain(|(k, _)| *k != key);
         env.push((key, value));
         env
@@ -340,11 +341,19 @@ mod tests {
             let vars: Vec<_> = add_env().into_iter().filter(|(k, _)| *k != name).collect();
             let error = error_of(&vars);
             assert_eq!(error.code, 4, "{name}");
-            assert!(error.msg.starts_with(&format!("{name}: missing")), "{}", error.msg);
+            assert!(
+                error.msg.starts_with(&format!("{name}: missing")),
+                "{}",
+                error.msg
+            );
         }
         // Empty is the same as unset.
         let error = error_of(&with(add_env(), "CNI_IFNAME", ""));
-        assert!(error.msg.starts_with("CNI_IFNAME: missing"), "{}", error.msg);
+        assert!(
+            error.msg.starts_with("CNI_IFNAME: missing"),
+            "{}",
+            error.msg
+        );
     }
 
     #[test]
@@ -371,10 +380,21 @@ mod tests {
             assert!(error.msg.starts_with("CNI_CONTAINERID:"), "{}", error.msg);
         }
         let long = "a".repeat(129);
-        let error = read_env(&lookup(&with(add_env(), "CNI_CONTAINERID", "x")
-            .into_iter()
-            .map(|(k, v)| (k, if k == "CNI_CONTAINERID" { long.as_str() } else { v }))
-            .collect::<Vec<_>>()))
+        let error = read_env(&lookup(
+            &with(add_env(), "CNI_CONTAINERID", "x")
+                .into_iter()
+                .map(|(k, v)| {
+                    (
+                        k,
+                        if k == "CNI_CONTAINERID" {
+                            long.as_str()
+                        } else {
+                            v
+                        },
+                    )
+                })
+                .collect::<Vec<_>>(),
+        ))
         .unwrap_err();
         assert!(error.msg.contains("128"), "{}", error.msg);
         for bad in ["0123456789abcdef", ".", "..", "a/b", "a:b", "a b", "a\tb"] {
@@ -394,7 +414,10 @@ mod tests {
         let pod = args.pod().unwrap();
         assert_eq!(pod.namespace, "default");
         assert_eq!(pod.name, "web-0");
-        assert_eq!(pod.uid.as_deref(), Some("0b7d4c9e-7f1a-4c2b-9d55-0f9e1c2d3a4b"));
+        assert_eq!(
+            pod.uid.as_deref(),
+            Some("0b7d4c9e-7f1a-4c2b-9d55-0f9e1c2d3a4b")
+        );
         assert_eq!(pod.infra_container_id.as_deref(), Some("abc123"));
         assert!(args.ips.is_empty());
     }
@@ -404,7 +427,10 @@ mod tests {
         let args = CniArgs::parse("IP=10.0.0.5, fd00::5").unwrap();
         assert_eq!(
             args.ips,
-            vec!["10.0.0.5".parse::<IpAddr>().unwrap(), "fd00::5".parse().unwrap()]
+            vec![
+                "10.0.0.5".parse::<IpAddr>().unwrap(),
+                "fd00::5".parse().unwrap()
+            ]
         );
         let error = CniArgs::parse("IP=10.0.0.300").unwrap_err();
         assert_eq!(error.code, 4);
@@ -414,13 +440,29 @@ mod tests {
     #[test]
     fn cni_args_errors_name_the_key() {
         let cases = [
-            ("K8S_POD_NAME", 4, "CNI_ARGS: \"K8S_POD_NAME\" is not KEY=VALUE"),
+            (
+                "K8S_POD_NAME",
+                4,
+                "CNI_ARGS: \"K8S_POD_NAME\" is not KEY=VALUE",
+            ),
             ("FOO=1", 2, "CNI_ARGS: unknown key FOO"),
             ("IgnoreUnknown=maybe", 4, "CNI_ARGS: IgnoreUnknown:"),
-            ("K8S_POD_NAMESPACE=Bad_NS;K8S_POD_NAME=a", 4, "CNI_ARGS K8S_POD_NAMESPACE:"),
-            ("K8S_POD_NAMESPACE=ns;K8S_POD_NAME=-a", 4, "CNI_ARGS K8S_POD_NAME:"),
+            (
+                "K8S_POD_NAMESPACE=Bad_NS;K8S_POD_NAME=a",
+                4,
+                "CNI_ARGS K8S_POD_NAMESPACE:",
+            ),
+            (
+                "K8S_POD_NAMESPACE=ns;K8S_POD_NAME=-a",
+                4,
+                "CNI_ARGS K8S_POD_NAME:",
+            ),
             ("K8S_POD_UID=a b", 4, "CNI_ARGS K8S_POD_UID:"),
-            ("K8S_POD_NAMESPACE=ns", 4, "CNI_ARGS: K8S_POD_NAME and K8S_POD_NAMESPACE"),
+            (
+                "K8S_POD_NAMESPACE=ns",
+                4,
+                "CNI_ARGS: K8S_POD_NAME and K8S_POD_NAMESPACE",
+            ),
             ("IP=1.2.3.4;IP=1.2.3.5", 4, "CNI_ARGS: IP is given twice"),
         ];
         for (raw, code, prefix) in cases {

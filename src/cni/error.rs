@@ -186,7 +186,10 @@ mod tests {
         assert_eq!(ErrorCode::InvalidNetworkConfig.as_u32(), 7);
         assert_eq!(ErrorCode::TryAgainLater.as_u32(), 11);
         assert_eq!(ErrorCode::PluginNotAvailable.as_u32(), 50);
-        assert_eq!(ErrorCode::PluginNotAvailableLimitedConnectivity.as_u32(), 51);
+        assert_eq!(
+            ErrorCode::PluginNotAvailableLimitedConnectivity.as_u32(),
+            51
+        );
         assert!(
             ErrorCode::ALL
                 .iter()

@@ -24,8 +24,8 @@ pub use error::{CniError, ErrorCode};
 pub use version::CniVersion;
 
 use crate::agent::protocol::{
-    ADD_PATH, AddRequest, AddResponse, Attachment, CHECK_PATH, CheckRequest, DEL_PATH,
-    DelRequest, ErrorBody, GC_PATH, GcRequest, StatusQuery,
+    ADD_PATH, AddRequest, AddResponse, Attachment, CHECK_PATH, CheckRequest, DEL_PATH, DelRequest,
+    ErrorBody, GC_PATH, GcRequest, StatusQuery,
 };
 use client::{HttpReply, HttpRequest, TransportError};
 
@@ -100,7 +100,11 @@ fn invoke(
     })?;
     let call = plan(&env, &doc)?;
     tracing::debug!(command = call.command.as_str(), path = %call.request.path, socket = %call.config.ipam.socket.display(), "asking the agent");
-    let reply = client::exchange(&call.config.ipam.socket, call.config.ipam.timeout, &call.request);
+    let reply = client::exchange(
+        &call.config.ipam.socket,
+        call.config.ipam.timeout,
+        &call.request,
+    );
     finish(&call, reply)
 }
 
@@ -348,7 +352,10 @@ mod tests {
         assert_eq!(request.attachment.if_name, "eth0");
         assert_eq!(request.pod.unwrap().name, "web-0");
         assert_eq!(request.pools, vec!["v4"]);
-        assert_eq!(request.requested_ips, vec!["10.0.0.9".parse::<std::net::IpAddr>().unwrap()]);
+        assert_eq!(
+            request.requested_ips,
+            vec!["10.0.0.9".parse::<std::net::IpAddr>().unwrap()]
+        );
         assert_eq!(request.netns.as_deref(), Some("/var/run/netns/x"));
     }
 
@@ -410,12 +417,16 @@ mod tests {
         let call = plan(&cni_env("ADD"), &config("1.0.0")).unwrap();
         let error = finish(
             &call,
-            reply(409, json!({"code": 100, "msg": "pool v4 is exhausted", "details": "254 of 254 in use"})),
+            reply(
+                409,
+                json!({"code": 100, "msg": "pool v4 is exhausted", "details": "254 of 254 in use"}),
+            ),
         )
         .unwrap_err();
         assert_eq!(
             error,
-            CniError::new(ErrorCode::PoolExhausted, "pool v4 is exhausted").with_details("254 of 254 in use")
+            CniError::new(ErrorCode::PoolExhausted, "pool v4 is exhausted")
+                .with_details("254 of 254 in use")
         );
         let garbage = |status| {
             finish(
@@ -444,7 +455,11 @@ mod tests {
         let add = plan(&cni_env("ADD"), &config("1.0.0")).unwrap();
         let error = finish(&add, refused()).unwrap_err();
         assert_eq!(error.code, 11);
-        assert!(error.msg.starts_with("agent socket /run/test.sock: "), "{}", error.msg);
+        assert!(
+            error.msg.starts_with("agent socket /run/test.sock: "),
+            "{}",
+            error.msg
+        );
         let status = plan(&cni_env("STATUS"), &config("1.1.0")).unwrap();
         assert_eq!(finish(&status, refused()).unwrap_err().code, 50);
         let timeout = finish(
@@ -455,15 +470,25 @@ mod tests {
         assert_eq!(timeout.code, 50);
         assert!(timeout.msg.contains("3 s"), "{}", timeout.msg);
         // An agent's own 51 for STATUS passes through.
-        let limited = finish(&status, reply(503, json!({"code": 51, "msg": "api down"}))).unwrap_err();
+        let limited =
+            finish(&status, reply(503, json!({"code": 51, "msg": "api down"}))).unwrap_err();
         assert_eq!(limited.code, 51);
     }
 
     #[test]
     fn success_of_other_commands_prints_nothing() {
-        for (command, version) in [("DEL", "1.0.0"), ("CHECK", "1.0.0"), ("GC", "1.1.0"), ("STATUS", "1.1.0")] {
+        for (command, version) in [
+            ("DEL", "1.0.0"),
+            ("CHECK", "1.0.0"),
+            ("GC", "1.1.0"),
+            ("STATUS", "1.1.0"),
+        ] {
             let call = plan(&cni_env(command), &config(version)).unwrap();
-            assert_eq!(finish(&call, reply(200, json!({}))).unwrap(), "", "{command}");
+            assert_eq!(
+                finish(&call, reply(200, json!({}))).unwrap(),
+                "",
+                "{command}"
+            );
         }
     }
 
@@ -477,7 +502,12 @@ mod tests {
         let json: Value = serde_json::from_str(&outcome.stdout).unwrap();
         assert_eq!(json["cniVersion"], "0.4.0");
         assert_eq!(json["code"], 4);
-        assert!(json["msg"].as_str().unwrap().starts_with("CNI_CONTAINERID: missing"));
+        assert!(
+            json["msg"]
+                .as_str()
+                .unwrap()
+                .starts_with("CNI_CONTAINERID: missing")
+        );
     }
 
     #[test]

@@ -84,8 +84,12 @@ pub fn add_result(
         routes: overrides.routes.unwrap_or(&response.routes),
         dns: overrides.dns.unwrap_or(&response.dns),
     };
-    serde_json::to_string(&result)
-        .map_err(|e| CniError::new(ErrorCode::IoFailure, format!("stdout: cannot encode the result: {e}")))
+    serde_json::to_string(&result).map_err(|e| {
+        CniError::new(
+            ErrorCode::IoFailure,
+            format!("stdout: cannot encode the result: {e}"),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -179,7 +183,12 @@ mod tests {
             assert!(!object.contains_key("interfaces"));
             assert!(!object.contains_key("routes"));
             assert!(!object.contains_key("dns"));
-            assert!(!json["ips"][0].as_object().unwrap().contains_key("interface"));
+            assert!(
+                !json["ips"][0]
+                    .as_object()
+                    .unwrap()
+                    .contains_key("interface")
+            );
             assert!(!json["ips"][0].as_object().unwrap().contains_key("gateway"));
         }
     }
@@ -202,7 +211,10 @@ mod tests {
                 dns: Some(&dns),
             },
         );
-        assert_eq!(json["routes"], json!([{"dst": "10.0.0.0/8", "gw": "10.244.1.1"}]));
+        assert_eq!(
+            json["routes"],
+            json!([{"dst": "10.0.0.0/8", "gw": "10.244.1.1"}])
+        );
         assert_eq!(json["dns"], json!({"domain": "example.org"}));
 
         // An explicitly empty list removes the pool's routes.

@@ -86,7 +86,8 @@ pub fn dns_subdomain(field: &str, value: &str) -> Result<(), String> {
 }
 
 fn dns_name(field: &str, value: &str, max: usize, dots: bool) -> Result<(), String> {
-    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (dots && c == '.');
+    let allowed =
+        |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (dots && c == '.');
     let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
     let ok = !value.is_empty()
         && value.len() <= max
@@ -149,7 +150,17 @@ mod tests {
         for good in ["a", "0", "abc_def.g-h", &"f".repeat(128)] {
             assert!(container_id("id", good).is_ok(), "{good}");
         }
-        for bad in ["", "_a", ".a", "-a", "a b", "a/b", "a;b", "ä", &"f".repeat(129)] {
+        for bad in [
+            "",
+            "_a",
+            ".a",
+            "-a",
+            "a b",
+            "a/b",
+            "a;b",
+            "ä",
+            &"f".repeat(129),
+        ] {
             let error = container_id("id", bad).unwrap_err();
             assert!(error.starts_with("id: "), "{error}");
         }
@@ -160,7 +171,16 @@ mod tests {
         for good in ["eth0", "net1", "a", "123456789012345", "x.y", "..."] {
             assert!(if_name("ifname", good).is_ok(), "{good}");
         }
-        for bad in ["", ".", "..", "1234567890123456", "a/b", "a:b", "a b", "a\nb"] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "1234567890123456",
+            "a/b",
+            "a:b",
+            "a b",
+            "a\nb",
+        ] {
             let error = if_name("ifname", bad).unwrap_err();
             assert!(error.starts_with("ifname: "), "{error}");
         }
@@ -182,7 +202,11 @@ mod tests {
         assert!(dns_label("ns", &"a".repeat(64)).is_err());
         assert!(dns_subdomain("pool", "v4.pool-1").is_ok());
         for bad in ["", "Upper", "-a", "a-", "a_b", &"a".repeat(254)] {
-            assert!(dns_subdomain("pool", bad).unwrap_err().starts_with("pool: "));
+            assert!(
+                dns_subdomain("pool", bad)
+                    .unwrap_err()
+                    .starts_with("pool: ")
+            );
         }
         assert!(pod_uid("uid", "0b7d4c9e-7f1a-4c2b-9d55-0f9e1c2d3a4b").is_ok());
         assert!(pod_uid("uid", "a;b").is_err());
@@ -193,7 +217,10 @@ mod tests {
         let ips = requested_ips("ips", ["10.0.0.5/24", "fd00::5"]).unwrap();
         assert_eq!(
             ips,
-            vec!["10.0.0.5".parse::<IpAddr>().unwrap(), "fd00::5".parse().unwrap()]
+            vec![
+                "10.0.0.5".parse::<IpAddr>().unwrap(),
+                "fd00::5".parse().unwrap()
+            ]
         );
         let error = requested_ips("ips", ["10.0.0.5", "10.0.0.6"]).unwrap_err();
         assert!(error.starts_with("ips: 10.0.0.5 and 10.0.0.6"), "{error}");
