@@ -174,6 +174,18 @@ impl NetworkConfig {
             return Err(invalid("config: expected a JSON object"));
         }
         let cni_version = cni_version(doc)?;
+        let needed = CniVersion::introducing(command);
+        if cni_version < needed {
+            return Err(CniError::new(
+                ErrorCode::IncompatibleVersion,
+                format!(
+                    "cniVersion: {} needs {} or later; the config says {}",
+                    command.as_str(),
+                    needed.as_str(),
+                    cni_version.as_str()
+                ),
+            ));
+        }
         let raw: RawConfig = decode("", doc)?;
 
         let name = raw.name.ok_or_else(|| invalid("name: missing"))?;
@@ -414,6 +426,21 @@ mod tests {
         let mut doc = base();
         doc["cniVersion"] = json!(1);
         assert_eq!(error(doc, Command::Add).code, 1);
+    }
+
+    #[test]
+    fn a_command_newer_than_the_version_is_refused_before_its_fields_are_read() {
+        let mut doc = base();
+        doc["cniVersion"] = json!("0.3.1");
+        let e = error(doc, Command::Check);
+        assert_eq!(e.code, 1);
+        assert_eq!(
+            e.msg,
+            "cniVersion: CHECK needs 0.4.0 or later; the config says 0.3.1"
+        );
+        let e = error(base(), Command::Gc);
+        assert_eq!(e.code, 1);
+        assert!(e.msg.starts_with("cniVersion: GC needs 1.1.0"), "{}", e.msg);
     }
 
     #[test]

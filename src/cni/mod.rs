@@ -146,18 +146,6 @@ fn json_body<T: Serialize>(value: &T) -> Option<Vec<u8>> {
 pub fn plan(env: &CniEnv, doc: &Value) -> Result<AgentCall, CniError> {
     let command = env.command;
     let config = NetworkConfig::parse(doc, command)?;
-    let needed = CniVersion::introducing(command);
-    if config.cni_version < needed {
-        return Err(CniError::new(
-            ErrorCode::IncompatibleVersion,
-            format!(
-                "cniVersion: {} needs {} or later; the config says {}",
-                command.as_str(),
-                needed.as_str(),
-                config.cni_version.as_str()
-            ),
-        ));
-    }
     let attachment = || Attachment {
         network: config.name.clone(),
         container_id: env.container_id.clone().unwrap_or_default(),
