@@ -126,7 +126,10 @@ fn config(version: &str, socket: &Path) -> Value {
     })
 }
 
-fn attachment_env<'a>(command: &'a str) -> Vec<(&'a str, &'a str)> {
+/// Environment variables of one run.
+type Env = Vec<(&'static str, &'static str)>;
+
+fn attachment_env(command: &'static str) -> Env {
     vec![
         ("CNI_COMMAND", command),
         ("CNI_CONTAINERID", "0123abcd"),
@@ -277,7 +280,7 @@ fn gc_config(socket: &Path) -> Value {
 }
 
 /// Every command that talks to the agent, its env, and the code for "no agent".
-fn agent_commands() -> Vec<(&'static str, Vec<(&'static str, &'static str)>, u64)> {
+fn agent_commands() -> Vec<(&'static str, Env, u64)> {
     vec![
         ("ADD", attachment_env("ADD"), 11),
         (
