@@ -456,7 +456,7 @@ fn error_answer(status: u16, code: u32, msg: &str, details: Option<&str>) -> (u1
 }
 
 /// Answers like an agent with two pools, `v4` and `v6`, and a third, `full`, that is
-/// exhausted.
+/// exhausted. ADD allocates from both families unless the config names only `v4`.
 fn scripted_agent(request: &Received) -> (u16, Value) {
     let (path, query) = request
         .path
@@ -479,21 +479,22 @@ fn scripted_agent(request: &Received) -> (u16, Value) {
                 .find(|ip| ip.is_ipv4())
                 .map(|ip| format!("{ip}/24"))
                 .unwrap_or_else(|| "10.244.1.7/24".into());
+            let mut ips = vec![AllocatedIp {
+                address: v4.parse().unwrap(),
+                gateway: Some("10.244.1.1".parse().unwrap()),
+                pool: "v4".into(),
+            }];
+            if add.pools != ["v4"] {
+                ips.push(AllocatedIp {
+                    address: "fd00:10:244::7/64".parse().unwrap(),
+                    gateway: Some("fd00:10:244::1".parse().unwrap()),
+                    pool: "v6".into(),
+                });
+            }
             (
                 200,
                 to_value(AddResponse {
-                    ips: vec![
-                        AllocatedIp {
-                            address: v4.parse().unwrap(),
-                            gateway: Some("10.244.1.1".parse().unwrap()),
-                            pool: "v4".into(),
-                        },
-                        AllocatedIp {
-                            address: "fd00:10:244::7/64".parse().unwrap(),
-                            gateway: Some("fd00:10:244::1".parse().unwrap()),
-                            pool: "v6".into(),
-                        },
-                    ],
+                    ips,
                     routes: vec![Route {
                         dst: "0.0.0.0/0".parse().unwrap(),
                         gw: None,
@@ -705,4 +706,167 @@ fn an_agent_speaking_another_protocol_is_code_109() {
     );
     let msg = run.error(109, "1.0.0");
     assert!(msg.contains("does not decode"), "{msg}");
+}
+
+// ---------------------------------------------------------------- through bridge
+
+/// A network namespace made for one test, deleted on drop.
+struct NetNs(String);
+
+impl NetNs {
+    fn new(role: &str) -> NetNs {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "ipl-{role}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let status = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .expect("run ip netns add");
+        assert!(status.success(), "ip netns add {name}");
+        NetNs(name)
+    }
+
+    fn path(&self) -> String {
+        format!("/var/run/netns/{}", self.0)
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+const BRIDGE: &str = "/usr/lib/cni/bridge";
+
+/// Why the bridge test cannot run here, if it cannot.
+fn bridge_prerequisites_missing() -> Option<String> {
+    if !Path::new(BRIDGE).exists() {
+        return Some(format!(
+            "{BRIDGE} not found (Debian package containernetworking-plugins)"
+        ));
+    }
+    let ip = Command::new("ip").arg("-V").output();
+    if ip.map(|o| !o.status.success()).unwrap_or(true) {
+        return Some("the ip command (iproute2) is not available".into());
+    }
+    let probe = format!("ipl-probe-{}", std::process::id());
+    let made = Command::new("ip")
+        .args(["netns", "add", &probe])
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !made {
+        return Some("cannot create a network namespace (needs root)".into());
+    }
+    let _ = Command::new("ip").args(["netns", "del", &probe]).status();
+    None
+}
+
+/// Runs the reference bridge plugin inside `host` (a namespace standing in for the
+/// node, so no device is made in the real host namespace).
+fn run_bridge(host: &NetNs, env: &[(&str, &str)], stdin: &[u8]) -> Run {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &host.0, BRIDGE])
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn bridge");
+    child
+        .stdin
+        .take()
+        .expect("stdin pipe")
+        .write_all(stdin)
+        .expect("write bridge stdin");
+    let output = child.wait_with_output().expect("wait for bridge");
+    Run {
+        exit_code: output.status.code().expect("bridge exited"),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn bridge_delegates_to_ipledger_in_a_network_namespace() {
+    if let Some(why) = bridge_prerequisites_missing() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let agent = StandInAgent::start(scripted_agent);
+    let host = NetNs::new("node");
+    let pod = NetNs::new("pod");
+    let bin = TempDir::new();
+    std::os::unix::fs::symlink(PLUGIN, bin.0.join("ipledger")).expect("symlink the plugin");
+    let cni_path = bin.0.display().to_string();
+    let netns = pod.path();
+    let config = |socket: &Path| {
+        bytes(&json!({
+            "cniVersion": "1.0.0",
+            "name": "ipledger-e2e",
+            "type": "bridge",
+            "bridge": "ipl0",
+            "isGateway": true,
+            "ipam": {"type": "ipledger", "pools": ["v4"], "socket": socket},
+        }))
+    };
+    let env = |command: &'static str, container: &'static str| {
+        vec![
+            ("CNI_COMMAND", command),
+            ("CNI_CONTAINERID", container),
+            ("CNI_NETNS", netns.as_str()),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", cni_path.as_str()),
+            (
+                "CNI_ARGS",
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=e2e",
+            ),
+        ]
+    };
+
+    let add = run_bridge(&host, &env("ADD", "e2e-a"), &config(&agent.socket()));
+    assert_eq!(
+        add.exit_code, 0,
+        "stdout: {} stderr: {}",
+        add.stdout, add.stderr
+    );
+    let result = add.json();
+    assert_eq!(result["ips"][0]["address"], "10.244.1.7/24", "{result}");
+    let addr = Command::new("ip")
+        .args(["-n", &pod.0, "-o", "addr", "show", "dev", "eth0"])
+        .output()
+        .expect("ip addr");
+    let addr = String::from_utf8_lossy(&addr.stdout);
+    assert!(addr.contains("inet 10.244.1.7/24"), "pod eth0: {addr}");
+
+    for _ in 0..2 {
+        let del = run_bridge(&host, &env("DEL", "e2e-a"), &config(&agent.socket()));
+        assert_eq!(
+            del.exit_code, 0,
+            "stdout: {} stderr: {}",
+            del.stdout, del.stderr
+        );
+    }
+    let paths: Vec<String> = agent.received().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths, ["/v1/add", "/v1/del", "/v1/del"]);
+
+    // With no agent, bridge passes ipledger's "try again later" through unchanged.
+    let gone = bin.0.join("no-agent.sock");
+    let add = run_bridge(&host, &env("ADD", "e2e-b"), &config(&gone));
+    let json = add.json();
+    assert_ne!(add.exit_code, 0);
+    assert_eq!(json["code"], 11, "{json}");
+    assert!(
+        json["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no-agent.sock"),
+        "{json}"
+    );
 }
