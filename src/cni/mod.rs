@@ -64,7 +64,7 @@ pub fn run(lookup: &dyn Fn(&str) -> Option<OsString>, stdin: &mut dyn Read) -> O
             exit_code: 0,
         },
         Err(error) => {
-            tracing::warn!(code = error.code, msg = %error.msg, details = ?error.details, "CNI call failed");
+            tracing::warn!(code = error.code, msg = %error.msg, details = error.details.as_deref().unwrap_or_default(), "CNI call failed");
             Outcome {
                 stdout: error.to_json(&echo),
                 exit_code: 1,
