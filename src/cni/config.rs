@@ -75,6 +75,9 @@ struct RawConfig {
     prev_result: Option<Value>,
     #[serde(rename = "cni.dev/valid-attachments")]
     valid_attachments: Option<Value>,
+    /// The name an earlier 1.1 draft used; libcni sends both (containernetworking/cni#1101).
+    #[serde(rename = "cni.dev/attachments")]
+    attachments: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -249,17 +252,21 @@ impl NetworkConfig {
                     .collect::<Result<_, _>>()?;
             }
             Command::Gc => {
-                let list = raw.valid_attachments.as_ref().ok_or_else(|| {
-                    invalid(
-                        "cni.dev/valid-attachments: missing; GC without the runtime's list of live attachments would release every allocation",
-                    )
-                })?;
-                let list: Vec<RawValidAttachment> = decode("cni.dev/valid-attachments", list)?;
+                let (key, list) = match (&raw.valid_attachments, &raw.attachments) {
+                    (Some(list), _) => ("cni.dev/valid-attachments", list),
+                    (None, Some(list)) => ("cni.dev/attachments", list),
+                    (None, None) => {
+                        return Err(invalid(
+                            "cni.dev/valid-attachments: missing; GC without the runtime's list of live attachments would release every allocation",
+                        ));
+                    }
+                };
+                let list: Vec<RawValidAttachment> = decode(key, list)?;
                 config.valid_attachments = list
                     .into_iter()
                     .enumerate()
                     .map(|(i, a)| {
-                        let field = format!("cni.dev/valid-attachments[{i}]");
+                        let field = format!("{key}[{i}]");
                         validate::container_id(&format!("{field}.containerID"), &a.container_id)
                             .and_then(|()| {
                                 validate::if_name(&format!("{field}.ifname"), &a.if_name)
@@ -632,6 +639,10 @@ mod tests {
         doc.as_object_mut()
             .unwrap()
             .remove("cni.dev/valid-attachments");
+        doc["cni.dev/attachments"] = json!([{"containerID": "old", "ifname": "eth0"}]);
+        let config = parse(doc.clone(), Command::Gc).unwrap();
+        assert_eq!(config.valid_attachments[0].container_id, "old");
+        doc.as_object_mut().unwrap().remove("cni.dev/attachments");
         let e = error(doc, Command::Gc);
         assert!(
             e.msg.starts_with("cni.dev/valid-attachments: missing"),
