@@ -350,6 +350,45 @@ mod tests {
         assert!(reply.body.is_empty());
     }
 
+    proptest::proptest! {
+        /// Arbitrary bytes from a confused peer are an answer, a wait or an error;
+        /// never a panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512),
+            eof in proptest::bool::ANY,
+        ) {
+            let parsed = parse_reply(&bytes, eof);
+            if eof {
+                proptest::prop_assert!(!matches!(parsed, Ok(None)), "eof always decides");
+            }
+        }
+
+        /// A well-formed answer cut anywhere is incomplete until its last byte.
+        #[test]
+        fn any_prefix_of_an_answer_waits_for_more(
+            body in "[ -~]{0,64}",
+            chunked in proptest::bool::ANY,
+            cut_seed in proptest::num::usize::ANY,
+        ) {
+            let bytes = if chunked {
+                format!(
+                    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+                    body.len()
+                )
+            } else {
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+            };
+            let bytes = bytes.as_bytes();
+            // A chunked body is complete at its "0" chunk, before the final CRLF.
+            let complete_at = if chunked { bytes.len() - 2 } else { bytes.len() };
+            let cut = cut_seed % complete_at;
+            proptest::prop_assert_eq!(parse_reply(&bytes[..cut], false).unwrap(), None);
+            let reply = parse_reply(bytes, false).unwrap().unwrap();
+            proptest::prop_assert_eq!(reply.body, body.as_bytes());
+        }
+    }
+
     #[test]
     fn missing_socket_is_a_connect_error() {
         let request = HttpRequest {

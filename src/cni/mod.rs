@@ -513,6 +513,36 @@ mod tests {
         assert_eq!(json["supportedVersions"].as_array().unwrap().len(), 5);
     }
 
+    proptest::proptest! {
+        /// Whatever the runtime passes, the plugin answers with one JSON document and
+        /// never panics; every failure is a CNI error with a code.
+        #[test]
+        fn any_input_gets_a_json_answer(
+            command in proptest::sample::select(vec!["ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION", "", "BOGUS"]),
+            container in "[ -~]{0,40}",
+            ifname in "[ -~]{0,20}",
+            cni_args in "[ -~]{0,80}",
+            stdin in proptest::collection::vec(proptest::num::u8::ANY, 0..256),
+        ) {
+            let vars = [
+                ("CNI_COMMAND", command),
+                ("CNI_CONTAINERID", container.as_str()),
+                ("CNI_IFNAME", ifname.as_str()),
+                ("CNI_NETNS", "/var/run/netns/x"),
+                ("CNI_ARGS", cni_args.as_str()),
+            ];
+            let outcome = run(&env_of(&vars), &mut &stdin[..]);
+            let json: Value = serde_json::from_str(&outcome.stdout).unwrap();
+            if outcome.exit_code == 0 {
+                proptest::prop_assert!(json.get("supportedVersions").is_some());
+            } else {
+                proptest::prop_assert!(json["code"].as_u64().is_some_and(|c| c > 0));
+                proptest::prop_assert!(json["cniVersion"].is_string());
+                proptest::prop_assert!(json["msg"].as_str().is_some_and(|m| !m.is_empty()));
+            }
+        }
+    }
+
     #[test]
     fn run_refuses_oversized_and_undecodable_stdin() {
         let big = vec![b' '; MAX_STDIN_BYTES + 1];
