@@ -79,7 +79,7 @@ pub struct CniEnv {
     pub container_id: Option<String>,
     /// `CNI_IFNAME`; present for ADD, DEL and CHECK.
     pub if_name: Option<String>,
-    /// `CNI_NETNS`; present for ADD and CHECK.
+    /// `CNI_NETNS`; present for ADD and CHECK (DEL must work without it).
     pub netns: Option<String>,
     /// `CNI_ARGS`, parsed.
     pub args: CniArgs,
@@ -119,42 +119,41 @@ pub fn read_command(lookup: &dyn Fn(&str) -> Option<OsString>) -> Result<Command
     Command::parse(&required("CNI_COMMAND", var(lookup, "CNI_COMMAND")?)?)
 }
 
-/// Reads and validates the environment a command needs.
+/// Reads and validates the environment a command needs; variables a command does not
+/// use are not read at all (GC and STATUS get only `CNI_COMMAND` and `CNI_PATH`).
 ///
 /// For DEL, a `CNI_ARGS` that does not parse is dropped rather than refused: the pod
 /// identity is informational there, and a DEL that fails keeps the runtime retrying.
 pub fn read_env(lookup: &dyn Fn(&str) -> Option<OsString>) -> Result<CniEnv, CniError> {
     let command = read_command(lookup)?;
-    let mut container_id = var(lookup, "CNI_CONTAINERID")?;
-    let mut if_name = var(lookup, "CNI_IFNAME")?;
-    let mut netns = var(lookup, "CNI_NETNS")?;
-    if command.names_an_attachment() {
-        let id = required("CNI_CONTAINERID", container_id)?;
-        validate::container_id("CNI_CONTAINERID", &id)
-            .map_err(|e| CniError::new(ErrorCode::InvalidEnvironment, e))?;
-        let name = required("CNI_IFNAME", if_name)?;
-        validate::if_name("CNI_IFNAME", &name)
-            .map_err(|e| CniError::new(ErrorCode::InvalidEnvironment, e))?;
-        container_id = Some(id);
-        if_name = Some(name);
-    } else {
-        container_id = None;
-        if_name = None;
+    let mut env = CniEnv {
+        command,
+        container_id: None,
+        if_name: None,
+        netns: None,
+        args: CniArgs::default(),
+    };
+    if !command.names_an_attachment() {
+        return Ok(env);
     }
+    let invalid = |msg: String| CniError::new(ErrorCode::InvalidEnvironment, msg);
+    let container_id = required("CNI_CONTAINERID", var(lookup, "CNI_CONTAINERID")?)?;
+    validate::container_id("CNI_CONTAINERID", &container_id).map_err(invalid)?;
+    let if_name = required("CNI_IFNAME", var(lookup, "CNI_IFNAME")?)?;
+    validate::if_name("CNI_IFNAME", &if_name).map_err(invalid)?;
+    env.container_id = Some(container_id);
+    env.if_name = Some(if_name);
     if command.needs_netns() {
-        let path = required("CNI_NETNS", netns)?;
-        if path.len() > MAX_NETNS_BYTES {
-            return Err(CniError::new(
-                ErrorCode::InvalidEnvironment,
-                format!("CNI_NETNS: longer than {MAX_NETNS_BYTES} bytes"),
-            ));
+        let netns = required("CNI_NETNS", var(lookup, "CNI_NETNS")?)?;
+        if netns.len() > MAX_NETNS_BYTES {
+            return Err(invalid(format!(
+                "CNI_NETNS: longer than {MAX_NETNS_BYTES} bytes"
+            )));
         }
-        netns = Some(path);
-    } else if command != Command::Del {
-        netns = None;
+        env.netns = Some(netns);
     }
     let raw_args = var(lookup, "CNI_ARGS")?.unwrap_or_default();
-    let args = match CniArgs::parse(&raw_args) {
+    env.args = match CniArgs::parse(&raw_args) {
         Ok(args) => args,
         Err(error) if command == Command::Del => {
             tracing::warn!(%error, "ignoring CNI_ARGS on DEL");
@@ -162,13 +161,7 @@ pub fn read_env(lookup: &dyn Fn(&str) -> Option<OsString>) -> Result<CniEnv, Cni
         }
         Err(error) => return Err(error),
     };
-    Ok(CniEnv {
-        command,
-        container_id,
-        if_name,
-        netns,
-        args,
-    })
+    Ok(env)
 }
 
 /// `CNI_ARGS`: `KEY=VALUE` pairs separated by `;`, as kubelet's runtimes pass them.
@@ -366,9 +359,16 @@ mod tests {
         .unwrap();
         assert_eq!(del.netns, None);
         for command in ["STATUS", "GC", "VERSION"] {
-            let env = read_env(&lookup(&[("CNI_COMMAND", command)])).unwrap();
+            // Leftover garbage in variables these commands do not use is not read.
+            let env = read_env(&lookup(&[
+                ("CNI_COMMAND", command),
+                ("CNI_CONTAINERID", "-bad"),
+                ("CNI_ARGS", "garbage"),
+            ]))
+            .unwrap();
             assert_eq!(env.container_id, None);
             assert_eq!(env.if_name, None);
+            assert_eq!(env.args, CniArgs::default());
         }
     }
 

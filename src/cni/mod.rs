@@ -64,7 +64,12 @@ pub fn run(lookup: &dyn Fn(&str) -> Option<OsString>, stdin: &mut dyn Read) -> O
             exit_code: 0,
         },
         Err(error) => {
-            tracing::warn!(code = error.code, msg = %error.msg, details = error.details.as_deref().unwrap_or_default(), "CNI call failed");
+            tracing::warn!(
+                code = error.code,
+                msg = %error.msg,
+                details = error.details.as_deref().unwrap_or_default(),
+                "CNI call failed"
+            );
             Outcome {
                 stdout: error.to_json(&echo),
                 exit_code: 1,
@@ -99,7 +104,12 @@ fn invoke(
         )
     })?;
     let call = plan(&env, &doc)?;
-    tracing::debug!(command = call.command.as_str(), path = %call.request.path, socket = %call.config.ipam.socket.display(), "asking the agent");
+    tracing::debug!(
+        command = call.command.as_str(),
+        path = %call.request.path,
+        socket = %call.config.ipam.socket.display(),
+        "asking the agent"
+    );
     let reply = client::exchange(
         &call.config.ipam.socket,
         call.config.ipam.timeout,
