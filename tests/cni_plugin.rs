@@ -465,6 +465,8 @@ fn scripted_agent(request: &Received) -> (u16, Value) {
     match (request.method.as_str(), path) {
         ("POST", "/v1/add") => {
             let add: AddRequest = serde_json::from_slice(&request.body).expect("AddRequest");
+            add.validate()
+                .expect("the plugin sends only valid requests");
             if add.pools.iter().any(|p| p == "full") {
                 return error_answer(
                     409,
@@ -507,11 +509,16 @@ fn scripted_agent(request: &Received) -> (u16, Value) {
             )
         }
         ("POST", "/v1/del") => {
-            let _: DelRequest = serde_json::from_slice(&request.body).expect("DelRequest");
+            let del: DelRequest = serde_json::from_slice(&request.body).expect("DelRequest");
+            del.validate()
+                .expect("the plugin sends only valid requests");
             (200, to_value(DelResponse::default()))
         }
         ("POST", "/v1/check") => {
             let check: CheckRequest = serde_json::from_slice(&request.body).expect("CheckRequest");
+            check
+                .validate()
+                .expect("the plugin sends only valid requests");
             if check.ips.iter().all(|ip| ip.to_string() == "10.244.1.7") {
                 (
                     200,
@@ -524,7 +531,8 @@ fn scripted_agent(request: &Received) -> (u16, Value) {
             }
         }
         ("POST", "/v1/gc") => {
-            let _: GcRequest = serde_json::from_slice(&request.body).expect("GcRequest");
+            let gc: GcRequest = serde_json::from_slice(&request.body).expect("GcRequest");
+            gc.validate().expect("the plugin sends only valid requests");
             (200, to_value(GcResponse::default()))
         }
         ("GET", "/v1/status") => {

@@ -16,6 +16,9 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::cni::error::ErrorCode;
+use crate::cni::validate;
+
 /// Version prefix of every path of this API.
 pub const API_VERSION: &str = "v1";
 /// `POST`: allocate addresses for an attachment ([`AddRequest`] → [`AddResponse`]).
@@ -316,6 +319,118 @@ pub struct ErrorBody {
     pub details: Option<String>,
 }
 
+/// Longest `netns` accepted (PATH_MAX).
+const MAX_NETNS_BYTES: usize = 4096;
+/// Most addresses a CHECK may ask about.
+const MAX_CHECK_IPS: usize = 64;
+
+/// An [`ErrorBody`] refusing a request, with the message of a field check.
+fn refuse(code: ErrorCode) -> impl Fn(String) -> ErrorBody {
+    move |msg| ErrorBody {
+        code: code.as_u32(),
+        msg,
+        details: None,
+    }
+}
+
+// The plugin checks all of this before sending; the agent checks again because the
+// socket is its trust boundary. Codes are those the plugin would have used.
+
+impl Attachment {
+    /// Checks every field with the plugin's rules; messages name the JSON field.
+    pub fn validate(&self) -> Result<(), ErrorBody> {
+        validate::network_name("attachment.network", &self.network)
+            .map_err(refuse(ErrorCode::InvalidNetworkConfig))?;
+        validate::container_id("attachment.containerId", &self.container_id)
+            .map_err(refuse(ErrorCode::InvalidEnvironment))?;
+        validate::if_name("attachment.ifName", &self.if_name)
+            .map_err(refuse(ErrorCode::InvalidEnvironment))
+    }
+}
+
+impl PodRef {
+    /// Checks the pod's names and ids.
+    pub fn validate(&self) -> Result<(), ErrorBody> {
+        let invalid = refuse(ErrorCode::InvalidEnvironment);
+        validate::dns_label("pod.namespace", &self.namespace).map_err(&invalid)?;
+        validate::dns_subdomain("pod.name", &self.name).map_err(&invalid)?;
+        if let Some(uid) = &self.uid {
+            validate::pod_uid("pod.uid", uid).map_err(&invalid)?;
+        }
+        if let Some(id) = &self.infra_container_id {
+            validate::container_id("pod.infraContainerId", id).map_err(&invalid)?;
+        }
+        Ok(())
+    }
+}
+
+fn validate_pod(pod: &Option<PodRef>) -> Result<(), ErrorBody> {
+    pod.as_ref().map_or(Ok(()), PodRef::validate)
+}
+
+impl AddRequest {
+    /// Checks the whole request.
+    pub fn validate(&self) -> Result<(), ErrorBody> {
+        self.attachment.validate()?;
+        validate_pod(&self.pod)?;
+        validate::pool_names("pools", &self.pools)
+            .map_err(refuse(ErrorCode::InvalidNetworkConfig))?;
+        validate::one_address_per_family("requestedIps", &self.requested_ips)
+            .map_err(refuse(ErrorCode::InvalidNetworkConfig))?;
+        match &self.netns {
+            Some(netns) if netns.len() > MAX_NETNS_BYTES => {
+                Err(refuse(ErrorCode::InvalidEnvironment)(format!(
+                    "netns: longer than {MAX_NETNS_BYTES} bytes"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl DelRequest {
+    /// Checks the whole request.
+    pub fn validate(&self) -> Result<(), ErrorBody> {
+        self.attachment.validate()?;
+        validate_pod(&self.pod)
+    }
+}
+
+impl CheckRequest {
+    /// Checks the whole request.
+    pub fn validate(&self) -> Result<(), ErrorBody> {
+        self.attachment.validate()?;
+        validate_pod(&self.pod)?;
+        validate::pool_names("pools", &self.pools)
+            .map_err(refuse(ErrorCode::InvalidNetworkConfig))?;
+        if self.ips.len() > MAX_CHECK_IPS {
+            return Err(refuse(ErrorCode::InvalidNetworkConfig)(format!(
+                "ips: {} addresses; at most {MAX_CHECK_IPS}",
+                self.ips.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl GcRequest {
+    /// Checks the whole request.
+    pub fn validate(&self) -> Result<(), ErrorBody> {
+        let invalid = refuse(ErrorCode::InvalidNetworkConfig);
+        validate::network_name("network", &self.network).map_err(&invalid)?;
+        for (i, live) in self.valid_attachments.iter().enumerate() {
+            validate::container_id(
+                &format!("validAttachments[{i}].containerId"),
+                &live.container_id,
+            )
+            .map_err(&invalid)?;
+            validate::if_name(&format!("validAttachments[{i}].ifName"), &live.if_name)
+                .map_err(&invalid)?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -514,6 +629,82 @@ mod tests {
                 details: None,
             },
             json!({"code": 11, "msg": "API unreachable"}),
+        );
+    }
+
+    #[test]
+    fn requests_are_validated_field_by_field() {
+        let good = AddRequest {
+            attachment: attachment(),
+            pod: Some(PodRef {
+                namespace: "default".into(),
+                name: "web-0".into(),
+                uid: Some("0b7d4c9e-7f1a-4c2b-9d55-0f9e1c2d3a4b".into()),
+                infra_container_id: Some("c0ffee".into()),
+            }),
+            pools: vec!["v4".into(), "v6".into()],
+            requested_ips: vec!["10.0.0.9".parse().unwrap(), "fd00::9".parse().unwrap()],
+            netns: Some("/var/run/netns/x".into()),
+        };
+        assert_eq!(good.validate(), Ok(()));
+
+        let refused = |request: AddRequest, code: u32, prefix: &str| {
+            let error = request.validate().unwrap_err();
+            assert_eq!(error.code, code, "{}", error.msg);
+            assert!(error.msg.starts_with(prefix), "{}", error.msg);
+        };
+        let mut bad = good.clone();
+        bad.attachment.if_name = "eth0:1".into();
+        refused(bad, 4, "attachment.ifName: ");
+        let mut bad = good.clone();
+        bad.attachment.container_id = "../x".into();
+        refused(bad, 4, "attachment.containerId: ");
+        let mut bad = good.clone();
+        bad.attachment.network = "".into();
+        refused(bad, 7, "attachment.network: ");
+        let mut bad = good.clone();
+        bad.pod.as_mut().unwrap().namespace = "Default".into();
+        refused(bad, 4, "pod.namespace: ");
+        let mut bad = good.clone();
+        bad.pools = vec!["v4".into(), "v4".into()];
+        refused(bad, 7, "pools: ");
+        let mut bad = good.clone();
+        bad.requested_ips = vec!["10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()];
+        refused(bad, 7, "requestedIps: ");
+        let mut bad = good;
+        bad.netns = Some("n".repeat(5000));
+        refused(bad, 4, "netns: ");
+
+        let gc = GcRequest {
+            network: "pods".into(),
+            valid_attachments: vec![LiveAttachment {
+                container_id: "c0ffee".into(),
+                if_name: "a/b".into(),
+            }],
+        };
+        assert!(
+            gc.validate()
+                .unwrap_err()
+                .msg
+                .starts_with("validAttachments[0].ifName: ")
+        );
+        let del = DelRequest {
+            attachment: attachment(),
+            pod: None,
+        };
+        assert_eq!(del.validate(), Ok(()));
+        let check = CheckRequest {
+            attachment: attachment(),
+            pod: None,
+            pools: vec![],
+            ips: vec!["10.0.0.1".parse().unwrap(); 65],
+        };
+        assert!(
+            check
+                .validate()
+                .unwrap_err()
+                .msg
+                .starts_with("ips: 65 addresses")
         );
     }
 

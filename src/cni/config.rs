@@ -27,8 +27,6 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const MAX_TIMEOUT_SECONDS: u64 = 300;
 /// Longest socket path a unix socket address can hold (`sun_path` is 108 bytes).
 const MAX_SOCKET_PATH_BYTES: usize = 107;
-/// Pools per config: one per IP family.
-const MAX_POOLS: usize = 2;
 
 /// The validated network configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -309,21 +307,7 @@ impl IpamConfig {
                 ),
             ));
         }
-        if raw.pools.len() > MAX_POOLS {
-            return Err(invalid(format!(
-                "ipam.pools: {} pools given; name at most one per IP family",
-                raw.pools.len()
-            )));
-        }
-        for (i, pool) in raw.pools.iter().enumerate() {
-            validate::dns_subdomain(&format!("ipam.pools[{i}]"), pool).map_err(invalid)?;
-        }
-        if raw.pools.len() == 2 && raw.pools[0] == raw.pools[1] {
-            return Err(invalid(format!(
-                "ipam.pools: {:?} is named twice",
-                raw.pools[0]
-            )));
-        }
+        validate::pool_names("ipam.pools", &raw.pools).map_err(invalid)?;
         let socket = raw.socket.unwrap_or_else(|| DEFAULT_SOCKET_PATH.to_owned());
         if !socket.starts_with('/') {
             return Err(invalid(format!(

@@ -118,6 +118,38 @@ pub fn pod_uid(field: &str, value: &str) -> Result<(), String> {
     }
 }
 
+/// Pools per request: one per IP family.
+pub const MAX_POOLS: usize = 2;
+
+/// IPPool names: Kubernetes names, at most one per IP family, none twice.
+pub fn pool_names(field: &str, pools: &[String]) -> Result<(), String> {
+    if pools.len() > MAX_POOLS {
+        return Err(format!(
+            "{field}: {} pools given; name at most one per IP family",
+            pools.len()
+        ));
+    }
+    for (i, pool) in pools.iter().enumerate() {
+        dns_subdomain(&format!("{field}[{i}]"), pool)?;
+        if pools[..i].contains(pool) {
+            return Err(format!("{field}: {pool:?} is named twice"));
+        }
+    }
+    Ok(())
+}
+
+/// At most one address per IP family, because ipledger allocates one per family.
+pub fn one_address_per_family(field: &str, ips: &[IpAddr]) -> Result<(), String> {
+    for (i, ip) in ips.iter().enumerate() {
+        if let Some(other) = ips[..i].iter().find(|o| o.is_ipv4() == ip.is_ipv4()) {
+            return Err(format!(
+                "{field}: {other} and {ip} are of the same IP family; ipledger allocates one address per family"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Requested addresses, each a bare address or an address with a prefix length
 /// (`runtimeConfig.ips` uses CIDR form); at most one per IP family, because ipledger
 /// allocates one address per family.
@@ -125,19 +157,15 @@ pub fn requested_ips<'a>(
     field: &str,
     items: impl IntoIterator<Item = &'a str>,
 ) -> Result<Vec<IpAddr>, String> {
-    let mut ips: Vec<IpAddr> = Vec::new();
-    for item in items {
-        let ip = item
-            .parse::<IpAddr>()
-            .or_else(|_| item.parse::<IpNet>().map(|net| net.addr()))
-            .map_err(|_| format!("{field}: {item:?} is not an IP address"))?;
-        if let Some(other) = ips.iter().find(|o| o.is_ipv4() == ip.is_ipv4()) {
-            return Err(format!(
-                "{field}: {other} and {ip} are of the same IP family; ipledger allocates one address per family"
-            ));
-        }
-        ips.push(ip);
-    }
+    let ips = items
+        .into_iter()
+        .map(|item| {
+            item.parse::<IpAddr>()
+                .or_else(|_| item.parse::<IpNet>().map(|net| net.addr()))
+                .map_err(|_| format!("{field}: {item:?} is not an IP address"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    one_address_per_family(field, &ips)?;
     Ok(ips)
 }
 
@@ -210,6 +238,22 @@ mod tests {
         }
         assert!(pod_uid("uid", "0b7d4c9e-7f1a-4c2b-9d55-0f9e1c2d3a4b").is_ok());
         assert!(pod_uid("uid", "a;b").is_err());
+    }
+
+    #[test]
+    fn pool_name_lists() {
+        assert!(pool_names("pools", &[]).is_ok());
+        assert!(pool_names("pools", &["v4".into(), "v6".into()]).is_ok());
+        let cases: [(&[&str], &str); 3] = [
+            (&["a", "b", "c"], "pools: 3 pools given"),
+            (&["a", "a"], "pools: \"a\" is named twice"),
+            (&["a", "B"], "pools[1]: "),
+        ];
+        for (pools, prefix) in cases {
+            let pools: Vec<String> = pools.iter().map(|p| p.to_string()).collect();
+            let error = pool_names("pools", &pools).unwrap_err();
+            assert!(error.starts_with(prefix), "{error}");
+        }
     }
 
     #[test]
