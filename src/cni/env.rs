@@ -198,10 +198,16 @@ impl CniArgs {
             let Some((key, value)) = pair.split_once('=') else {
                 return Err(invalid(format!("{pair:?} is not KEY=VALUE")));
             };
-            if seen.contains(&key) {
-                return Err(invalid(format!("{key} is given twice")));
+            // A repeat is harmless; two different values leave the pod ambiguous.
+            match seen.iter().find(|(k, _)| *k == key) {
+                Some((_, earlier)) if *earlier == value => continue,
+                Some(_) => {
+                    return Err(invalid(format!(
+                        "{key} is given twice with different values"
+                    )));
+                }
+                None => seen.push((key, value)),
             }
-            seen.push(key);
             let field = format!("CNI_ARGS {key}");
             let checked = |check: fn(&str, &str) -> Result<(), String>| {
                 check(&field, value)
@@ -463,13 +469,20 @@ mod tests {
                 4,
                 "CNI_ARGS: K8S_POD_NAME and K8S_POD_NAMESPACE",
             ),
-            ("IP=1.2.3.4;IP=1.2.3.5", 4, "CNI_ARGS: IP is given twice"),
+            (
+                "IP=1.2.3.4;IP=1.2.3.5",
+                4,
+                "CNI_ARGS: IP is given twice with different values",
+            ),
         ];
         for (raw, code, prefix) in cases {
             let error = CniArgs::parse(raw).unwrap_err();
             assert_eq!(error.code, code, "{raw}");
             assert!(error.msg.starts_with(prefix), "{raw}: {}", error.msg);
         }
+        let repeated =
+            CniArgs::parse("K8S_POD_NAMESPACE=ns;K8S_POD_NAME=a;K8S_POD_NAME=a").unwrap();
+        assert_eq!(repeated.pod_name.as_deref(), Some("a"));
         // IgnoreUnknown applies wherever it appears in the list.
         assert!(CniArgs::parse("FOO=1;IgnoreUnknown=true").is_ok());
         assert!(CniArgs::parse("").unwrap().pod().is_none());
