@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod cni;
 pub mod ipam;
 pub mod ledger;
 pub mod metrics;

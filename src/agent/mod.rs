@@ -4,4 +4,5 @@
 pub mod cache;
 pub mod install;
 pub mod pool_choice;
+pub mod protocol;
 pub mod socket;
