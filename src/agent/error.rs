@@ -1,0 +1,141 @@
+//! The agent's answer when a request fails: a CNI error code, a message naming what is
+//! wrong, and the HTTP status the socket API sends it with.
+
+use axum::http::StatusCode;
+
+use crate::agent::pool_choice::ChoiceError;
+use crate::agent::protocol::ErrorBody;
+use crate::agent::writer::CommitError;
+use crate::cni::ErrorCode;
+use crate::ipam::{AllocError, FieldError, PoolError};
+
+/// Why the agent could not do what a request asked.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The request itself is malformed; the body says which field.
+    #[error("{}", .0.msg)]
+    BadRequest(ErrorBody),
+    /// No pool could be chosen.
+    #[error(transparent)]
+    Choice(#[from] ChoiceError),
+    /// A chosen pool's spec is invalid.
+    #[error(transparent)]
+    InvalidPool(#[from] PoolError),
+    /// The allocation core refused.
+    #[error(transparent)]
+    Alloc(#[from] AllocError),
+    /// A requested address lies in no pool chosen for the attachment.
+    #[error("requested address {address} is outside the pools chosen from {source_name} ({pools})")]
+    RequestedOutsidePools { address: std::net::IpAddr, pools: String, source_name: String },
+    /// CHECK found an address of the previous result not held by the attachment.
+    #[error("{0}")]
+    Missing(String),
+    /// GC could not release everything; the message lists what failed.
+    #[error("{0}")]
+    GcIncomplete(String),
+    /// STATUS: the agent cannot allocate now.
+    #[error("{0}")]
+    CannotAllocate(String),
+    /// The API server is unreachable, failing or too contended right now; try again.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The ledger holds a record ipledger cannot read.
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+impl From<CommitError> for AgentError {
+    fn from(error: CommitError) -> Self {
+        match error {
+            CommitError::Invalid(msg) => AgentError::Corrupt(msg),
+            CommitError::Gone(msg) | CommitError::Unavailable(msg) => AgentError::Unavailable(msg),
+        }
+    }
+}
+
+impl From<FieldError> for AgentError {
+    fn from(error: FieldError) -> Self {
+        AgentError::BadRequest(ErrorBody { code: ErrorCode::InvalidNetworkConfig.as_u32(), msg: error.to_string(), details: None })
+    }
+}
+
+impl From<kube::Error> for AgentError {
+    fn from(error: kube::Error) -> Self {
+        AgentError::Unavailable(format!("Kubernetes API request failed: {error}"))
+    }
+}
+
+impl AgentError {
+    /// The CNI error code the plugin prints for this error.
+    pub fn code(&self) -> u32 {
+        let code = match self {
+            AgentError::BadRequest(body) => return body.code,
+            AgentError::Choice(ChoiceError::UnknownPool { .. }) => ErrorCode::UnknownPool,
+            AgentError::Choice(ChoiceError::Disabled { .. }) => ErrorCode::PoolDisabled,
+            AgentError::Choice(ChoiceError::Overlapping { .. }) => ErrorCode::PoolOverlapping,
+            AgentError::Choice(ChoiceError::InvalidCidr { .. }) | AgentError::InvalidPool(_) => ErrorCode::InvalidNetworkConfig,
+            AgentError::Choice(ChoiceError::NoPool) => ErrorCode::NoPoolMatches,
+            AgentError::Alloc(error) => match error {
+                AllocError::PoolExhausted { .. } | AllocError::BlockFull { .. } => ErrorCode::PoolExhausted,
+                AllocError::PoolDisabled { .. } => ErrorCode::PoolDisabled,
+                AllocError::Taken { .. } | AllocError::HoldsOther { .. } | AllocError::CoolingDown { .. } => {
+                    ErrorCode::RequestedAddressTaken
+                }
+                AllocError::OutsidePool { .. } | AllocError::OutsideBlock { .. } | AllocError::Ipv4Mapped { .. } => {
+                    ErrorCode::RequestedAddressOutsidePool
+                }
+                AllocError::Excluded { .. }
+                | AllocError::Gateway { .. }
+                | AllocError::NetworkAddress { .. }
+                | AllocError::BroadcastAddress { .. } => ErrorCode::RequestedAddressExcluded,
+                AllocError::WrongPool { .. } => ErrorCode::TryAgainLater,
+                AllocError::Invalid(_) => ErrorCode::InvalidNetworkConfig,
+            },
+            AgentError::RequestedOutsidePools { .. } => ErrorCode::RequestedAddressOutsidePool,
+            AgentError::Missing(_) => ErrorCode::AllocationMissing,
+            AgentError::GcIncomplete(_) => ErrorCode::GcIncomplete,
+            AgentError::CannotAllocate(_) => ErrorCode::PluginNotAvailable,
+            AgentError::Unavailable(_) | AgentError::Corrupt(_) => ErrorCode::TryAgainLater,
+        };
+        code.as_u32()
+    }
+
+    /// The HTTP status of the answer: 4xx when the request cannot succeed as it is, 503
+    /// when a later try may.
+    pub fn http_status(&self) -> StatusCode {
+        match self {
+            AgentError::Unavailable(_) | AgentError::Corrupt(_) | AgentError::CannotAllocate(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            AgentError::Alloc(AllocError::PoolExhausted { .. } | AllocError::CoolingDown { .. }) => StatusCode::CONFLICT,
+            AgentError::Alloc(AllocError::Taken { .. } | AllocError::HoldsOther { .. }) => StatusCode::CONFLICT,
+            AgentError::Missing(_) => StatusCode::NOT_FOUND,
+            AgentError::GcIncomplete(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::UNPROCESSABLE_ENTITY,
+        }
+    }
+
+    /// The body the plugin prints as the CNI error.
+    pub fn body(&self) -> ErrorBody {
+        match self {
+            AgentError::BadRequest(body) => body.clone(),
+            _ => ErrorBody { code: self.code(), msg: self.to_string(), details: None },
+        }
+    }
+
+    /// A short, stable label for the failure metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AgentError::BadRequest(_) => "bad_request",
+            AgentError::Choice(_) => "pool_choice",
+            AgentError::InvalidPool(_) => "invalid_pool",
+            AgentError::Alloc(AllocError::PoolExhausted { .. }) => "exhausted",
+            AgentError::Alloc(_) | AgentError::RequestedOutsidePools { .. } => "refused",
+            AgentError::Missing(_) => "missing",
+            AgentError::GcIncomplete(_) => "gc_incomplete",
+            AgentError::CannotAllocate(_) => "cannot_allocate",
+            AgentError::Unavailable(_) => "unavailable",
+            AgentError::Corrupt(_) => "corrupt_ledger",
+        }
+    }
+}

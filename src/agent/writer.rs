@@ -1,0 +1,242 @@
+//! Group commit: one writer task per block turns the requests queued for that block into
+//! a single compare-and-swap replace.
+//!
+//! Fifty pods starting at once on a node all want the same block. Written one by one, each
+//! write would conflict with the previous; batched, they cost one write. The writer keeps
+//! the object it wrote last, so a busy block is not re-read before each batch: a stale copy
+//! costs one 409 and a re-read, never a wrong decision.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use jiff::Timestamp;
+use kube::api::Api;
+use kube::ResourceExt;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::api::{IPBlock, PodRef};
+use crate::ipam::{AllocError, Attachment, Block, BlockError, Pool};
+use crate::ledger::{self, CasError, Decision, RetryPolicy};
+use crate::metrics::{AgentMetrics, WriteLabels};
+
+/// Most requests committed in one write; the rest wait for the next batch.
+const MAX_BATCH: usize = 256;
+
+/// A change asked of a block.
+#[derive(Clone, Debug)]
+pub enum Change {
+    /// Allocate an address to the attachment (the next free one, or `requested`).
+    Allocate { attachment: Attachment, pod: Option<PodRef>, requested: Option<IpAddr> },
+    /// Release whatever the attachment holds in this block.
+    Release { attachment: Attachment },
+    /// Release every allocation of `network` whose (containerID, ifName) is not in `live`.
+    Collect { network: String, live: Arc<HashSet<(String, String)>> },
+}
+
+/// What became of one [`Change`].
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    /// The address now held (new, or held already).
+    Allocated(IpAddr),
+    /// The core refused the allocation (block full, requested address taken, ...).
+    Refused(AllocError),
+    /// The addresses released (none when nothing was held).
+    Released(Vec<(Attachment, IpAddr)>),
+}
+
+/// Why a batch could not be committed; every request of the batch gets it.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum CommitError {
+    /// The block or its pool is gone.
+    #[error("{0}")]
+    Gone(String),
+    /// The ledger record or the pool does not parse.
+    #[error("{0}")]
+    Invalid(String),
+    /// The API server could not be reached or kept failing.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+struct Request {
+    change: Change,
+    reply: oneshot::Sender<Result<Outcome, CommitError>>,
+}
+
+/// Where a writer finds the pool model for its block.
+pub type PoolLookup = Arc<dyn Fn(&str) -> Result<Arc<Pool>, CommitError> + Send + Sync>;
+
+/// The handle of one block's writer task.
+#[derive(Clone)]
+pub struct BlockWriter {
+    queue: mpsc::UnboundedSender<Request>,
+}
+
+impl BlockWriter {
+    /// Starts the writer of block `name`; `first` is a recent copy of it, if one is at hand.
+    pub fn start(
+        api: Api<IPBlock>,
+        name: String,
+        first: Option<IPBlock>,
+        pools: PoolLookup,
+        policy: RetryPolicy,
+        metrics: AgentMetrics,
+    ) -> Self {
+        let (queue, requests) = mpsc::unbounded_channel();
+        let latest = Arc::new(Mutex::new(first));
+        tokio::spawn(run(api, name, latest, requests, pools, policy, metrics));
+        Self { queue }
+    }
+
+    /// Queues `change` and waits until the batch holding it is committed.
+    pub async fn submit(&self, change: Change) -> Result<Outcome, CommitError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Request { change, reply })
+            .map_err(|_| CommitError::Unavailable("the block writer stopped".into()))?;
+        answer.await.map_err(|_| CommitError::Unavailable("the block writer stopped".into()))?
+    }
+}
+
+async fn run(
+    api: Api<IPBlock>,
+    name: String,
+    latest: Arc<Mutex<Option<IPBlock>>>,
+    mut requests: mpsc::UnboundedReceiver<Request>,
+    pools: PoolLookup,
+    policy: RetryPolicy,
+    metrics: AgentMetrics,
+) {
+    while let Some(first) = requests.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match requests.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        let changes: Vec<Change> = batch.iter().map(|r| r.change.clone()).collect();
+        let cached = latest.lock().map(|mut l| l.take()).unwrap_or(None);
+        let result = commit(&api, &name, cached, &changes, &pools, &policy).await;
+        let answers = match result {
+            Ok(written) => {
+                metrics.cas_conflicts.inc_by(written.conflicts.into());
+                metrics.cas_retries.inc_by(written.conflicts.into());
+                if written.wrote {
+                    metrics.api_writes.get_or_create(&WriteLabels { operation: "replace".into() }).inc();
+                }
+                if let Ok(mut l) = latest.lock() {
+                    *l = Some(written.object);
+                }
+                written.value.into_iter().map(Ok).collect()
+            }
+            Err(error) => vec![Err(error); batch.len()],
+        };
+        for (request, answer) in batch.into_iter().zip(answers) {
+            // A requester that gave up (timed out) no longer listens; nothing to do.
+            let _ = request.reply.send(answer);
+        }
+    }
+}
+
+async fn commit(
+    api: &Api<IPBlock>,
+    name: &str,
+    cached: Option<IPBlock>,
+    changes: &[Change],
+    pools: &PoolLookup,
+    policy: &RetryPolicy,
+) -> Result<ledger::Written<IPBlock, Vec<Outcome>>, CommitError> {
+    let decide = |object: &IPBlock| -> Result<Decision<IPBlock, Vec<Outcome>>, CommitError> {
+        let pool = pools(&object.spec.pool)?;
+        let mut block = Block::from_spec(&object.spec).map_err(|e: BlockError| CommitError::Invalid(e.to_string()))?;
+        let now = Timestamp::now();
+        let before = block.clone();
+        let outcomes: Vec<Outcome> = changes.iter().map(|change| apply(&mut block, &pool, change, now)).collect();
+        if block == before {
+            return Ok(Decision::Keep(outcomes));
+        }
+        let mut new = object.clone();
+        new.spec = block.to_spec();
+        Ok(Decision::Replace(new, outcomes))
+    };
+    ledger::cas::update(api, name, policy, cached, decide).await.map_err(|e| match e {
+        CasError::Refused(e) => e,
+        CasError::NotFound { .. } => CommitError::Gone(format!("IPBlock {name} no longer exists")),
+        CasError::Contended { .. } => CommitError::Unavailable(e.to_string()),
+        CasError::Api { ref source, .. } if !ledger::is_transient(source) => CommitError::Unavailable(e.to_string()),
+        CasError::Api { .. } => CommitError::Unavailable(e.to_string()),
+    })
+}
+
+/// Applies one change to the block model; pure, so a retry after a conflict re-decides
+/// every change of the batch on the fresh record.
+fn apply(block: &mut Block, pool: &Pool, change: &Change, now: Timestamp) -> Outcome {
+    match change {
+        Change::Allocate { attachment, pod, requested: None } => match block.allocate(pool, attachment, pod.as_ref(), now) {
+            Ok(ip) => Outcome::Allocated(ip),
+            Err(e) => Outcome::Refused(e),
+        },
+        Change::Allocate { attachment, pod, requested: Some(ip) } => {
+            match block.allocate_requested(pool, *ip, attachment, pod.as_ref(), now) {
+                Ok(ip) => Outcome::Allocated(ip),
+                Err(e) => Outcome::Refused(e),
+            }
+        }
+        Change::Release { attachment } => {
+            Outcome::Released(block.release(attachment, now).map(|ip| (attachment.clone(), ip)).into_iter().collect())
+        }
+        Change::Collect { network, live } => {
+            let stale: Vec<Attachment> = block
+                .allocations()
+                .filter(|a| a.attachment.network() == network)
+                .filter(|a| !live.contains(&(a.attachment.container_id().to_string(), a.attachment.if_name().to_string())))
+                .map(|a| a.attachment.clone())
+                .collect();
+            Outcome::Released(stale.into_iter().filter_map(|a| block.release(&a, now).map(|ip| (a, ip))).collect())
+        }
+    }
+}
+
+/// The writers of the blocks this agent writes to, started on first use.
+#[derive(Clone)]
+pub struct Writers {
+    api: Api<IPBlock>,
+    pools: PoolLookup,
+    policy: RetryPolicy,
+    metrics: AgentMetrics,
+    writers: Arc<Mutex<std::collections::HashMap<String, BlockWriter>>>,
+}
+
+impl Writers {
+    /// An empty set of writers.
+    pub fn new(api: Api<IPBlock>, pools: PoolLookup, policy: RetryPolicy, metrics: AgentMetrics) -> Self {
+        Self { api, pools, policy, metrics, writers: Default::default() }
+    }
+
+    /// The writer of `block`, started with `block` as its first copy if it has none yet.
+    pub fn of(&self, block: &IPBlock) -> BlockWriter {
+        let name = block.name_any();
+        let mut writers = self.writers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        writers
+            .entry(name.clone())
+            .or_insert_with(|| {
+                BlockWriter::start(
+                    self.api.clone(),
+                    name,
+                    Some(block.clone()),
+                    self.pools.clone(),
+                    self.policy.clone(),
+                    self.metrics.clone(),
+                )
+            })
+            .clone()
+    }
+
+    /// Stops writing `name` (the block was deleted); a later use starts a new writer.
+    pub fn forget(&self, name: &str) {
+        let mut writers = self.writers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        writers.remove(name);
+    }
+}
