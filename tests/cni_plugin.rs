@@ -809,64 +809,102 @@ fn bridge_delegates_to_ipledger_in_a_network_namespace() {
     }
     let agent = StandInAgent::start(scripted_agent);
     let host = NetNs::new("node");
-    let pod = NetNs::new("pod");
     let bin = TempDir::new();
     std::os::unix::fs::symlink(PLUGIN, bin.0.join("ipledger")).expect("symlink the plugin");
     let cni_path = bin.0.display().to_string();
-    let netns = pod.path();
-    let config = |socket: &Path| {
-        bytes(&json!({
-            "cniVersion": "1.0.0",
+    let config = |version: &str, socket: &Path| {
+        json!({
+            "cniVersion": version,
             "name": "ipledger-e2e",
             "type": "bridge",
             "bridge": "ipl0",
             "isGateway": true,
             "ipam": {"type": "ipledger", "pools": ["v4"], "socket": socket},
-        }))
+        })
     };
-    let env = |command: &'static str, container: &'static str| {
-        vec![
-            ("CNI_COMMAND", command),
+    let env = |command: &'static str, container: String, netns: String| {
+        [
+            ("CNI_COMMAND", command.to_owned()),
             ("CNI_CONTAINERID", container),
-            ("CNI_NETNS", netns.as_str()),
-            ("CNI_IFNAME", "eth0"),
-            ("CNI_PATH", cni_path.as_str()),
+            ("CNI_NETNS", netns),
+            ("CNI_IFNAME", "eth0".to_owned()),
+            ("CNI_PATH", cni_path.clone()),
             (
                 "CNI_ARGS",
-                "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=e2e",
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=e2e".to_owned(),
             ),
         ]
     };
+    let bridge = |command: &'static str, container: &str, pod: &NetNs, stdin: &Value| {
+        let env = env(command, container.to_owned(), pod.path());
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        run_bridge(&host, &env, &bytes(stdin))
+    };
 
-    let add = run_bridge(&host, &env("ADD", "e2e-a"), &config(&agent.socket()));
-    assert_eq!(
-        add.exit_code, 0,
-        "stdout: {} stderr: {}",
-        add.stdout, add.stderr
-    );
-    let result = add.json();
-    assert_eq!(result["ips"][0]["address"], "10.244.1.7/24", "{result}");
-    let addr = Command::new("ip")
-        .args(["-n", &pod.0, "-o", "addr", "show", "dev", "eth0"])
-        .output()
-        .expect("ip addr");
-    let addr = String::from_utf8_lossy(&addr.stdout);
-    assert!(addr.contains("inet 10.244.1.7/24"), "pod eth0: {addr}");
-
-    for _ in 0..2 {
-        let del = run_bridge(&host, &env("DEL", "e2e-a"), &config(&agent.socket()));
-        assert_eq!(
-            del.exit_code, 0,
-            "stdout: {} stderr: {}",
-            del.stdout, del.stderr
+    // bridge 1.1.1 speaks CNI up to 1.0.0; each version gets its own pod namespace.
+    for version in ["0.3.1", "0.4.0", "1.0.0"] {
+        let pod = NetNs::new("pod");
+        let container = format!("e2e-{version}");
+        let doc = config(version, &agent.socket());
+        let add = bridge("ADD", &container, &pod, &doc);
+        assert_eq!(add.exit_code, 0, "{version}: {} {}", add.stdout, add.stderr);
+        let result = add.json();
+        assert_eq!(result["cniVersion"], version, "{result}");
+        assert_eq!(result["ips"][0]["address"], "10.244.1.7/24", "{result}");
+        let addr = Command::new("ip")
+            .args(["-n", &pod.0, "-o", "addr", "show", "dev", "eth0"])
+            .output()
+            .expect("ip addr");
+        let addr = String::from_utf8_lossy(&addr.stdout);
+        assert!(
+            addr.contains("inet 10.244.1.7/24"),
+            "{version}: pod eth0: {addr}"
         );
+
+        if version != "0.3.1" {
+            let mut check = doc.clone();
+            check["prevResult"] = result.clone();
+            let run = bridge("CHECK", &container, &pod, &check);
+            assert_eq!(
+                run.exit_code, 0,
+                "{version} CHECK: {} {}",
+                run.stdout, run.stderr
+            );
+        }
+        for _ in 0..2 {
+            let del = bridge("DEL", &container, &pod, &doc);
+            assert_eq!(
+                del.exit_code, 0,
+                "{version} DEL: {} {}",
+                del.stdout, del.stderr
+            );
+        }
     }
     let paths: Vec<String> = agent.received().into_iter().map(|r| r.path).collect();
-    assert_eq!(paths, ["/v1/add", "/v1/del", "/v1/del"]);
+    assert_eq!(
+        paths,
+        [
+            // 0.3.1: no CHECK before 0.4.0
+            "/v1/add",
+            "/v1/del",
+            "/v1/del",
+            // 0.4.0
+            "/v1/add",
+            "/v1/check",
+            "/v1/del",
+            "/v1/del",
+            // 1.0.0
+            "/v1/add",
+            "/v1/check",
+            "/v1/del",
+            "/v1/del",
+        ]
+    );
 
     // With no agent, bridge passes ipledger's "try again later" through unchanged.
+    let pod = NetNs::new("pod");
     let gone = bin.0.join("no-agent.sock");
-    let add = run_bridge(&host, &env("ADD", "e2e-b"), &config(&gone));
+    let add = bridge("ADD", "e2e-gone", &pod, &config("1.0.0", &gone));
     let json = add.json();
     assert_ne!(add.exit_code, 0);
     assert_eq!(json["code"], 11, "{json}");

@@ -372,10 +372,13 @@ mod tests {
             cut_seed in proptest::num::usize::ANY,
         ) {
             let bytes = if chunked {
-                format!(
-                    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
-                    body.len()
-                )
+                // A zero-size chunk ends the body, so an empty body has no data chunk.
+                let data = if body.is_empty() {
+                    String::new()
+                } else {
+                    format!("{:x}\r\n{body}\r\n", body.len())
+                };
+                format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{data}0\r\n\r\n")
             } else {
                 format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len())
             };

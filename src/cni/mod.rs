@@ -554,6 +554,35 @@ mod tests {
     }
 
     #[test]
+    fn unreadable_stdin_is_an_io_failure() {
+        struct Broken;
+        impl Read for Broken {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(io::Error::other("pipe broke"))
+            }
+        }
+        let outcome = run(&env_of(&[("CNI_COMMAND", "ADD")]), &mut Broken);
+        let json: Value = serde_json::from_str(&outcome.stdout).unwrap();
+        assert_eq!(outcome.exit_code, 1);
+        assert_eq!(json["code"], 5);
+        assert_eq!(json["msg"], "stdin: cannot read: pipe broke");
+    }
+
+    #[test]
+    fn non_utf8_variables_are_named() {
+        use std::os::unix::ffi::OsStringExt;
+        let lookup = |name: &str| match name {
+            "CNI_COMMAND" => Some(OsString::from("ADD")),
+            "CNI_CONTAINERID" => Some(OsString::from_vec(vec![b'a', 0xff])),
+            _ => None,
+        };
+        let outcome = run(&lookup, &mut config("1.0.0").to_string().as_bytes());
+        let json: Value = serde_json::from_str(&outcome.stdout).unwrap();
+        assert_eq!(json["code"], 4);
+        assert_eq!(json["msg"], "CNI_CONTAINERID: value is not valid UTF-8");
+    }
+
+    #[test]
     fn run_refuses_oversized_and_undecodable_stdin() {
         let big = vec![b' '; MAX_STDIN_BYTES + 1];
         let outcome = run(&env_of(&[("CNI_COMMAND", "ADD")]), &mut &big[..]);
