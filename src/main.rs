@@ -2,11 +2,7 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "ipledger",
-    version,
-    about = "IP address management for Kubernetes"
-)]
+#[command(name = "ipledger", version, about = "IP address management for Kubernetes")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -14,14 +10,24 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the node agent: serve the CNI plugin on a unix socket and allocate addresses.
+    Agent(ipledger::agent::AgentArgs),
     /// Print the CustomResourceDefinitions as YAML (the content of `crds/`).
     Crds,
     /// Print the version of this build.
     Version,
 }
 
-fn main() -> anyhow::Result<()> {
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("IPLEDGER_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match Cli::parse().command {
+        Command::Agent(args) => ipledger::agent::run(args, ipledger::agent::termination()).await?,
         Command::Crds => print!("{}", ipledger::api::crds_yaml()?),
         Command::Version => println!("ipledger {}", env!("CARGO_PKG_VERSION")),
     }

@@ -11,6 +11,7 @@ use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 
+use crate::agent::writer::borrower_label;
 use crate::api::{IPBlock, IPPool, LABEL_NODE};
 
 /// Watch-fed copies of the pools and of this node's blocks.
@@ -20,6 +21,8 @@ pub struct Caches {
     pub pools: Store<IPPool>,
     /// IPBlocks labelled with this node.
     pub blocks: Store<IPBlock>,
+    /// Other nodes' IPBlocks this node borrowed addresses from.
+    pub borrowed: Store<IPBlock>,
 }
 
 impl Caches {
@@ -44,34 +47,32 @@ impl Caches {
         )
         .default_backoff()
         .applied_objects();
+        let (borrowed, borrowed_writer) = reflector::store();
+        let borrowed_config = watcher::Config::default().labels(&borrower_label(node));
+        let borrowed_watch = reflector::reflector(
+            borrowed_writer,
+            watcher(Api::<IPBlock>::all(client.clone()), borrowed_config),
+        )
+        .default_backoff()
+        .applied_objects();
         let tasks = vec![
             tokio::spawn(drain(pool_watch, "ippools")),
             tokio::spawn(drain(block_watch, "ipblocks")),
+            tokio::spawn(drain(borrowed_watch, "ipblocks (borrowed)")),
         ];
-        (Self { pools, blocks }, tasks)
+        (Self { pools, blocks, borrowed }, tasks)
     }
 
     /// Waits until both watches have listed once.
     pub async fn ready(&self) -> Result<(), reflector::store::WriterDropped> {
         self.pools.wait_until_ready().await?;
-        self.blocks.wait_until_ready().await
+        self.blocks.wait_until_ready().await?;
+        self.borrowed.wait_until_ready().await
     }
 
     /// The cached pool named `name`.
     pub fn pool(&self, name: &str) -> Option<Arc<IPPool>> {
         self.pools.get(&reflector::ObjectRef::new(name))
-    }
-
-    /// This node's cached blocks of `pool`, in name order (a stable search order).
-    pub fn node_blocks(&self, pool: &str) -> Vec<Arc<IPBlock>> {
-        let mut blocks: Vec<_> = self
-            .blocks
-            .state()
-            .into_iter()
-            .filter(|b| b.spec.pool == pool)
-            .collect();
-        blocks.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-        blocks
     }
 }
 

@@ -1,11 +1,127 @@
 //! The node agent: serves the CNI plugin on a root-only unix socket and allocates from
 //! blocks affine to its node.
 
+pub mod allocator;
 pub mod cache;
 pub mod config;
 pub mod error;
 pub mod install;
 pub mod pool_choice;
 pub mod protocol;
+pub mod server;
 pub mod socket;
 pub mod writer;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use kube::Client;
+use prometheus_client::registry::Registry;
+
+use crate::ledger::RetryPolicy;
+use crate::metrics::AgentMetrics;
+pub use config::AgentArgs;
+
+/// Why the agent could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// No usable kubeconfig or in-cluster configuration.
+    #[error("cannot configure the Kubernetes client: {0}")]
+    Client(String),
+    /// The plugin binary could not be installed.
+    #[error("cannot install the CNI plugin from {source_path} into {dir}: {error}")]
+    Install { source_path: PathBuf, dir: PathBuf, error: std::io::Error },
+    /// The socket could not be bound.
+    #[error("cannot serve on {path}: {error}")]
+    Socket { path: PathBuf, error: std::io::Error },
+    /// The metrics address could not be bound.
+    #[error("cannot serve metrics on {addr}: {error}")]
+    Metrics { addr: std::net::SocketAddr, error: std::io::Error },
+    /// The watches never became ready.
+    #[error("the watch caches stopped before listing: {0}")]
+    Caches(String),
+}
+
+/// Builds the Kubernetes client from `--kubeconfig`, else from the environment
+/// (in-cluster service account, then `~/.kube/config`).
+pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, StartError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| StartError::Client(e.to_string()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .map_err(|e| StartError::Client(e.to_string()))?
+        }
+        None => kube::Config::infer().await.map_err(|e| StartError::Client(e.to_string()))?,
+    };
+    Client::try_from(config).map_err(|e| StartError::Client(e.to_string()))
+}
+
+/// Runs the agent until `shutdown` completes; then finishes the requests in flight and
+/// returns.
+pub async fn run(args: AgentArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+    if let Some(dir) = &args.install_cni_bin_dir {
+        let source_path = match &args.cni_binary {
+            Some(path) => path.clone(),
+            None => std::env::current_exe()
+                .map(|exe| exe.with_file_name("ipledger-cni"))
+                .map_err(|error| StartError::Install { source_path: "ipledger-cni".into(), dir: dir.clone(), error })?,
+        };
+        let installed = install::install_plugin(&source_path, dir, "ipledger")
+            .map_err(|error| StartError::Install { source_path: source_path.clone(), dir: dir.clone(), error })?;
+        tracing::info!(path = %installed.display(), "installed the CNI plugin");
+    }
+
+    let client = client(args.kubeconfig.as_deref()).await?;
+    let (caches, watches) = cache::Caches::start(&client, &args.node_name);
+    caches.ready().await.map_err(|e| StartError::Caches(e.to_string()))?;
+
+    let mut registry = Registry::default();
+    let metrics = AgentMetrics::register(&mut registry);
+    let registry = Arc::new(registry);
+    let allocator = Arc::new(allocator::Allocator::new(
+        args.node_name.clone(),
+        client,
+        caches,
+        RetryPolicy::default(),
+        metrics.clone(),
+    ));
+
+    let metrics_listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .map_err(|error| StartError::Metrics { addr: args.metrics_addr, error })?;
+    let metrics_server = tokio::spawn(async move {
+        if let Err(error) = axum::serve(metrics_listener, server::metrics_routes(registry)).await {
+            tracing::error!(%error, "metrics endpoint failed");
+        }
+    });
+
+    let listener =
+        socket::bind(&args.socket).map_err(|error| StartError::Socket { path: args.socket.clone(), error })?;
+    tracing::info!(node = args.node_name, socket = %args.socket.display(), metrics = %args.metrics_addr, "agent serving");
+    let routes = server::socket_routes(server::Shared { allocator, metrics }, args.request_timeout);
+    let served = axum::serve(listener, routes).with_graceful_shutdown(shutdown).await;
+
+    metrics_server.abort();
+    for watch in watches {
+        watch.abort();
+    }
+    // A stopped agent leaves no socket behind: the plugin then fails fast with code 11.
+    let _ = std::fs::remove_file(&args.socket);
+    served.map_err(|error| StartError::Socket { path: args.socket.clone(), error })
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn termination() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Without signal handlers the process still dies by the default action.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

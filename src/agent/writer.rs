@@ -26,12 +26,14 @@ const MAX_BATCH: usize = 256;
 /// A change asked of a block.
 #[derive(Clone, Debug)]
 pub enum Change {
-    /// Allocate an address to the attachment (the next free one, or `requested`).
-    Allocate { attachment: Attachment, pod: Option<PodRef>, requested: Option<IpAddr> },
+    /// Allocate an address to the attachment (the next free one, or `requested`);
+    /// `borrower` names this node when the block belongs to another node.
+    Allocate { attachment: Attachment, pod: Option<PodRef>, requested: Option<IpAddr>, borrower: Option<String> },
     /// Release whatever the attachment holds in this block.
     Release { attachment: Attachment },
-    /// Release every allocation of `network` whose (containerID, ifName) is not in `live`.
-    Collect { network: String, live: Arc<HashSet<(String, String)>> },
+    /// Release every allocation of `network` made for pods of `node` whose
+    /// (containerID, ifName) is not in `live`.
+    Collect { network: String, live: Arc<HashSet<(String, String)>>, node: String },
 }
 
 /// What became of one [`Change`].
@@ -71,6 +73,7 @@ pub type PoolLookup = Arc<dyn Fn(&str) -> Result<Arc<Pool>, CommitError> + Send 
 #[derive(Clone)]
 pub struct BlockWriter {
     queue: mpsc::UnboundedSender<Request>,
+    latest: Arc<Mutex<Option<IPBlock>>>,
 }
 
 impl BlockWriter {
@@ -85,8 +88,13 @@ impl BlockWriter {
     ) -> Self {
         let (queue, requests) = mpsc::unbounded_channel();
         let latest = Arc::new(Mutex::new(first));
-        tokio::spawn(run(api, name, latest, requests, pools, policy, metrics));
-        Self { queue }
+        tokio::spawn(run(api, name, latest.clone(), requests, pools, policy, metrics));
+        Self { queue, latest }
+    }
+
+    /// The copy of the block this writer wrote or read last, if it holds one.
+    pub fn latest(&self) -> Option<IPBlock> {
+        self.latest.lock().ok().and_then(|l| l.clone())
     }
 
     /// Queues `change` and waits until the batch holding it is committed.
@@ -117,7 +125,7 @@ async fn run(
             }
         }
         let changes: Vec<Change> = batch.iter().map(|r| r.change.clone()).collect();
-        let cached = latest.lock().map(|mut l| l.take()).unwrap_or(None);
+        let cached = latest.lock().map(|l| l.clone()).unwrap_or(None);
         let result = commit(&api, &name, cached, &changes, &pools, &policy).await;
         let answers = match result {
             Ok(written) => {
@@ -131,7 +139,13 @@ async fn run(
                 }
                 written.value.into_iter().map(Ok).collect()
             }
-            Err(error) => vec![Err(error); batch.len()],
+            Err(error) => {
+                // The copy may be what made the write fail; read afresh next time.
+                if let Ok(mut l) = latest.lock() {
+                    *l = None;
+                }
+                vec![Err(error); batch.len()]
+            }
         };
         for (request, answer) in batch.into_iter().zip(answers) {
             // A requester that gave up (timed out) no longer listens; nothing to do.
@@ -159,13 +173,19 @@ async fn commit(
         }
         let mut new = object.clone();
         new.spec = block.to_spec();
+        // A borrower marks the block so that its own watch sees it: DEL and GC on the
+        // borrowing node must find the address again without listing every block.
+        for (change, outcome) in changes.iter().zip(&outcomes) {
+            if let (Change::Allocate { borrower: Some(node), .. }, Outcome::Allocated(_)) = (change, outcome) {
+                new.labels_mut().insert(borrower_label(node), String::new());
+            }
+        }
         Ok(Decision::Replace(new, outcomes))
     };
     ledger::cas::update(api, name, policy, cached, decide).await.map_err(|e| match e {
         CasError::Refused(e) => e,
         CasError::NotFound { .. } => CommitError::Gone(format!("IPBlock {name} no longer exists")),
         CasError::Contended { .. } => CommitError::Unavailable(e.to_string()),
-        CasError::Api { ref source, .. } if !ledger::is_transient(source) => CommitError::Unavailable(e.to_string()),
         CasError::Api { .. } => CommitError::Unavailable(e.to_string()),
     })
 }
@@ -174,29 +194,47 @@ async fn commit(
 /// every change of the batch on the fresh record.
 fn apply(block: &mut Block, pool: &Pool, change: &Change, now: Timestamp) -> Outcome {
     match change {
-        Change::Allocate { attachment, pod, requested: None } => match block.allocate(pool, attachment, pod.as_ref(), now) {
-            Ok(ip) => Outcome::Allocated(ip),
-            Err(e) => Outcome::Refused(e),
-        },
-        Change::Allocate { attachment, pod, requested: Some(ip) } => {
-            match block.allocate_requested(pool, *ip, attachment, pod.as_ref(), now) {
-                Ok(ip) => Outcome::Allocated(ip),
+        Change::Allocate { attachment, pod, requested, borrower } => {
+            let result = match requested {
+                None => block.allocate(pool, attachment, pod.as_ref(), now),
+                Some(ip) => block.allocate_requested(pool, *ip, attachment, pod.as_ref(), now),
+            };
+            match result {
+                Ok(ip) => {
+                    if let Some(node) = borrower {
+                        block.lend(ip, node);
+                    }
+                    Outcome::Allocated(ip)
+                }
                 Err(e) => Outcome::Refused(e),
             }
         }
         Change::Release { attachment } => {
             Outcome::Released(block.release(attachment, now).map(|ip| (attachment.clone(), ip)).into_iter().collect())
         }
-        Change::Collect { network, live } => {
+        Change::Collect { network, live, node } => {
+            let block_node = block.node().to_string();
             let stale: Vec<Attachment> = block
                 .allocations()
                 .filter(|a| a.attachment.network() == network)
+                // Only the runtime of the node holding the pod knows whether it lives.
+                .filter(|a| a.node.as_deref().unwrap_or(&block_node) == node)
                 .filter(|a| !live.contains(&(a.attachment.container_id().to_string(), a.attachment.if_name().to_string())))
                 .map(|a| a.attachment.clone())
                 .collect();
             Outcome::Released(stale.into_iter().filter_map(|a| block.release(&a, now).map(|ip| (a, ip))).collect())
         }
     }
+}
+
+/// The label a node puts on another node's block when it borrows an address from it:
+/// `borrower.ipledger.io/` and a hash of the node name (label names are at most 63
+/// characters; node names may be longer).
+pub fn borrower_label(node: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(node.as_bytes());
+    let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
+    format!("borrower.ipledger.io/{hex}")
 }
 
 /// The writers of the blocks this agent writes to, started on first use.
@@ -232,6 +270,11 @@ impl Writers {
                 )
             })
             .clone()
+    }
+
+    /// The freshest copy of block `name` held by its writer, if it has one.
+    pub fn latest(&self, name: &str) -> Option<IPBlock> {
+        self.writers.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(name).and_then(BlockWriter::latest)
     }
 
     /// Stops writing `name` (the block was deleted); a later use starts a new writer.

@@ -74,6 +74,11 @@ pub struct AllocationRecord {
     /// The pod, when the runtime named it in `CNI_ARGS`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodRef>,
+    /// The node whose pod holds the address, when it is not the block's node: an address
+    /// borrowed from this block by a node that had no room of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub node: Option<String>,
     /// When the address was allocated.
     pub allocated_at: Time,
 }
