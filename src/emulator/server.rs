@@ -377,6 +377,16 @@ impl Server {
     }
 
     async fn body(&self, req: Request<Incoming>) -> ApiResult<Bytes> {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|c| c.to_str().ok())
+            .unwrap_or("");
+        if content_type.contains("protobuf") || content_type.contains("cbor") {
+            return Err(ApiError::unsupported_media_type(format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json (the ipledger emulator does not speak {content_type})"
+            )));
+        }
         let limited = http_body_util::Limited::new(req.into_body(), self.max_body);
         let collected = limited
             .collect()
