@@ -500,7 +500,11 @@ async fn finalizers_hold_deletion_until_removed() {
     let mut p = pool(&name, "10.13.0.0/16");
     p.metadata.finalizers = Some(vec!["ipledger.io/test".into()]);
     api.create(&PostParams::default(), &p).await.unwrap();
-    api.delete(&name, &DeleteParams::default()).await.unwrap();
+    let answer = api.delete(&name, &DeleteParams::default()).await.unwrap();
+    let pending = answer
+        .left()
+        .expect("a pending deletion answers with the object");
+    assert!(pending.metadata.deletion_timestamp.is_some());
     let pending = api.get(&name).await.unwrap();
     assert!(pending.metadata.deletion_timestamp.is_some());
     let err = api_error(
@@ -567,7 +571,11 @@ async fn delete_preconditions_guard_uid_and_resource_version() {
         }),
         ..Default::default()
     };
-    api.delete(&name, &right).await.unwrap();
+    let answer = api.delete(&name, &right).await.unwrap();
+    let status = answer
+        .right()
+        .expect("a completed deletion answers with a Status");
+    assert_eq!(status.details.unwrap().name, name);
     assert_eq!(api_error(api.get(&name).await).code, 404);
 }
 

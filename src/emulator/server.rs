@@ -331,7 +331,22 @@ impl Server {
                 let body = self.body(req).await?;
                 self.injected_failure(&t, name)?;
                 let opts = delete_options(&body, &query)?;
-                let (obj, _gone) = self.store.delete(&t, &namespace, name, &opts)?;
+                let (obj, gone) = self.store.delete(&t, &namespace, name, &opts)?;
+                // Like the real server: a pending deletion answers with the object; a
+                // completed one with a Success Status, except for the few resources whose
+                // storage returns the deleted object (pods, serviceaccounts).
+                let returns_object =
+                    t.group.is_empty() && matches!(t.plural.as_str(), "pods" | "serviceaccounts");
+                if gone && !returns_object {
+                    let status = json!({
+                        "kind": "Status",
+                        "apiVersion": "v1",
+                        "metadata": {},
+                        "status": "Success",
+                        "details": {"name": name, "group": t.group, "kind": t.plural, "uid": obj["metadata"]["uid"]},
+                    });
+                    return Ok(json_response(200, &status));
+                }
                 Ok(json_response(200, &for_version(&t, &rp.version, &obj)))
             }
             (&Method::DELETE, None) => {

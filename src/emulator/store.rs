@@ -120,7 +120,8 @@ const CRD_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
 
 struct State {
     rv: u64,
-    registry: Registry,
+    /// Copy-on-write: requests take a cheap snapshot, CRD changes replace it.
+    registry: Arc<Registry>,
     objects: HashMap<GroupResource, BTreeMap<ObjectKey, Arc<Value>>>,
     history: VecDeque<Arc<Event>>,
     /// Every event with a resourceVersion above this one is still in `history`.
@@ -214,7 +215,7 @@ impl Store {
         let store = Arc::new(Self {
             state: Mutex::new(State {
                 rv: 0,
-                registry: Registry::builtin(),
+                registry: Arc::new(Registry::builtin()),
                 objects: HashMap::new(),
                 history: VecDeque::new(),
                 history_start: 0,
@@ -244,7 +245,7 @@ impl Store {
     }
 
     /// A snapshot of the registry of served resources.
-    pub fn registry(&self) -> Registry {
+    pub fn registry(&self) -> Arc<Registry> {
         self.lock().registry.clone()
     }
 
@@ -638,7 +639,7 @@ impl State {
                 "acceptedNames": accepted,
                 "storedVersions": stored,
             });
-            self.registry.insert(t);
+            Arc::make_mut(&mut self.registry).insert(t);
         }
     }
 
@@ -933,7 +934,7 @@ impl State {
             && t.plural == "customresourcedefinitions"
             && let Ok(declared) = resources::from_crd(&removed)
         {
-            self.registry.remove(&declared.group_resource());
+            Arc::make_mut(&mut self.registry).remove(&declared.group_resource());
             self.objects.remove(&declared.group_resource());
         }
         self.collect_dependents(events, &uid);
