@@ -2,7 +2,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "ipledger", version, about = "IP address management for Kubernetes")]
+#[command(
+    name = "ipledger",
+    version,
+    about = "IP address management for Kubernetes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -16,6 +20,15 @@ enum Command {
     Crds,
     /// Print the version of this build.
     Version,
+    /// Serve an emulated Kubernetes API (for tests and trials) until SIGINT/SIGTERM.
+    Emulator {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:6443")]
+        listen: std::net::SocketAddr,
+        /// Where to write a kubeconfig for kubectl and kube-rs.
+        #[arg(long)]
+        kubeconfig: std::path::PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -30,6 +43,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Agent(args) => ipledger::agent::run(args, ipledger::agent::termination()).await?,
         Command::Crds => print!("{}", ipledger::api::crds_yaml()?),
         Command::Version => println!("ipledger {}", env!("CARGO_PKG_VERSION")),
+        Command::Emulator { listen, kubeconfig } => ipledger::emulator::run(listen, &kubeconfig).await?,
     }
     Ok(())
 }

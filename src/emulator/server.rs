@@ -1,0 +1,831 @@
+//! The HTTP layer: routes Kubernetes REST paths to the store and renders the answers.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::discovery;
+use super::error::{ApiError, ApiResult};
+use super::faults::Faults;
+use super::patch::{self, PatchType};
+use super::resources::ResourceType;
+use super::selectors::{FieldSelector, LabelSelector, supported_fields};
+use super::store::{DeleteOptions, Event, EventType, Part, Store};
+use super::table::{self, IncludeObject};
+
+/// The body type of every response.
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// Everything a request handler needs.
+pub struct Server {
+    /// The object store.
+    pub store: Arc<Store>,
+    /// Injected faults.
+    pub faults: Faults,
+    /// `host:port` the server listens on, for `/api`'s serverAddressByClientCIDRs.
+    pub address: String,
+    /// How often watches that asked for bookmarks get one.
+    pub bookmark_interval: Duration,
+    /// Largest request body accepted.
+    pub max_body: usize,
+}
+
+/// Which part of the API a path names.
+#[derive(Debug, PartialEq)]
+struct ResourcePath {
+    group: String,
+    version: String,
+    namespace: Option<String>,
+    resource: String,
+    name: Option<String>,
+    subresource: Option<String>,
+    watch_prefix: bool,
+}
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed()
+}
+
+fn json_response(code: u16, value: &Value) -> Response<Body> {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn error_response(err: &ApiError) -> Response<Body> {
+    json_response(err.code, &err.status())
+}
+
+fn parse_query(query: Option<&str>) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        out.insert(decode(k), decode(v));
+    }
+    out
+}
+
+/// Percent-decoding of query strings (`+` is a space).
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                Some(b) => {
+                    out.push(b);
+                    i += 2;
+                }
+                None => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn parse_resource_path(
+    segments: &[&str],
+    is_namespaced: &dyn Fn(&str, &str, &str) -> bool,
+) -> Option<ResourcePath> {
+    let (group, version, rest) = match segments {
+        ["api", v, rest @ ..] => (String::new(), v.to_string(), rest),
+        ["apis", g, v, rest @ ..] => (g.to_string(), v.to_string(), rest),
+        _ => return None,
+    };
+    let (watch_prefix, rest) = match rest {
+        ["watch", rest @ ..] => (true, rest),
+        _ => (false, rest),
+    };
+    let owned = |s: &&str| s.to_string();
+    let p = |namespace: Option<String>, resource: &str, name: Option<&&str>, sub: Option<&&str>| {
+        ResourcePath {
+            group: group.clone(),
+            version: version.clone(),
+            namespace,
+            resource: resource.to_string(),
+            name: name.map(owned),
+            subresource: sub.map(owned),
+            watch_prefix,
+        }
+    };
+    match rest {
+        ["namespaces", ns, resource, tail @ ..]
+            if is_namespaced(&group, &version, resource) && tail.len() <= 2 =>
+        {
+            Some(p(Some(ns.to_string()), resource, tail.first(), tail.get(1)))
+        }
+        [resource, tail @ ..] if tail.len() <= 2 => {
+            Some(p(None, resource, tail.first(), tail.get(1)))
+        }
+        _ => None,
+    }
+}
+
+/// Media types the client accepts decide between a Table and the plain object.
+fn wants_table(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| {
+            a.split(',')
+                .next()
+                .is_some_and(|first| first.contains("as=Table"))
+        })
+}
+
+impl Server {
+    /// Handles one request.
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, Infallible> {
+        let delay = self.faults.delay();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let resp = match self.route(req).await {
+            Ok(r) => r,
+            Err(e) => error_response(&e),
+        };
+        Ok(resp)
+    }
+
+    async fn route(&self, req: Request<Incoming>) -> ApiResult<Response<Body>> {
+        // Bearer tokens are accepted as they come; authorization (RBAC) is the packaging
+        // issue's work and will sit here, before any resource is touched.
+        let path = req.uri().path().to_string();
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let registry = self.store.registry();
+        if req.method() == Method::GET {
+            let doc = match segments.as_slice() {
+                ["version"] => Some(discovery::version()),
+                ["healthz"] | ["livez"] | ["readyz"] => {
+                    let mut r = Response::new(full("ok"));
+                    r.headers_mut()
+                        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                    return Ok(r);
+                }
+                ["api"] => Some(discovery::core_versions(&self.address)),
+                ["apis"] => Some(discovery::groups(&registry)),
+                ["apis", g] => {
+                    Some(discovery::group(&registry, g).ok_or_else(|| ApiError::no_route(&path))?)
+                }
+                ["api", v] => Some(
+                    discovery::resources(&registry, "", v)
+                        .ok_or_else(|| ApiError::no_route(&path))?,
+                ),
+                ["apis", g, v] => Some(
+                    discovery::resources(&registry, g, v)
+                        .ok_or_else(|| ApiError::no_route(&path))?,
+                ),
+                ["openapi", "v3"] => Some(discovery::openapi_v3_index(&registry)),
+                ["openapi", "v3", "api", v] => {
+                    Some(discovery::openapi_v3_group_version(&registry, "", v))
+                }
+                ["openapi", "v3", "apis", g, v] => {
+                    Some(discovery::openapi_v3_group_version(&registry, g, v))
+                }
+                _ => None,
+            };
+            if let Some(doc) = doc {
+                return Ok(json_response(200, &doc));
+            }
+        }
+        let is_namespaced =
+            |g: &str, v: &str, r: &str| registry.lookup(g, v, r).is_some_and(|t| t.namespaced);
+        let rp = parse_resource_path(&segments, &is_namespaced)
+            .ok_or_else(|| ApiError::no_route(&path))?;
+        let t = registry
+            .lookup(&rp.group, &rp.version, &rp.resource)
+            .ok_or_else(|| ApiError::no_route(&path))?;
+        if t.namespaced && rp.namespace.is_none() && rp.name.is_some() {
+            return Err(ApiError::no_route(&path));
+        }
+        if let Some(sub) = &rp.subresource
+            && !(sub == "status" && t.status_subresource)
+        {
+            return Err(ApiError::no_route(&path));
+        }
+        let query = parse_query(req.uri().query());
+        if query.get("dryRun").is_some_and(|d| !d.is_empty()) {
+            return Err(ApiError::bad_request(
+                "dryRun is not supported by the ipledger emulator",
+            ));
+        }
+        let namespace = rp.namespace.clone().unwrap_or_default();
+        let table = wants_table(&req);
+        let method = req.method().clone();
+        let part = if rp.subresource.is_some() {
+            Part::Status
+        } else {
+            Part::Main
+        };
+        match (&method, &rp.name) {
+            (&Method::GET, Some(name))
+                if !rp.watch_prefix
+                    && query.get("watch").is_none_or(|w| w == "false" || w == "0") =>
+            {
+                let obj = self.store.get(&t, &namespace, name)?;
+                let obj = for_version(&t, &rp.version, &obj);
+                if table {
+                    return Ok(json_response(
+                        200,
+                        &self.table(&t, &rp.version, &[obj], json!({}), &query)?,
+                    ));
+                }
+                Ok(json_response(200, &obj))
+            }
+            (&Method::GET, name) => {
+                let watching =
+                    rp.watch_prefix || query.get("watch").is_some_and(|w| w == "true" || w == "1");
+                let ns = rp.namespace.as_deref();
+                let mut query = query;
+                if let Some(name) = name {
+                    let by_name = format!("metadata.name={name}");
+                    let fs = query.remove("fieldSelector").filter(|f| !f.is_empty());
+                    query.insert(
+                        "fieldSelector".into(),
+                        fs.map_or(by_name.clone(), |f| format!("{f},{by_name}")),
+                    );
+                }
+                if watching {
+                    self.watch(t, rp.version.clone(), ns.map(str::to_string), &query, table)
+                } else {
+                    self.list(&t, &rp.version, ns, &query, table)
+                }
+            }
+            (&Method::POST, None) => {
+                let body = self.body(req).await?;
+                let mut obj = parse_json(&body)?;
+                let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+                self.injected_failure(&t, &name)?;
+                let warnings = field_validation(&t, &rp.version, &mut obj, &query)?;
+                let created = self.store.create(&t, &namespace, obj)?;
+                Ok(with_warnings(
+                    json_response(201, &for_version(&t, &rp.version, &created)),
+                    &warnings,
+                ))
+            }
+            (&Method::PUT, Some(name)) => {
+                let body = self.body(req).await?;
+                let mut obj = parse_json(&body)?;
+                self.injected_failure(&t, name)?;
+                let warnings = field_validation(&t, &rp.version, &mut obj, &query)?;
+                let updated = self.store.update(&t, &namespace, name, obj, part)?;
+                Ok(with_warnings(
+                    json_response(200, &for_version(&t, &rp.version, &updated)),
+                    &warnings,
+                ))
+            }
+            (&Method::PATCH, Some(name)) => {
+                let content_type = req
+                    .headers()
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|c| c.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                let patch_type = PatchType::from_content_type(&content_type)?;
+                let body = self.body(req).await?;
+                self.injected_failure(&t, name)?;
+                let warnings = Mutex::new(Vec::new());
+                let version = rp.version.clone();
+                let change = |current: &Value| {
+                    let mut patched = patch::apply(
+                        &for_version(&t, &version, current),
+                        patch_type,
+                        &body,
+                        t.custom,
+                    )?;
+                    *warnings.lock().unwrap_or_else(|e| e.into_inner()) =
+                        field_validation(&t, &version, &mut patched, &query)?;
+                    Ok(patched)
+                };
+                let updated = self.store.modify(&t, &namespace, name, part, &change)?;
+                let warnings = warnings.into_inner().unwrap_or_else(|e| e.into_inner());
+                Ok(with_warnings(
+                    json_response(200, &for_version(&t, &rp.version, &updated)),
+                    &warnings,
+                ))
+            }
+            (&Method::DELETE, Some(name)) => {
+                let body = self.body(req).await?;
+                self.injected_failure(&t, name)?;
+                let opts = delete_options(&body, &query)?;
+                let (obj, gone) = self.store.delete(&t, &namespace, name, &opts)?;
+                // Like the real server: a pending deletion answers with the object; a
+                // completed one with a Success Status, except for the few resources whose
+                // storage returns the deleted object (pods, serviceaccounts).
+                let returns_object =
+                    t.group.is_empty() && matches!(t.plural.as_str(), "pods" | "serviceaccounts");
+                if gone && !returns_object {
+                    let status = json!({
+                        "kind": "Status",
+                        "apiVersion": "v1",
+                        "metadata": {},
+                        "status": "Success",
+                        "details": {"name": name, "group": t.group, "kind": t.plural, "uid": obj["metadata"]["uid"]},
+                    });
+                    return Ok(json_response(200, &status));
+                }
+                Ok(json_response(200, &for_version(&t, &rp.version, &obj)))
+            }
+            (&Method::DELETE, None) => {
+                let body = self.body(req).await?;
+                let opts = delete_options(&body, &query)?;
+                let filter = selector_filter(&t, &query)?;
+                let page =
+                    self.store
+                        .list(&t, rp.namespace.as_deref(), &*filter, true, None, None)?;
+                let mut deleted = Vec::new();
+                for obj in page.items {
+                    let ns = obj["metadata"]["namespace"].as_str().unwrap_or("");
+                    let name = obj["metadata"]["name"].as_str().unwrap_or("");
+                    self.injected_failure(&t, name)?;
+                    match self.store.delete(&t, ns, name, &opts) {
+                        Ok((o, _)) => deleted.push(for_version(&t, &rp.version, &o)),
+                        Err(e) if e.code == 404 => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                let list = json!({
+                    "kind": format!("{}List", t.kind),
+                    "apiVersion": t.api_version(&rp.version),
+                    "metadata": {"resourceVersion": self.store.current_rv().to_string()},
+                    "items": deleted,
+                });
+                Ok(json_response(200, &list))
+            }
+            _ => Err(ApiError::method_not_allowed(format!(
+                "the server does not allow this method on the requested resource ({method} {path})"
+            ))),
+        }
+    }
+
+    fn injected_failure(&self, t: &ResourceType, name: &str) -> ApiResult<()> {
+        match self
+            .faults
+            .take_write_failure(&t.plural, &t.group_resource().to_string(), name)
+        {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    async fn body(&self, req: Request<Incoming>) -> ApiResult<Bytes> {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|c| c.to_str().ok())
+            .unwrap_or("");
+        if content_type.contains("protobuf") || content_type.contains("cbor") {
+            return Err(ApiError::unsupported_media_type(format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json (the ipledger emulator does not speak {content_type})"
+            )));
+        }
+        let limited = http_body_util::Limited::new(req.into_body(), self.max_body);
+        let collected = limited
+            .collect()
+            .await
+            .map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+        Ok(collected.to_bytes())
+    }
+
+    fn table(
+        &self,
+        t: &ResourceType,
+        version: &str,
+        items: &[Value],
+        list_meta: Value,
+        query: &HashMap<String, String>,
+    ) -> ApiResult<Value> {
+        let include = IncludeObject::parse(query.get("includeObject").map(String::as_str))
+            .map_err(ApiError::bad_request)?;
+        Ok(table::table(
+            t,
+            version,
+            items,
+            list_meta,
+            include,
+            chrono::Utc::now(),
+        ))
+    }
+
+    fn list(
+        &self,
+        t: &ResourceType,
+        version: &str,
+        namespace: Option<&str>,
+        query: &HashMap<String, String>,
+        table: bool,
+    ) -> ApiResult<Response<Body>> {
+        let filter = selector_filter(t, query)?;
+        let has_selector = ["labelSelector", "fieldSelector"]
+            .iter()
+            .any(|k| query.get(*k).is_some_and(|v| !v.is_empty()));
+        let limit = match query.get("limit").filter(|l| !l.is_empty()) {
+            Some(l) => Some(l.parse::<i64>().map_err(|_| {
+                ApiError::bad_request(format!("limit: Invalid value: \"{l}\": must be an integer"))
+            })?)
+            .filter(|l| *l > 0)
+            .map(|l| l as usize),
+            None => None,
+        };
+        let page = self.store.list(
+            t,
+            namespace,
+            &*filter,
+            has_selector,
+            limit,
+            query
+                .get("continue")
+                .map(String::as_str)
+                .filter(|c| !c.is_empty()),
+        )?;
+        let mut meta = json!({"resourceVersion": page.rv.to_string()});
+        if let Some(c) = &page.continue_token {
+            meta["continue"] = c.clone().into();
+        }
+        if let Some(r) = page.remaining {
+            meta["remainingItemCount"] = r.into();
+        }
+        let items: Vec<Value> = page
+            .items
+            .iter()
+            .map(|o| for_version(t, version, o))
+            .collect();
+        if table {
+            return Ok(json_response(
+                200,
+                &self.table(t, version, &items, meta, query)?,
+            ));
+        }
+        Ok(json_response(
+            200,
+            &json!({"kind": format!("{}List", t.kind), "apiVersion": t.api_version(version), "metadata": meta, "items": items}),
+        ))
+    }
+
+    fn watch(
+        &self,
+        t: Arc<ResourceType>,
+        version: String,
+        namespace: Option<String>,
+        query: &HashMap<String, String>,
+        table: bool,
+    ) -> ApiResult<Response<Body>> {
+        let filter = selector_filter(&t, query)?;
+        let from = match query.get("resourceVersion").map(String::as_str) {
+            None | Some("") | Some("0") => None,
+            Some(rv) => Some(rv.parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "resourceVersion: Invalid value: \"{rv}\": must be a non-negative integer"
+                ))
+            })?),
+        };
+        let initial_events = query.get("sendInitialEvents").is_some_and(|v| v == "true");
+        let bookmarks = query
+            .get("allowWatchBookmarks")
+            .is_some_and(|v| v == "true");
+        let timeout = query
+            .get("timeoutSeconds")
+            .and_then(|s| s.parse::<u64>().ok())
+            .map(Duration::from_secs)
+            .unwrap_or(Duration::from_secs(1800));
+        let include = IncludeObject::parse(query.get("includeObject").map(String::as_str))
+            .map_err(ApiError::bad_request)?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
+        let start = self
+            .store
+            .watch(&t, if initial_events { None } else { from });
+        let mut drops = self.faults.watch_drops();
+        drops.mark_unchanged();
+        let interval = self.bookmark_interval;
+        let gr = t.group_resource();
+        let render = {
+            let t = t.clone();
+            let version = version.clone();
+            move |kind: &str, obj: &Value| -> Bytes {
+                let object = match kind {
+                    "BOOKMARK" | "ERROR" => obj.clone(),
+                    _ => {
+                        let obj = for_version(&t, &version, obj);
+                        if table {
+                            table::table(
+                                &t,
+                                &version,
+                                std::slice::from_ref(&obj),
+                                json!({}),
+                                include,
+                                chrono::Utc::now(),
+                            )
+                        } else {
+                            obj
+                        }
+                    }
+                };
+                let mut line = serde_json::to_vec(&json!({"type": kind, "object": object}))
+                    .unwrap_or_default();
+                line.push(b'\n');
+                Bytes::from(line)
+            }
+        };
+        let bookmark = move |rv: u64, initial_end: bool| {
+            let mut meta = json!({"resourceVersion": rv.to_string()});
+            if initial_end {
+                meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+            }
+            json!({"kind": t.kind, "apiVersion": t.api_version(&version), "metadata": meta})
+        };
+        tokio::spawn(async move {
+            let mut start = match start {
+                Ok(s) => s,
+                Err(e) => {
+                    // Like the real server: a 200 stream carrying one ERROR event (410 Expired).
+                    let _ = tx.send(render("ERROR", &e.status())).await;
+                    return;
+                }
+            };
+            let matches = |o: &Value| {
+                namespace
+                    .as_deref()
+                    .is_none_or(|ns| o["metadata"]["namespace"] == ns)
+                    && filter(o)
+            };
+            let mut last_rv = start.rv;
+            for e in &start.backlog {
+                if let Some((kind, obj)) = visible(e, &matches)
+                    && tx.send(render(kind, obj)).await.is_err()
+                {
+                    return;
+                }
+                last_rv = last_rv.max(e.rv);
+            }
+            if initial_events
+                && bookmarks
+                && tx
+                    .send(render("BOOKMARK", &bookmark(last_rv, true)))
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+            let deadline = tokio::time::sleep(timeout);
+            tokio::pin!(deadline);
+            let mut ticker = tokio::time::interval(interval);
+            ticker.tick().await;
+            loop {
+                tokio::select! {
+                    _ = &mut deadline => return,
+                    _ = drops.changed() => return,
+                    _ = tx.closed() => return,
+                    _ = ticker.tick(), if bookmarks => {
+                        if tx.send(render("BOOKMARK", &bookmark(last_rv, false))).await.is_err() {
+                            return;
+                        }
+                    }
+                    received = start.receiver.recv() => match received {
+                        Ok(e) => {
+                            if e.rv <= last_rv {
+                                continue;
+                            }
+                            last_rv = e.rv;
+                            if e.gr != gr {
+                                continue;
+                            }
+                            if let Some((kind, obj)) = visible(&e, &matches)
+                                && tx.send(render(kind, obj)).await.is_err()
+                            {
+                                return;
+                            }
+                        }
+                        // A watcher too slow to keep up is closed, as the real server does;
+                        // the client re-watches from the last version it saw.
+                        Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => return,
+                    }
+                }
+            }
+        });
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv()
+                .await
+                .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+        });
+        let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        Ok(resp)
+    }
+}
+
+/// The event a watcher with a selector sees: an object entering the selection is ADDED,
+/// one leaving it is DELETED, as in the real server.
+fn visible<'a>(
+    e: &'a Event,
+    matches: &dyn Fn(&Value) -> bool,
+) -> Option<(&'static str, &'a Value)> {
+    let now = matches(&e.object);
+    match e.kind {
+        EventType::Added | EventType::Deleted => now.then_some((e.kind.as_str(), &*e.object)),
+        EventType::Modified => {
+            let before = e.prev.as_deref().is_some_and(matches);
+            match (before, now) {
+                (true, true) => Some(("MODIFIED", &*e.object)),
+                (false, true) => Some(("ADDED", &*e.object)),
+                (true, false) => Some(("DELETED", &*e.object)),
+                (false, false) => None,
+            }
+        }
+    }
+}
+
+/// The object as the requested version presents it. Versions of a CRD share one schema
+/// shape here (conversion strategy `None`), so only `apiVersion` changes.
+fn for_version(t: &ResourceType, version: &str, obj: &Value) -> Value {
+    let mut out = obj.clone();
+    if t.versions.len() > 1 {
+        out["apiVersion"] = t.api_version(version).into();
+    }
+    out
+}
+
+type Filter = Box<dyn Fn(&Value) -> bool + Send + Sync>;
+
+fn selector_filter(t: &ResourceType, query: &HashMap<String, String>) -> ApiResult<Filter> {
+    let labels = LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))
+        .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
+    let fields = FieldSelector::parse(
+        query.get("fieldSelector").map(String::as_str).unwrap_or(""),
+        supported_fields(&t.group, &t.plural),
+    )
+    .map_err(|e| ApiError::bad_request(e))?;
+    Ok(Box::new(move |o| labels.matches(o) && fields.matches(o)))
+}
+
+fn parse_json(body: &[u8]) -> ApiResult<Value> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body of the request was in an unknown format: {e}"
+        ))
+    })?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request(
+            "the body of the request must be a JSON object",
+        ));
+    }
+    Ok(value)
+}
+
+/// `fieldValidation`: unknown fields of a custom resource are an error (`Strict`), a
+/// warning (`Warn`, the default) or silently dropped (`Ignore`).
+fn field_validation(
+    t: &ResourceType,
+    version: &str,
+    obj: &mut Value,
+    query: &HashMap<String, String>,
+) -> ApiResult<Vec<String>> {
+    let Some(schema) = t.version(version).and_then(|v| v.schema.clone()) else {
+        return Ok(Vec::new());
+    };
+    let mode = query
+        .get("fieldValidation")
+        .map(String::as_str)
+        .unwrap_or("Warn");
+    let mut probe = obj.clone();
+    let unknown = schema.prune_and_default(&mut probe);
+    match mode {
+        "Ignore" => Ok(Vec::new()),
+        "Strict" if !unknown.is_empty() => {
+            let listed: Vec<String> = unknown
+                .iter()
+                .map(|f| format!("unknown field \"{f}\""))
+                .collect();
+            Err(ApiError::bad_request(format!(
+                "strict decoding error: {}",
+                listed.join(", ")
+            )))
+        }
+        "Strict" | "Warn" | "" => Ok(unknown
+            .iter()
+            .map(|f| format!("unknown field \"{f}\""))
+            .collect()),
+        other => Err(ApiError::bad_request(format!(
+            "fieldValidation: Unsupported value: \"{other}\": supported values: \"Ignore\", \"Strict\", \"Warn\""
+        ))),
+    }
+}
+
+fn with_warnings(mut resp: Response<Body>, warnings: &[String]) -> Response<Body> {
+    for w in warnings {
+        let text = format!("299 - \"{}\"", w.replace('"', "\\\""));
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            resp.headers_mut().append(header::WARNING, v);
+        }
+    }
+    resp
+}
+
+fn delete_options(body: &[u8], query: &HashMap<String, String>) -> ApiResult<DeleteOptions> {
+    let mut opts = DeleteOptions::default();
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        let v: Value = serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body of the request was in an unknown format: {e}"
+            ))
+        })?;
+        opts.uid = v["preconditions"]["uid"].as_str().map(str::to_string);
+        opts.resource_version = v["preconditions"]["resourceVersion"]
+            .as_str()
+            .map(str::to_string);
+        opts.propagation = v["propagationPolicy"].as_str().map(str::to_string);
+        if opts.propagation.is_none() && v["orphanDependents"] == true {
+            opts.propagation = Some("Orphan".into());
+        }
+    }
+    if let Some(p) = query.get("propagationPolicy").filter(|p| !p.is_empty()) {
+        opts.propagation = Some(p.clone());
+    }
+    match opts.propagation.as_deref() {
+        None | Some("Background") | Some("Foreground") | Some("Orphan") => Ok(opts),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "propagationPolicy: Unsupported value: \"{other}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_resolve_namespaced_and_cluster_resources() {
+        let namespaced = |_: &str, _: &str, r: &str| r == "configmaps";
+        let segs = ["api", "v1", "namespaces", "default", "configmaps", "a"];
+        let p = parse_resource_path(&segs, &namespaced).unwrap();
+        assert_eq!(p.namespace.as_deref(), Some("default"));
+        assert_eq!(p.name.as_deref(), Some("a"));
+        let segs = ["api", "v1", "namespaces", "default", "status"];
+        let p = parse_resource_path(&segs, &namespaced).unwrap();
+        assert_eq!(
+            (
+                p.resource.as_str(),
+                p.name.as_deref(),
+                p.subresource.as_deref()
+            ),
+            ("namespaces", Some("default"), Some("status"))
+        );
+        let segs = ["apis", "ipledger.io", "v1alpha1", "watch", "ippools"];
+        let p = parse_resource_path(&segs, &namespaced).unwrap();
+        assert!(p.watch_prefix);
+        assert!(
+            parse_resource_path(&["apis", "x", "v1", "a", "b", "c", "d"], &namespaced).is_none()
+        );
+    }
+
+    #[test]
+    fn query_strings_are_percent_decoded() {
+        let q = parse_query(Some("labelSelector=app%20in%20(a%2Cb)&limit=5&x"));
+        assert_eq!(q["labelSelector"], "app in (a,b)");
+        assert_eq!(q["limit"], "5");
+        assert_eq!(q["x"], "");
+    }
+
+    #[test]
+    fn delete_options_read_preconditions_and_propagation() {
+        let o = delete_options(
+            br#"{"preconditions":{"uid":"u","resourceVersion":"3"},"propagationPolicy":"Orphan"}"#,
+            &HashMap::new(),
+        )
+        .unwrap();
+        assert_eq!(o.uid.as_deref(), Some("u"));
+        assert_eq!(o.resource_version.as_deref(), Some("3"));
+        assert_eq!(o.propagation.as_deref(), Some("Orphan"));
+        assert_eq!(
+            delete_options(br#"{"propagationPolicy":"Later"}"#, &HashMap::new())
+                .unwrap_err()
+                .code,
+            400
+        );
+    }
+}

@@ -1,0 +1,1321 @@
+//! The object store: every object of every resource under one lock, one global strictly
+//! increasing resourceVersion, and a bounded history of changes for watches.
+//!
+//! One mutex makes every operation linearizable, like etcd's single revision counter; the
+//! critical sections are short (no I/O, no serialization), so it is not the bottleneck.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::{Map, Value, json};
+use tokio::sync::broadcast;
+
+use super::error::{ApiError, ApiResult, Cause, GroupResource};
+use super::resources::{self, Registry, ResourceType};
+
+/// Namespace and name of an object; the namespace is empty for cluster-scoped objects.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey {
+    /// Namespace, empty when cluster-scoped.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// A key.
+    pub fn new(namespace: &str, name: &str) -> Self {
+        Self {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        }
+    }
+}
+
+/// The type of a watch event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    /// Created.
+    Added,
+    /// Changed.
+    Modified,
+    /// Removed.
+    Deleted,
+}
+
+impl EventType {
+    /// The `type` field of a watch event.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Added => "ADDED",
+            Self::Modified => "MODIFIED",
+            Self::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change, as kept in the history and sent to watchers.
+#[derive(Debug)]
+pub struct Event {
+    /// The resourceVersion of this change.
+    pub rv: u64,
+    /// The resource changed.
+    pub gr: GroupResource,
+    /// The object changed.
+    pub key: ObjectKey,
+    /// What happened.
+    pub kind: EventType,
+    /// The object after the change (for DELETED, the last state with the deletion's rv).
+    pub object: Arc<Value>,
+    /// The object before the change; lets consistent list pages be rebuilt and selector
+    /// watches turn a MODIFIED into ADDED/DELETED.
+    pub prev: Option<Arc<Value>>,
+}
+
+/// How a write treats `status` when the resource has a status subresource.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// The main resource: status changes are ignored.
+    Main,
+    /// The `/status` subresource: everything but status is ignored.
+    Status,
+}
+
+/// `DeleteOptions` the store honours.
+#[derive(Clone, Debug, Default)]
+pub struct DeleteOptions {
+    /// `preconditions.uid`.
+    pub uid: Option<String>,
+    /// `preconditions.resourceVersion`.
+    pub resource_version: Option<String>,
+    /// `propagationPolicy`: Background (default), Foreground or Orphan.
+    pub propagation: Option<String>,
+}
+
+/// A page of a list.
+#[derive(Debug)]
+pub struct ListPage {
+    /// Matching objects, in namespace/name order.
+    pub items: Vec<Arc<Value>>,
+    /// The resourceVersion the list is consistent with.
+    pub rv: u64,
+    /// Token for the next page, when there is one.
+    pub continue_token: Option<String>,
+    /// Objects left after this page (only without selectors, as in the real server).
+    pub remaining: Option<u64>,
+}
+
+/// Where a watch starts.
+#[derive(Debug)]
+pub struct WatchStart {
+    /// Events to send first, oldest first (synthetic ADDED events when starting from now).
+    pub backlog: Vec<Arc<Event>>,
+    /// Later events.
+    pub receiver: broadcast::Receiver<Arc<Event>>,
+    /// The resourceVersion the watch is current with after the backlog.
+    pub rv: u64,
+}
+
+const CRD_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
+
+struct State {
+    rv: u64,
+    /// Copy-on-write: requests take a cheap snapshot, CRD changes replace it.
+    registry: Arc<Registry>,
+    objects: HashMap<GroupResource, BTreeMap<ObjectKey, Arc<Value>>>,
+    history: VecDeque<Arc<Event>>,
+    /// Every event with a resourceVersion above this one is still in `history`.
+    history_start: u64,
+    window: usize,
+}
+
+/// The store shared by all connections.
+pub struct Store {
+    state: Mutex<State>,
+    events: broadcast::Sender<Arc<Event>>,
+}
+
+fn now() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn meta(obj: &Value) -> &Value {
+    &obj["metadata"]
+}
+
+fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
+    if !obj["metadata"].is_object() {
+        obj["metadata"] = json!({});
+    }
+    obj["metadata"]
+        .as_object_mut()
+        .expect("set to an object above")
+}
+
+fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+fn finalizers(obj: &Value) -> Vec<String> {
+    meta(obj)["finalizers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn is_dns_subdomain(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        })
+}
+
+fn is_dns_label(name: &str) -> bool {
+    name.len() <= 63 && !name.contains('.') && is_dns_subdomain(name)
+}
+
+/// The content that `metadata.generation` tracks: everything but metadata, and but status
+/// when status is a subresource.
+fn spec_part(t: &ResourceType, obj: &Value) -> Value {
+    let mut v = obj.clone();
+    if let Value::Object(m) = &mut v {
+        m.remove("metadata");
+        m.remove("apiVersion");
+        m.remove("kind");
+        if t.status_subresource {
+            m.remove("status");
+        }
+    }
+    v
+}
+
+fn generate_suffix() -> String {
+    // The alphabet of the real server's name generator (no vowels, no confusable digits).
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    bytes[..5]
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect()
+}
+
+impl Store {
+    /// A store holding the default namespaces, keeping `window` events of history.
+    pub fn new(window: usize) -> Arc<Self> {
+        let (events, _) = broadcast::channel(16 * 1024);
+        let store = Arc::new(Self {
+            state: Mutex::new(State {
+                rv: 0,
+                registry: Arc::new(Registry::builtin()),
+                objects: HashMap::new(),
+                history: VecDeque::new(),
+                history_start: 0,
+                window: window.max(1),
+            }),
+            events,
+        });
+        let ns = store
+            .registry()
+            .lookup("", "v1", "namespaces")
+            .expect("built in");
+        for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            store
+                .create(
+                    &ns,
+                    "",
+                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
+                )
+                .expect("fresh store");
+        }
+        store
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent data (writes are applied last).
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A snapshot of the registry of served resources.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.lock().registry.clone()
+    }
+
+    /// The current resourceVersion.
+    pub fn current_rv(&self) -> u64 {
+        self.lock().rv
+    }
+
+    /// Drops all history: watches from any earlier resourceVersion get 410 Gone.
+    pub fn compact(&self) {
+        let mut s = self.lock();
+        s.history.clear();
+        s.history_start = s.rv;
+    }
+
+    /// Reads one object.
+    pub fn get(&self, t: &ResourceType, namespace: &str, name: &str) -> ApiResult<Arc<Value>> {
+        let s = self.lock();
+        s.objects
+            .get(&t.group_resource())
+            .and_then(|m| m.get(&ObjectKey::new(namespace, name)))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&t.group_resource(), name))
+    }
+
+    /// Lists objects (of one namespace when `namespace` is given) matching `filter`.
+    pub fn list(
+        &self,
+        t: &ResourceType,
+        namespace: Option<&str>,
+        filter: &dyn Fn(&Value) -> bool,
+        has_selector: bool,
+        limit: Option<usize>,
+        continue_token: Option<&str>,
+    ) -> ApiResult<ListPage> {
+        let s = self.lock();
+        let gr = t.group_resource();
+        let (at_rv, start_after) = match continue_token {
+            Some(token) => {
+                let (rv, key) = decode_continue(token)
+                    .ok_or_else(|| ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)"))?;
+                if rv < s.history_start {
+                    return Err(ApiError::expired(
+                        "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
+                    ));
+                }
+                (rv, Some(key))
+            }
+            None => (s.rv, None),
+        };
+        let empty = BTreeMap::new();
+        let current = s.objects.get(&gr).unwrap_or(&empty);
+        // A continued list reads the snapshot of its first page: undo later changes.
+        let snapshot;
+        let objects = if at_rv < s.rv {
+            let mut m = current.clone();
+            for e in s.history.iter().rev().take_while(|e| e.rv > at_rv) {
+                if e.gr == gr {
+                    match &e.prev {
+                        Some(p) => m.insert(e.key.clone(), p.clone()),
+                        None => m.remove(&e.key),
+                    };
+                }
+            }
+            snapshot = m;
+            &snapshot
+        } else {
+            current
+        };
+        let range = objects.iter().filter(|(k, _)| {
+            namespace.is_none_or(|ns| k.namespace == ns)
+                && start_after.as_ref().is_none_or(|after| *k > after)
+        });
+        let mut items = Vec::new();
+        let mut last = None;
+        let mut more = false;
+        let mut remaining = 0u64;
+        for (k, v) in range {
+            if !filter(v) {
+                continue;
+            }
+            if limit.is_some_and(|l| items.len() >= l) {
+                more = true;
+                remaining += 1;
+                continue;
+            }
+            items.push(v.clone());
+            last = Some(k.clone());
+        }
+        let continue_token = match (more, last) {
+            (true, Some(k)) => Some(encode_continue(at_rv, &k)),
+            _ => None,
+        };
+        Ok(ListPage {
+            items,
+            rv: at_rv,
+            remaining: (more && !has_selector).then_some(remaining),
+            continue_token,
+        })
+    }
+
+    /// Starts a watch of one resource from `from` (None: from now, with synthetic ADDED
+    /// events for every existing object).
+    pub fn watch(&self, t: &ResourceType, from: Option<u64>) -> ApiResult<WatchStart> {
+        let s = self.lock();
+        let gr = t.group_resource();
+        // Subscribing under the lock means no event falls between backlog and receiver.
+        let receiver = self.events.subscribe();
+        let backlog = match from {
+            None => s
+                .objects
+                .get(&gr)
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| {
+                            Arc::new(Event {
+                                rv: s.rv,
+                                gr: gr.clone(),
+                                key: k.clone(),
+                                kind: EventType::Added,
+                                object: v.clone(),
+                                prev: None,
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Some(rv) if rv < s.history_start => {
+                return Err(ApiError::expired(format!(
+                    "too old resource version: {rv} ({})",
+                    s.history_start + 1
+                )));
+            }
+            Some(rv) => s
+                .history
+                .iter()
+                .filter(|e| e.rv > rv && e.gr == gr)
+                .cloned()
+                .collect(),
+        };
+        Ok(WatchStart {
+            backlog,
+            receiver,
+            rv: s.rv,
+        })
+    }
+
+    /// Creates an object. `obj` is the request body; the namespace comes from the URL.
+    pub fn create(&self, t: &ResourceType, namespace: &str, obj: Value) -> ApiResult<Value> {
+        let mut s = self.lock();
+        s.create(t, namespace, obj, &self.events)
+    }
+
+    /// Replaces an object (PUT), on the main resource or its status.
+    pub fn update(
+        &self,
+        t: &ResourceType,
+        namespace: &str,
+        name: &str,
+        obj: Value,
+        part: Part,
+    ) -> ApiResult<Value> {
+        let mut s = self.lock();
+        s.update(t, namespace, name, obj, part, true, &self.events)
+    }
+
+    /// Reads, changes with `change` and writes back atomically (PATCH).
+    pub fn modify(
+        &self,
+        t: &ResourceType,
+        namespace: &str,
+        name: &str,
+        part: Part,
+        change: &dyn Fn(&Value) -> ApiResult<Value>,
+    ) -> ApiResult<Value> {
+        let mut s = self.lock();
+        let current = s
+            .objects
+            .get(&t.group_resource())
+            .and_then(|m| m.get(&ObjectKey::new(namespace, name)))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&t.group_resource(), name))?;
+        let mut changed = change(&current)?;
+        // A patch that does not mention resourceVersion applies to the current version.
+        if str_of(meta(&changed), "resourceVersion").is_empty() {
+            let rv = str_of(meta(&current), "resourceVersion").to_string();
+            meta_mut(&mut changed).insert("resourceVersion".into(), rv.into());
+        }
+        s.update(t, namespace, name, changed, part, false, &self.events)
+    }
+
+    /// Deletes an object: at once, or by setting deletionTimestamp while finalizers remain.
+    /// Returns the object and whether it is gone.
+    pub fn delete(
+        &self,
+        t: &ResourceType,
+        namespace: &str,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> ApiResult<(Value, bool)> {
+        let mut s = self.lock();
+        s.delete(t, namespace, name, opts, &self.events)
+    }
+}
+
+fn encode_continue(rv: u64, key: &ObjectKey) -> String {
+    let raw = format!("{rv}\n{}\n{}", key.namespace, key.name);
+    raw.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_continue(token: &str) -> Option<(u64, ObjectKey)> {
+    if token.len() % 2 != 0 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..token.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok())
+        .collect();
+    let raw = String::from_utf8(bytes?).ok()?;
+    let mut parts = raw.splitn(3, '\n');
+    let rv = parts.next()?.parse().ok()?;
+    Some((rv, ObjectKey::new(parts.next()?, parts.next()?)))
+}
+
+impl State {
+    fn record(&mut self, events: &broadcast::Sender<Arc<Event>>, event: Event) {
+        let event = Arc::new(event);
+        self.history.push_back(event.clone());
+        while self.history.len() > self.window {
+            if let Some(old) = self.history.pop_front() {
+                self.history_start = old.rv;
+            }
+        }
+        // No receivers is fine: nobody is watching.
+        let _ = events.send(event);
+    }
+
+    fn object(&self, gr: &GroupResource, key: &ObjectKey) -> Option<Arc<Value>> {
+        self.objects.get(gr).and_then(|m| m.get(key)).cloned()
+    }
+
+    /// Stores `obj` under a new resourceVersion and records the event.
+    fn put(
+        &mut self,
+        events: &broadcast::Sender<Arc<Event>>,
+        gr: &GroupResource,
+        key: ObjectKey,
+        mut obj: Value,
+        kind: EventType,
+    ) -> Value {
+        self.rv += 1;
+        meta_mut(&mut obj).insert("resourceVersion".into(), self.rv.to_string().into());
+        let obj = Arc::new(obj);
+        let prev = match kind {
+            EventType::Deleted => self.objects.get_mut(gr).and_then(|m| m.remove(&key)),
+            _ => self
+                .objects
+                .entry(gr.clone())
+                .or_default()
+                .insert(key.clone(), obj.clone()),
+        };
+        let rv = self.rv;
+        self.record(
+            events,
+            Event {
+                rv,
+                gr: gr.clone(),
+                key,
+                kind,
+                object: obj.clone(),
+                prev,
+            },
+        );
+        Arc::unwrap_or_clone(obj)
+    }
+
+    fn invalid(t: &ResourceType, name: &str, causes: Vec<Cause>) -> ApiError {
+        ApiError::invalid(&t.qualified_kind(), &t.group, &t.kind, name, causes)
+    }
+
+    /// Schema pruning, defaulting and validation of custom resources; CRD registration
+    /// checks. `old` is the stored object on update.
+    fn admit(
+        &self,
+        t: &ResourceType,
+        obj: &mut Value,
+        old: Option<&Value>,
+        name: &str,
+    ) -> ApiResult<()> {
+        if t.custom {
+            let version = str_of(obj, "apiVersion")
+                .rsplit('/')
+                .next()
+                .unwrap_or("")
+                .to_string();
+            let schema = t
+                .version(&version)
+                .or_else(|| t.versions.first())
+                .and_then(|v| v.schema.clone());
+            if let Some(schema) = schema {
+                schema.prune_and_default(obj);
+                let causes = schema.validate(obj, old);
+                if !causes.is_empty() {
+                    return Err(Self::invalid(t, name, causes));
+                }
+            }
+        }
+        if t.group == "apiextensions.k8s.io" && t.plural == "customresourcedefinitions" {
+            let declared = resources::from_crd(obj).map_err(|e| {
+                let (field, message) = e.split_once(": ").unwrap_or(("", &e));
+                Self::invalid(
+                    t,
+                    name,
+                    vec![Cause {
+                        reason: "FieldValueInvalid",
+                        field: field.into(),
+                        message: message.into(),
+                    }],
+                )
+            })?;
+            let expected = format!("{}.{}", declared.plural, declared.group);
+            if name != expected {
+                return Err(Self::invalid(
+                    t,
+                    name,
+                    vec![Cause {
+                        reason: "FieldValueInvalid",
+                        field: "metadata.name".into(),
+                        message: format!(
+                            "Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"
+                        ),
+                    }],
+                ));
+            }
+            if let Some(existing) = self.registry.get(&declared.group_resource())
+                && !existing.custom
+            {
+                return Err(Self::invalid(
+                    t,
+                    name,
+                    vec![Cause {
+                        reason: "FieldValueInvalid",
+                        field: "spec.group".into(),
+                        message: format!(
+                            "Invalid value: \"{}\": is a built-in group",
+                            declared.group
+                        ),
+                    }],
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers (or re-registers) the resource a stored CRD declares and reports it in
+    /// the CRD's status, as the apiextensions controllers do.
+    fn establish(&mut self, crd: &mut Value) {
+        if let Ok(t) = resources::from_crd(crd) {
+            let when = now();
+            let names = crd["spec"]["names"].clone();
+            let mut stored: Vec<String> = crd["status"]["storedVersions"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !stored.iter().any(|v| v == t.storage_version()) {
+                stored.push(t.storage_version().to_string());
+            }
+            let mut accepted = names.clone();
+            if accepted["singular"].is_null() {
+                accepted["singular"] = t.singular.clone().into();
+            }
+            if accepted["listKind"].is_null() {
+                accepted["listKind"] = format!("{}List", t.kind).into();
+            }
+            let keep_time = |ty: &str| {
+                crd["status"]["conditions"]
+                    .as_array()
+                    .and_then(|cs| cs.iter().find(|c| c["type"] == ty && c["status"] == "True"))
+                    .and_then(|c| c["lastTransitionTime"].as_str().map(str::to_string))
+                    .unwrap_or_else(|| when.clone())
+            };
+            crd["status"] = json!({
+                "conditions": [
+                    {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": keep_time("NamesAccepted")},
+                    {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": keep_time("Established")},
+                ],
+                "acceptedNames": accepted,
+                "storedVersions": stored,
+            });
+            Arc::make_mut(&mut self.registry).insert(t);
+        }
+    }
+
+    fn create(
+        &mut self,
+        t: &ResourceType,
+        namespace: &str,
+        mut obj: Value,
+        events: &broadcast::Sender<Arc<Event>>,
+    ) -> ApiResult<Value> {
+        let gr = t.group_resource();
+        if !obj.is_object() {
+            return Err(ApiError::bad_request(
+                "the body of the request must be a JSON object",
+            ));
+        }
+        let body_ns = str_of(meta(&obj), "namespace").to_string();
+        if t.namespaced {
+            if !body_ns.is_empty() && body_ns != namespace {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+        } else if !body_ns.is_empty() {
+            meta_mut(&mut obj).remove("namespace");
+        }
+        if !str_of(meta(&obj), "resourceVersion").is_empty() {
+            return Err(ApiError::internal(
+                "resourceVersion should not be set on objects to be created",
+            ));
+        }
+        let mut name = str_of(meta(&obj), "name").to_string();
+        let generate = str_of(meta(&obj), "generateName").to_string();
+        if name.is_empty() && !generate.is_empty() {
+            loop {
+                name = format!("{generate}{}", generate_suffix());
+                if self
+                    .object(&gr, &ObjectKey::new(namespace, &name))
+                    .is_none()
+                {
+                    break;
+                }
+            }
+            meta_mut(&mut obj).insert("name".into(), name.clone().into());
+        }
+        if name.is_empty() {
+            return Err(Self::invalid(
+                t,
+                "",
+                vec![Cause {
+                    reason: "FieldValueRequired",
+                    field: "metadata.name".into(),
+                    message: "Required value: name or generateName is required".into(),
+                }],
+            ));
+        }
+        let label = t.group.is_empty() && t.plural == "namespaces";
+        if (label && !is_dns_label(&name)) || (!label && !is_dns_subdomain(&name)) {
+            let what = if label {
+                "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+            } else {
+                "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+            };
+            return Err(Self::invalid(
+                t,
+                &name,
+                vec![Cause {
+                    reason: "FieldValueInvalid",
+                    field: "metadata.name".into(),
+                    message: format!("Invalid value: \"{name}\": {what}"),
+                }],
+            ));
+        }
+        if t.namespaced {
+            let ns_gr = GroupResource::new("", "namespaces");
+            let ns = self
+                .object(&ns_gr, &ObjectKey::new("", namespace))
+                .ok_or_else(|| ApiError::not_found(&ns_gr, namespace))?;
+            if !meta(&ns)["deletionTimestamp"].is_null() {
+                return Err(ApiError::forbidden(format!(
+                    "{gr} \"{name}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated"
+                )));
+            }
+        }
+        if t.custom && self.crd_terminating(t) {
+            return Err(ApiError::method_not_allowed(format!(
+                "create not allowed while custom resource definition is terminating"
+            )));
+        }
+        let key = ObjectKey::new(if t.namespaced { namespace } else { "" }, &name);
+        if self.object(&gr, &key).is_some() {
+            return Err(ApiError::already_exists(&gr, &name));
+        }
+        obj["apiVersion"] = t
+            .api_version(
+                str_of(&obj, "apiVersion")
+                    .rsplit('/')
+                    .next()
+                    .filter(|v| t.version(v).is_some())
+                    .unwrap_or(t.storage_version()),
+            )
+            .into();
+        obj["kind"] = t.kind.clone().into();
+        if t.status_subresource {
+            obj.as_object_mut().expect("checked above").remove("status");
+        }
+        self.admit(t, &mut obj, None, &name)?;
+        let m = meta_mut(&mut obj);
+        if t.namespaced {
+            m.insert("namespace".into(), namespace.into());
+        }
+        m.insert("uid".into(), uuid::Uuid::new_v4().to_string().into());
+        m.insert("creationTimestamp".into(), now().into());
+        m.remove("deletionTimestamp");
+        m.remove("deletionGracePeriodSeconds");
+        if t.generation {
+            m.insert("generation".into(), 1.into());
+        } else {
+            m.remove("generation");
+        }
+        if label {
+            obj["spec"] = json!({"finalizers": ["kubernetes"]});
+            obj["status"] = json!({"phase": "Active"});
+            let labels = meta_mut(&mut obj)
+                .entry("labels")
+                .or_insert_with(|| json!({}));
+            labels["kubernetes.io/metadata.name"] = name.clone().into();
+        }
+        if t.group == "apiextensions.k8s.io" && t.plural == "customresourcedefinitions" {
+            let m = meta_mut(&mut obj);
+            let fins = m.entry("finalizers").or_insert_with(|| json!([]));
+            if let Some(a) = fins.as_array_mut()
+                && !a.iter().any(|f| f == CRD_FINALIZER)
+            {
+                a.push(CRD_FINALIZER.into());
+            }
+            self.establish(&mut obj);
+        }
+        Ok(self.put(events, &gr, key, obj, EventType::Added))
+    }
+
+    fn crd_terminating(&self, t: &ResourceType) -> bool {
+        let crd = self.object(
+            &GroupResource::new("apiextensions.k8s.io", "customresourcedefinitions"),
+            &ObjectKey::new("", &format!("{}.{}", t.plural, t.group)),
+        );
+        crd.is_some_and(|c| !meta(&c)["deletionTimestamp"].is_null())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn update(
+        &mut self,
+        t: &ResourceType,
+        namespace: &str,
+        name: &str,
+        mut obj: Value,
+        part: Part,
+        require_rv: bool,
+        events: &broadcast::Sender<Arc<Event>>,
+    ) -> ApiResult<Value> {
+        let gr = t.group_resource();
+        if !obj.is_object() {
+            return Err(ApiError::bad_request(
+                "the body of the request must be a JSON object",
+            ));
+        }
+        let body_name = str_of(meta(&obj), "name");
+        if body_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let body_ns = str_of(meta(&obj), "namespace");
+        if t.namespaced && !body_ns.is_empty() && body_ns != namespace {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        let key = ObjectKey::new(if t.namespaced { namespace } else { "" }, name);
+        let current = self
+            .object(&gr, &key)
+            .ok_or_else(|| ApiError::not_found(&gr, name))?;
+        let rv = str_of(meta(&obj), "resourceVersion").to_string();
+        if rv.is_empty() {
+            if require_rv && !t.unconditional_update {
+                return Err(Self::invalid(
+                    t,
+                    name,
+                    vec![Cause {
+                        reason: "FieldValueInvalid",
+                        field: "metadata.resourceVersion".into(),
+                        message: "Invalid value: 0x0: must be specified for an update".into(),
+                    }],
+                ));
+            }
+        } else if rv != str_of(meta(&current), "resourceVersion") {
+            return Err(ApiError::stale(&gr, name));
+        }
+        let cur_meta = meta(&current).clone();
+        if t.status_subresource {
+            match part {
+                Part::Main => match current.get("status") {
+                    Some(status) => obj["status"] = status.clone(),
+                    None => {
+                        obj.as_object_mut().expect("checked above").remove("status");
+                    }
+                },
+                Part::Status => {
+                    let status = obj.get("status").cloned();
+                    obj = (*current).clone();
+                    match status {
+                        Some(s) => obj["status"] = s,
+                        None => {
+                            obj.as_object_mut()
+                                .expect("a stored object")
+                                .remove("status");
+                        }
+                    }
+                }
+            }
+        }
+        obj["apiVersion"] = current["apiVersion"].clone();
+        obj["kind"] = t.kind.clone().into();
+        // Fields the server owns are kept whatever the client sent.
+        {
+            let m = meta_mut(&mut obj);
+            for owned in [
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+                "namespace",
+            ] {
+                match cur_meta.get(owned) {
+                    Some(v) => m.insert(owned.into(), v.clone()),
+                    None => m.remove(owned),
+                };
+            }
+            m.insert(
+                "resourceVersion".into(),
+                cur_meta["resourceVersion"].clone(),
+            );
+            if t.group.is_empty() && t.plural == "namespaces" {
+                obj["status"] = current["status"].clone();
+            }
+        }
+        let deleting = !cur_meta["deletionTimestamp"].is_null();
+        if deleting {
+            let old: HashSet<String> = finalizers(&current).into_iter().collect();
+            if finalizers(&obj).iter().any(|f| !old.contains(f)) {
+                return Err(Self::invalid(
+                    t,
+                    name,
+                    vec![Cause { reason: "FieldValueForbidden", field: "metadata.finalizers".into(), message: "Forbidden: no new finalizers can be added if the object is being deleted".into() }],
+                ));
+            }
+        }
+        self.admit(t, &mut obj, Some(&current), name)?;
+        if t.generation && spec_part(t, &obj) != spec_part(t, &current) {
+            let g = cur_meta["generation"].as_i64().unwrap_or(0) + 1;
+            meta_mut(&mut obj).insert("generation".into(), g.into());
+        }
+        let is_crd = t.group == "apiextensions.k8s.io" && t.plural == "customresourcedefinitions";
+        if is_crd && part == Part::Main && !deleting {
+            self.establish(&mut obj);
+        }
+        // An update that changes nothing is not written: same resourceVersion, no event.
+        if obj == *current {
+            return Ok(obj);
+        }
+        let stored = self.put(events, &gr, key.clone(), obj, EventType::Modified);
+        if deleting && finalizers(&stored).is_empty() {
+            return Ok(self.remove(events, t, &key, stored));
+        }
+        Ok(stored)
+    }
+
+    /// Removes an object for good and runs what follows: garbage collection of its
+    /// dependents, cleanup of a CRD's objects, completion of a terminating namespace.
+    fn remove(
+        &mut self,
+        events: &broadcast::Sender<Arc<Event>>,
+        t: &ResourceType,
+        key: &ObjectKey,
+        obj: Value,
+    ) -> Value {
+        let gr = t.group_resource();
+        let uid = str_of(meta(&obj), "uid").to_string();
+        let removed = self.put(events, &gr, key.clone(), obj, EventType::Deleted);
+        if t.group == "apiextensions.k8s.io"
+            && t.plural == "customresourcedefinitions"
+            && let Ok(declared) = resources::from_crd(&removed)
+        {
+            Arc::make_mut(&mut self.registry).remove(&declared.group_resource());
+            self.objects.remove(&declared.group_resource());
+        }
+        self.collect_dependents(events, &uid);
+        if !key.namespace.is_empty() {
+            self.finish_namespace(events, &key.namespace);
+        }
+        if t.custom {
+            self.finish_crd(events, t);
+        }
+        removed
+    }
+
+    /// Background deletion: objects whose every owner is gone are deleted.
+    fn collect_dependents(&mut self, events: &broadcast::Sender<Arc<Event>>, owner_uid: &str) {
+        if owner_uid.is_empty() {
+            return;
+        }
+        let mut dependents = Vec::new();
+        for (gr, objects) in &self.objects {
+            for (k, v) in objects {
+                let owners = meta(v)["ownerReferences"].as_array();
+                if owners.is_some_and(|os| os.iter().any(|o| o["uid"] == owner_uid)) {
+                    dependents.push((gr.clone(), k.clone(), v.clone()));
+                }
+            }
+        }
+        if dependents.is_empty() {
+            return;
+        }
+        let live: HashSet<String> = self
+            .objects
+            .values()
+            .flat_map(|m| m.values())
+            .map(|v| str_of(meta(v), "uid").to_string())
+            .collect();
+        for (gr, key, obj) in dependents {
+            let owners = meta(&obj)["ownerReferences"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if owners
+                .iter()
+                .any(|o| live.contains(o["uid"].as_str().unwrap_or("")))
+            {
+                continue;
+            }
+            if let Some(t) = self.registry.get(&gr) {
+                let _ = self.delete(
+                    &t,
+                    &key.namespace,
+                    &key.name,
+                    &DeleteOptions::default(),
+                    events,
+                );
+            }
+        }
+    }
+
+    /// A terminating namespace goes once nothing is left in it.
+    fn finish_namespace(&mut self, events: &broadcast::Sender<Arc<Event>>, namespace: &str) {
+        let ns_gr = GroupResource::new("", "namespaces");
+        let key = ObjectKey::new("", namespace);
+        let Some(ns) = self.object(&ns_gr, &key) else {
+            return;
+        };
+        if meta(&ns)["deletionTimestamp"].is_null() {
+            return;
+        }
+        let empty = self
+            .objects
+            .values()
+            .all(|m| m.keys().all(|k| k.namespace != namespace));
+        if empty && let Some(t) = self.registry.get(&ns_gr) {
+            self.remove(events, &t, &key, (*ns).clone());
+        }
+    }
+
+    /// A terminating CRD loses its cleanup finalizer once its objects are gone.
+    fn finish_crd(&mut self, events: &broadcast::Sender<Arc<Event>>, t: &ResourceType) {
+        let crd_gr = GroupResource::new("apiextensions.k8s.io", "customresourcedefinitions");
+        let key = ObjectKey::new("", &format!("{}.{}", t.plural, t.group));
+        let Some(crd) = self.object(&crd_gr, &key) else {
+            return;
+        };
+        if meta(&crd)["deletionTimestamp"].is_null() {
+            return;
+        }
+        if self
+            .objects
+            .get(&t.group_resource())
+            .is_some_and(|m| !m.is_empty())
+        {
+            return;
+        }
+        let mut crd = (*crd).clone();
+        if let Some(fins) = meta_mut(&mut crd)
+            .get_mut("finalizers")
+            .and_then(Value::as_array_mut)
+        {
+            fins.retain(|f| f != CRD_FINALIZER);
+        }
+        if let Some(crd_type) = self.registry.get(&crd_gr) {
+            let stored = self.put(events, &crd_gr, key.clone(), crd, EventType::Modified);
+            if finalizers(&stored).is_empty() {
+                self.remove(events, &crd_type, &key, stored);
+            }
+        }
+    }
+
+    fn delete(
+        &mut self,
+        t: &ResourceType,
+        namespace: &str,
+        name: &str,
+        opts: &DeleteOptions,
+        events: &broadcast::Sender<Arc<Event>>,
+    ) -> ApiResult<(Value, bool)> {
+        let gr = t.group_resource();
+        let key = ObjectKey::new(if t.namespaced { namespace } else { "" }, name);
+        let current = self
+            .object(&gr, &key)
+            .ok_or_else(|| ApiError::not_found(&gr, name))?;
+        let m = meta(&current);
+        if let Some(uid) = &opts.uid
+            && uid != str_of(m, "uid")
+        {
+            return Err(ApiError::conflict(
+                &gr,
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    str_of(m, "uid")
+                ),
+            ));
+        }
+        if let Some(rv) = &opts.resource_version
+            && rv != str_of(m, "resourceVersion")
+        {
+            return Err(ApiError::conflict(
+                &gr,
+                name,
+                &format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    str_of(m, "resourceVersion")
+                ),
+            ));
+        }
+        let uid = str_of(m, "uid").to_string();
+        match opts.propagation.as_deref() {
+            Some("Orphan") => self.orphan_dependents(events, &uid),
+            Some("Foreground") => self.delete_dependents(events, &uid),
+            _ => {}
+        }
+        let is_namespace = t.group.is_empty() && t.plural == "namespaces";
+        let is_crd = t.group == "apiextensions.k8s.io" && t.plural == "customresourcedefinitions";
+        if finalizers(&current).is_empty() && !is_namespace {
+            let removed = self.remove(events, t, &key, (*current).clone());
+            return Ok((removed, true));
+        }
+        if !m["deletionTimestamp"].is_null() {
+            return Ok(((*current).clone(), false));
+        }
+        let mut obj = (*current).clone();
+        let mm = meta_mut(&mut obj);
+        mm.insert("deletionTimestamp".into(), now().into());
+        mm.insert("deletionGracePeriodSeconds".into(), 0.into());
+        if let Some(g) = mm.get("generation").and_then(Value::as_i64) {
+            mm.insert("generation".into(), (g + 1).into());
+        }
+        if is_namespace {
+            obj["status"] = json!({"phase": "Terminating"});
+        }
+        let stored = self.put(events, &gr, key.clone(), obj, EventType::Modified);
+        if is_namespace {
+            self.delete_namespace_content(events, namespace_of(&key));
+            let gone = self.object(&gr, &key).is_none();
+            return Ok((stored, gone));
+        }
+        if is_crd && let Ok(declared) = resources::from_crd(&stored) {
+            let Some(cr_type) = self.registry.get(&declared.group_resource()) else {
+                return Ok((stored, false));
+            };
+            let keys: Vec<ObjectKey> = self
+                .objects
+                .get(&cr_type.group_resource())
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default();
+            for k in keys {
+                let _ = self.delete(
+                    &cr_type,
+                    &k.namespace,
+                    &k.name,
+                    &DeleteOptions::default(),
+                    events,
+                );
+            }
+            self.finish_crd(events, &cr_type);
+            let gone = self.object(&gr, &key).is_none();
+            return Ok((stored, gone));
+        }
+        Ok((stored, false))
+    }
+
+    fn delete_namespace_content(
+        &mut self,
+        events: &broadcast::Sender<Arc<Event>>,
+        namespace: &str,
+    ) {
+        let mut victims = Vec::new();
+        for (gr, objects) in &self.objects {
+            for k in objects.keys().filter(|k| k.namespace == namespace) {
+                victims.push((gr.clone(), k.clone()));
+            }
+        }
+        for (gr, k) in victims {
+            if let Some(t) = self.registry.get(&gr) {
+                let _ = self.delete(&t, &k.namespace, &k.name, &DeleteOptions::default(), events);
+            }
+        }
+        self.finish_namespace(events, namespace);
+    }
+
+    fn orphan_dependents(&mut self, events: &broadcast::Sender<Arc<Event>>, owner_uid: &str) {
+        let mut changed = Vec::new();
+        for (gr, objects) in &self.objects {
+            for (k, v) in objects {
+                if let Some(owners) = meta(v)["ownerReferences"].as_array()
+                    && owners.iter().any(|o| o["uid"] == owner_uid)
+                {
+                    let mut obj = (**v).clone();
+                    let kept: Vec<Value> = owners
+                        .iter()
+                        .filter(|o| o["uid"] != owner_uid)
+                        .cloned()
+                        .collect();
+                    meta_mut(&mut obj).insert("ownerReferences".into(), kept.into());
+                    changed.push((gr.clone(), k.clone(), obj));
+                }
+            }
+        }
+        for (gr, k, obj) in changed {
+            self.put(events, &gr, k, obj, EventType::Modified);
+        }
+    }
+
+    fn delete_dependents(&mut self, events: &broadcast::Sender<Arc<Event>>, owner_uid: &str) {
+        let mut dependents = Vec::new();
+        for (gr, objects) in &self.objects {
+            for (k, v) in objects {
+                if meta(v)["ownerReferences"]
+                    .as_array()
+                    .is_some_and(|os| os.iter().any(|o| o["uid"] == owner_uid))
+                {
+                    dependents.push((gr.clone(), k.clone()));
+                }
+            }
+        }
+        for (gr, k) in dependents {
+            if let Some(t) = self.registry.get(&gr) {
+                let _ = self.delete(&t, &k.namespace, &k.name, &DeleteOptions::default(), events);
+            }
+        }
+    }
+}
+
+fn namespace_of(key: &ObjectKey) -> &str {
+    // A namespace's own key is (cluster scope, its name).
+    &key.name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn configmaps(store: &Store) -> Arc<ResourceType> {
+        store.registry().lookup("", "v1", "configmaps").unwrap()
+    }
+
+    fn cm(name: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"k": "v"}})
+    }
+
+    #[test]
+    fn resource_versions_increase_strictly_across_resources() {
+        let store = Store::new(100);
+        let t = configmaps(&store);
+        let a = store.create(&t, "default", cm("a")).unwrap();
+        let b = store.create(&t, "default", cm("b")).unwrap();
+        let ra: u64 = a["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let rb: u64 = b["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(rb, ra + 1);
+        assert_eq!(store.current_rv(), rb);
+    }
+
+    #[test]
+    fn stale_update_conflicts_and_noop_update_keeps_the_version() {
+        let store = Store::new(100);
+        let t = configmaps(&store);
+        let a = store.create(&t, "default", cm("a")).unwrap();
+        let same = store
+            .update(&t, "default", "a", a.clone(), Part::Main)
+            .unwrap();
+        assert_eq!(
+            same["metadata"]["resourceVersion"],
+            a["metadata"]["resourceVersion"]
+        );
+        let mut changed = a.clone();
+        changed["data"]["k"] = "w".into();
+        store
+            .update(&t, "default", "a", changed.clone(), Part::Main)
+            .unwrap();
+        let err = store
+            .update(&t, "default", "a", changed, Part::Main)
+            .unwrap_err();
+        assert_eq!(err.code, 409);
+        assert_eq!(err.reason, "Conflict");
+    }
+
+    #[test]
+    fn history_window_bounds_watches() {
+        let store = Store::new(2);
+        let t = configmaps(&store);
+        let start = store.current_rv();
+        for n in ["a", "b", "c"] {
+            store.create(&t, "default", cm(n)).unwrap();
+        }
+        assert_eq!(store.watch(&t, Some(start)).unwrap_err().code, 410);
+        let recent = store.watch(&t, Some(start + 1)).unwrap();
+        assert_eq!(recent.backlog.len(), 2);
+    }
+
+    #[test]
+    fn continued_lists_read_the_first_page_snapshot() {
+        let store = Store::new(100);
+        let t = configmaps(&store);
+        for n in ["a", "b", "c"] {
+            store.create(&t, "default", cm(n)).unwrap();
+        }
+        let all = |_: &Value| true;
+        let first = store
+            .list(&t, Some("default"), &all, false, Some(2), None)
+            .unwrap();
+        assert_eq!(first.items.len(), 2);
+        assert_eq!(first.remaining, Some(1));
+        store
+            .delete(&t, "default", "c", &DeleteOptions::default())
+            .unwrap();
+        let second = store
+            .list(
+                &t,
+                Some("default"),
+                &all,
+                false,
+                Some(2),
+                first.continue_token.as_deref(),
+            )
+            .unwrap();
+        assert_eq!(second.items.len(), 1);
+        assert_eq!(second.items[0]["metadata"]["name"], "c");
+        assert!(second.continue_token.is_none());
+    }
+
+    #[test]
+    fn deleting_an_owner_collects_its_dependents() {
+        let store = Store::new(100);
+        let t = configmaps(&store);
+        let owner = store.create(&t, "default", cm("owner")).unwrap();
+        let mut dep = cm("dep");
+        dep["metadata"]["ownerReferences"] = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner["metadata"]["uid"]}]);
+        store.create(&t, "default", dep).unwrap();
+        store
+            .delete(&t, "default", "owner", &DeleteOptions::default())
+            .unwrap();
+        assert_eq!(store.get(&t, "default", "dep").unwrap_err().code, 404);
+    }
+}

@@ -1,0 +1,1077 @@
+//! Conformance of the API emulator, written with kube-rs against the real REST protocol.
+//!
+//! Runs against the emulator; set `IPLEDGER_TEST_KUBECONFIG` to run the same tests against
+//! a real cluster (each test uses unique names or its own namespace, and cleans up).
+//! Fault-injection tests skip against a real cluster.
+
+mod support;
+
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use ipledger::api::{IPBlock, IPPool};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{
+    DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions, PropagationPolicy,
+    WatchEvent, WatchParams,
+};
+use kube::core::{DynamicObject, GroupVersionKind};
+use kube::discovery::{ApiResource, Discovery};
+use kube::{Api, Client, ResourceExt};
+use serde_json::{Value, json};
+use support::{api_error, cluster, install_crds, namespace, unique, wait_for};
+
+fn pool(name: &str, cidr: &str) -> IPPool {
+    serde_json::from_value(json!({
+        "apiVersion": "ipledger.io/v1alpha1",
+        "kind": "IPPool",
+        "metadata": {"name": name},
+        "spec": {"cidr": cidr},
+    }))
+    .unwrap()
+}
+
+fn configmap(name: &str, labels: Value) -> ConfigMap {
+    serde_json::from_value(
+        json!({"metadata": {"name": name, "labels": labels}, "data": {"k": "v"}}),
+    )
+    .unwrap()
+}
+
+async fn pools(client: &Client) -> Api<IPPool> {
+    install_crds(client).await;
+    Api::all(client.clone())
+}
+
+fn rv<K: ResourceExt>(obj: &K) -> u64 {
+    obj.resource_version().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn discovery_serves_version_builtins_and_registered_crds() {
+    let c = cluster().await;
+    let version = c.client.apiserver_version().await.unwrap();
+    assert_eq!(version.major, "1");
+    install_crds(&c.client).await;
+    let discovery = Discovery::new(c.client.clone()).run().await.unwrap();
+    let (pools, caps) = discovery
+        .resolve_gvk(&GroupVersionKind::gvk("ipledger.io", "v1alpha1", "IPPool"))
+        .expect("IPPool discovered");
+    assert_eq!(pools.plural, "ippools");
+    assert_eq!(caps.scope, kube::discovery::Scope::Cluster);
+    assert!(
+        caps.subresources
+            .iter()
+            .any(|(r, _)| r.plural == "ippools/status" || r.plural == "status")
+    );
+    for (group, kind) in [
+        ("", "Pod"),
+        ("apps", "Deployment"),
+        ("coordination.k8s.io", "Lease"),
+        ("policy", "PodDisruptionBudget"),
+        ("rbac.authorization.k8s.io", "ClusterRole"),
+        ("events.k8s.io", "Event"),
+    ] {
+        let version = if group == "" { "v1" } else { "v1" };
+        assert!(
+            discovery
+                .resolve_gvk(&GroupVersionKind::gvk(group, version, kind))
+                .is_some(),
+            "{group}/{kind} should be served"
+        );
+    }
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(c.client.clone());
+    namespaces.get("default").await.unwrap();
+    namespaces.get("kube-system").await.unwrap();
+}
+
+#[tokio::test]
+async fn create_conflicts_and_not_found_carry_the_real_status() {
+    let c = cluster().await;
+    let api = pools(&c.client).await;
+    let name = unique("crud");
+    let created = api
+        .create(&PostParams::default(), &pool(&name, "10.10.0.0/16"))
+        .await
+        .unwrap();
+    assert!(created.uid().is_some());
+    assert!(created.creation_timestamp().is_some());
+    assert_eq!(created.metadata.generation, Some(1));
+
+    let exists = api_error(
+        api.create(&PostParams::default(), &pool(&name, "10.10.0.0/16"))
+            .await,
+    );
+    assert_eq!(
+        (exists.code, exists.reason.as_str()),
+        (409, "AlreadyExists")
+    );
+    assert_eq!(
+        exists.message,
+        format!("ippools.ipledger.io \"{name}\" already exists")
+    );
+
+    let missing = api_error(api.get(&format!("{name}-missing")).await);
+    assert_eq!((missing.code, missing.reason.as_str()), (404, "NotFound"));
+    assert_eq!(
+        missing.message,
+        format!("ippools.ipledger.io \"{name}-missing\" not found")
+    );
+
+    let mut stale = created.clone();
+    let mut fresh = created.clone();
+    fresh.spec.disabled = true;
+    let replaced = api
+        .replace(&name, &PostParams::default(), &fresh)
+        .await
+        .unwrap();
+    assert!(rv(&replaced) > rv(&created));
+    assert_eq!(replaced.metadata.generation, Some(2));
+    stale.spec.default = true;
+    let conflict = api_error(api.replace(&name, &PostParams::default(), &stale).await);
+    assert_eq!((conflict.code, conflict.reason.as_str()), (409, "Conflict"));
+    assert_eq!(
+        conflict.message,
+        format!(
+            "Operation cannot be fulfilled on ippools.ipledger.io \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
+        )
+    );
+
+    let mut unversioned = replaced.clone();
+    unversioned.metadata.resource_version = None;
+    let invalid = api_error(
+        api.replace(&name, &PostParams::default(), &unversioned)
+            .await,
+    );
+    assert_eq!((invalid.code, invalid.reason.as_str()), (422, "Invalid"));
+    assert!(
+        invalid.message.contains("metadata.resourceVersion"),
+        "{}",
+        invalid.message
+    );
+
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn create_needs_an_existing_namespace_and_honours_generate_name() {
+    let c = cluster().await;
+    let missing_ns = unique("nope");
+    let api: Api<ConfigMap> = Api::namespaced(c.client.clone(), &missing_ns);
+    let err = api_error(
+        api.create(&PostParams::default(), &configmap("a", json!({})))
+            .await,
+    );
+    assert_eq!((err.code, err.reason.as_str()), (404, "NotFound"));
+    assert_eq!(
+        err.message,
+        format!("namespaces \"{missing_ns}\" not found")
+    );
+
+    let ns = namespace(&c.client).await;
+    let api: Api<ConfigMap> = Api::namespaced(c.client.clone(), &ns);
+    let mut generated = configmap("", json!({}));
+    generated.metadata.name = None;
+    generated.metadata.generate_name = Some("gen-".into());
+    let a = api
+        .create(&PostParams::default(), &generated)
+        .await
+        .unwrap();
+    let b = api
+        .create(&PostParams::default(), &generated)
+        .await
+        .unwrap();
+    assert!(a.name_any().starts_with("gen-") && a.name_any().len() == "gen-".len() + 5);
+    assert_ne!(a.name_any(), b.name_any());
+    support::delete_namespace(&c.client, &ns).await;
+}
+
+#[tokio::test]
+async fn resource_versions_increase_across_resources_and_updates() {
+    let c = cluster().await;
+    let ns = namespace(&c.client).await;
+    let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), &ns);
+    let api = pools(&c.client).await;
+    let name = unique("rv");
+    let a = cms
+        .create(&PostParams::default(), &configmap("a", json!({})))
+        .await
+        .unwrap();
+    let p = api
+        .create(&PostParams::default(), &pool(&name, "10.11.0.0/16"))
+        .await
+        .unwrap();
+    let b = cms
+        .create(&PostParams::default(), &configmap("b", json!({})))
+        .await
+        .unwrap();
+    assert!(rv(&a) < rv(&p) && rv(&p) < rv(&b));
+    let list = cms.list(&ListParams::default()).await.unwrap();
+    assert!(
+        list.metadata
+            .resource_version
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= rv(&b)
+    );
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+    support::delete_namespace(&c.client, &ns).await;
+}
+
+#[tokio::test]
+async fn list_filters_by_label_and_field_selectors_and_pages() {
+    let c = cluster().await;
+    let ns = namespace(&c.client).await;
+    let api: Api<ConfigMap> = Api::namespaced(c.client.clone(), &ns);
+    for (name, labels) in [
+        ("a", json!({"app": "web", "tier": "front"})),
+        ("b", json!({"app": "db"})),
+        ("c", json!({"app": "web", "tier": "back"})),
+        ("d", json!({})),
+    ] {
+        api.create(&PostParams::default(), &configmap(name, labels))
+            .await
+            .unwrap();
+    }
+    let names = |selector: &'static str| {
+        let api = api.clone();
+        async move {
+            let mut names: Vec<String> = api
+                .list(&ListParams::default().labels(selector))
+                .await
+                .unwrap()
+                .iter()
+                .map(|c| c.name_any())
+                .collect();
+            names.sort();
+            names
+        }
+    };
+    assert_eq!(names("app=web").await, ["a", "c"]);
+    assert_eq!(names("app==db").await, ["b"]);
+    assert_eq!(names("app!=web").await, ["b", "d"]);
+    assert_eq!(names("app in (db,web),tier notin (back)").await, ["a", "b"]);
+    assert_eq!(names("tier").await, ["a", "c"]);
+    assert_eq!(names("!tier").await, ["b", "d"]);
+    let by_name = api
+        .list(&ListParams::default().fields("metadata.name=c"))
+        .await
+        .unwrap();
+    assert_eq!(by_name.items.len(), 1);
+    let by_ns = api
+        .list(&ListParams::default().fields(&format!("metadata.namespace={ns}")))
+        .await
+        .unwrap();
+    assert_eq!(by_ns.items.len(), 4);
+
+    let first = api.list(&ListParams::default().limit(3)).await.unwrap();
+    assert_eq!(first.items.len(), 3);
+    let token = first.metadata.continue_.clone().expect("a continue token");
+    assert_eq!(first.metadata.remaining_item_count, Some(1));
+    let second = api
+        .list(&ListParams::default().limit(3).continue_token(&token))
+        .await
+        .unwrap();
+    assert_eq!(second.items.len(), 1);
+    assert!(
+        second
+            .metadata
+            .continue_
+            .as_deref()
+            .unwrap_or("")
+            .is_empty()
+    );
+
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), &ns);
+    for (name, node) in [("p1", "node-a"), ("p2", "node-b")] {
+        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}]}})).unwrap();
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+    }
+    let on_b = pods
+        .list(&ListParams::default().fields("spec.nodeName=node-b"))
+        .await
+        .unwrap();
+    assert_eq!(
+        on_b.items.iter().map(|p| p.name_any()).collect::<Vec<_>>(),
+        ["p2"]
+    );
+    let err = api_error(
+        api.list(&ListParams::default().fields("spec.nodeName=x"))
+            .await,
+    );
+    assert_eq!(err.code, 400);
+    support::delete_namespace(&c.client, &ns).await;
+}
+
+#[tokio::test]
+async fn watch_streams_changes_from_a_resource_version() {
+    let c = cluster().await;
+    let ns = namespace(&c.client).await;
+    let api: Api<ConfigMap> = Api::namespaced(c.client.clone(), &ns);
+    let list = api.list(&ListParams::default()).await.unwrap();
+    let from = list.metadata.resource_version.unwrap();
+    let stream = api
+        .watch(&WatchParams::default().timeout(20), &from)
+        .await
+        .unwrap();
+    let mut stream = stream.boxed();
+    let created = api
+        .create(&PostParams::default(), &configmap("w", json!({})))
+        .await
+        .unwrap();
+    api.patch(
+        "w",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"k": "changed"}})),
+    )
+    .await
+    .unwrap();
+    api.delete("w", &DeleteParams::default()).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        match stream.try_next().await.unwrap().expect("stream open") {
+            WatchEvent::Added(o) => seen.push(("ADDED", o)),
+            WatchEvent::Modified(o) => seen.push(("MODIFIED", o)),
+            WatchEvent::Deleted(o) => seen.push(("DELETED", o)),
+            WatchEvent::Bookmark(_) => {}
+            WatchEvent::Error(e) => panic!("watch error {e:?}"),
+        }
+    }
+    let kinds: Vec<_> = seen.iter().map(|(k, _)| *k).collect();
+    assert_eq!(kinds, ["ADDED", "MODIFIED", "DELETED"]);
+    assert_eq!(seen[0].1.uid(), created.uid());
+    assert_eq!(seen[1].1.data.as_ref().unwrap()["k"], "changed");
+    assert!(rv(&seen[0].1) < rv(&seen[1].1) && rv(&seen[1].1) < rv(&seen[2].1));
+    support::delete_namespace(&c.client, &ns).await;
+}
+
+#[tokio::test]
+async fn watch_sends_bookmarks_when_asked() {
+    let c = cluster().await;
+    let ns = namespace(&c.client).await;
+    let api: Api<ConfigMap> = Api::namespaced(c.client.clone(), &ns);
+    let from = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    // Real servers send bookmarks about once a minute; the emulator every second.
+    let mut stream = api
+        .watch(&WatchParams::default().timeout(90), &from)
+        .await
+        .unwrap()
+        .boxed();
+    let bookmark = loop {
+        match stream.try_next().await.unwrap() {
+            Some(WatchEvent::Bookmark(b)) => break b,
+            Some(_) => {}
+            None => panic!("watch ended without a bookmark"),
+        }
+    };
+    assert!(
+        bookmark.metadata.resource_version.parse::<u64>().unwrap() >= from.parse::<u64>().unwrap()
+    );
+    support::delete_namespace(&c.client, &ns).await;
+}
+
+#[tokio::test]
+async fn watch_with_a_selector_sees_objects_enter_and_leave() {
+    let c = cluster().await;
+    let ns = namespace(&c.client).await;
+    let api: Api<ConfigMap> = Api::namespaced(c.client.clone(), &ns);
+    let from = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut stream = api
+        .watch(&WatchParams::default().labels("app=web").timeout(20), &from)
+        .await
+        .unwrap()
+        .boxed();
+    api.create(
+        &PostParams::default(),
+        &configmap("s", json!({"app": "db"})),
+    )
+    .await
+    .unwrap();
+    api.patch(
+        "s",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"app": "web"}}})),
+    )
+    .await
+    .unwrap();
+    api.patch(
+        "s",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"app": "db"}}})),
+    )
+    .await
+    .unwrap();
+    let mut kinds = Vec::new();
+    while kinds.len() < 2 {
+        match stream.try_next().await.unwrap().expect("stream open") {
+            WatchEvent::Added(_) => kinds.push("ADDED"),
+            WatchEvent::Modified(_) => kinds.push("MODIFIED"),
+            WatchEvent::Deleted(_) => kinds.push("DELETED"),
+            _ => {}
+        }
+    }
+    assert_eq!(kinds, ["ADDED", "DELETED"]);
+    support::delete_namespace(&c.client, &ns).await;
+}
+
+#[tokio::test]
+async fn status_subresource_and_generation_are_separate() {
+    let c = cluster().await;
+    let api = pools(&c.client).await;
+    let name = unique("status");
+    let mut with_status = pool(&name, "10.12.0.0/16");
+    with_status.status = Some(serde_json::from_value(json!({"allocated": "5"})).unwrap());
+    let created = api
+        .create(&PostParams::default(), &with_status)
+        .await
+        .unwrap();
+    assert!(created.status.is_none(), "create ignores status");
+
+    let patched = api
+        .patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"allocated": "7"}, "spec": {"disabled": true}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        patched.status.as_ref().unwrap().allocated.as_deref(),
+        Some("7")
+    );
+    assert!(!patched.spec.disabled, "status writes ignore spec");
+    assert_eq!(
+        patched.metadata.generation,
+        Some(1),
+        "status writes keep generation"
+    );
+
+    let main = api
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"allocated": "9"}, "spec": {"disabled": true}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        main.status.as_ref().unwrap().allocated.as_deref(),
+        Some("7"),
+        "main writes ignore status"
+    );
+    assert!(main.spec.disabled);
+    assert_eq!(main.metadata.generation, Some(2));
+
+    let labelled = api
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        labelled.metadata.generation,
+        Some(2),
+        "metadata changes keep generation"
+    );
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn finalizers_hold_deletion_until_removed() {
+    let c = cluster().await;
+    let api = pools(&c.client).await;
+    let name = unique("fin");
+    let mut p = pool(&name, "10.13.0.0/16");
+    p.metadata.finalizers = Some(vec!["ipledger.io/test".into()]);
+    api.create(&PostParams::default(), &p).await.unwrap();
+    let answer = api.delete(&name, &DeleteParams::default()).await.unwrap();
+    let pending = answer
+        .left()
+        .expect("a pending deletion answers with the object");
+    assert!(pending.metadata.deletion_timestamp.is_some());
+    let pending = api.get(&name).await.unwrap();
+    assert!(pending.metadata.deletion_timestamp.is_some());
+    let err = api_error(
+        api.patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"finalizers": ["ipledger.io/test", "ipledger.io/more"]}}),
+            ),
+        )
+        .await,
+    );
+    assert_eq!(err.code, 422);
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Json::<()>(
+            serde_json::from_value(json!([{"op": "remove", "path": "/metadata/finalizers"}]))
+                .unwrap(),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(api_error(api.get(&name).await).code, 404);
+}
+
+#[tokio::test]
+async fn delete_preconditions_guard_uid_and_resource_version() {
+    let c = cluster().await;
+    let api = pools(&c.client).await;
+    let name = unique("pre");
+    let created = api
+        .create(&PostParams::default(), &pool(&name, "10.14.0.0/16"))
+        .await
+        .unwrap();
+    let wrong_uid = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some("00000000-0000-0000-0000-000000000000".into()),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    let err = api_error(api.delete(&name, &wrong_uid).await);
+    assert_eq!((err.code, err.reason.as_str()), (409, "Conflict"));
+    assert!(
+        err.message
+            .contains("Precondition failed: UID in precondition"),
+        "{}",
+        err.message
+    );
+    let wrong_rv = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: None,
+            resource_version: Some("1".into()),
+        }),
+        ..Default::default()
+    };
+    let err = api_error(api.delete(&name, &wrong_rv).await);
+    assert_eq!(err.code, 409);
+    let right = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: created.uid(),
+            resource_version: created.resource_version(),
+        }),
+        ..Default::default()
+    };
+    let answer = api.delete(&name, &right).await.unwrap();
+    let status = answer
+        .right()
+        .expect("a completed deletion answers with a Status");
+    assert_eq!(status.details.unwrap().name, name);
+    assert_eq!(api_error(api.get(&name).await).code, 404);
+}
+
+#[tokio::test]
+async fn deleting_an_owner_deletes_its_dependents_in_the_background() {
+    let c = cluster().await;
+    let pools = pools(&c.client).await;
+    let blocks: Api<IPBlock> = Api::all(c.client.clone());
+    let name = unique("owner");
+    let owner = pools
+        .create(&PostParams::default(), &pool(&name, "10.15.0.0/16"))
+        .await
+        .unwrap();
+    let block: IPBlock = serde_json::from_value(json!({
+        "apiVersion": "ipledger.io/v1alpha1", "kind": "IPBlock",
+        "metadata": {"name": format!("{name}-b"), "ownerReferences": [{"apiVersion": "ipledger.io/v1alpha1", "kind": "IPPool", "name": name, "uid": owner.uid().unwrap()}]},
+        "spec": {"pool": name, "cidr": "10.15.0.0/26", "node": "n1"},
+    }))
+    .unwrap();
+    blocks.create(&PostParams::default(), &block).await.unwrap();
+    let orphan_name = format!("{name}-orphan");
+    let mut orphan = block.clone();
+    orphan.metadata.name = Some(orphan_name.clone());
+    blocks
+        .create(&PostParams::default(), &orphan)
+        .await
+        .unwrap();
+
+    pools
+        .delete(
+            &name,
+            &DeleteParams {
+                propagation_policy: Some(PropagationPolicy::Background),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let gone = wait_for(|| {
+        let blocks = blocks.clone();
+        let name = format!("{name}-b");
+        async move {
+            matches!(blocks.get(&name).await, Err(kube::Error::Api(e)) if e.code == 404)
+                .then_some(())
+        }
+    })
+    .await;
+    assert!(gone.is_some(), "the dependent block is garbage collected");
+    assert!(
+        wait_for(|| {
+            let blocks = blocks.clone();
+            let n = orphan_name.clone();
+            async move { blocks.get_opt(&n).await.unwrap().is_none().then_some(()) }
+        })
+        .await
+        .is_some()
+    );
+}
+
+#[tokio::test]
+async fn orphan_propagation_keeps_dependents_without_the_owner_reference() {
+    let c = cluster().await;
+    let ns = namespace(&c.client).await;
+    let api: Api<ConfigMap> = Api::namespaced(c.client.clone(), &ns);
+    let owner = api
+        .create(&PostParams::default(), &configmap("owner", json!({})))
+        .await
+        .unwrap();
+    let mut dep = configmap("dep", json!({}));
+    dep.metadata.owner_references = Some(vec![serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.uid().unwrap()})).unwrap()]);
+    api.create(&PostParams::default(), &dep).await.unwrap();
+    api.delete("owner", &DeleteParams::orphan()).await.unwrap();
+    let kept = wait_for(|| {
+        let api = api.clone();
+        async move {
+            let dep = api.get("dep").await.ok()?;
+            dep.metadata
+                .owner_references
+                .as_ref()
+                .is_none_or(|o| o.is_empty())
+                .then_some(dep)
+        }
+    })
+    .await;
+    assert!(
+        kept.is_some(),
+        "the dependent stays, without its owner reference"
+    );
+    support::delete_namespace(&c.client, &ns).await;
+}
+
+#[tokio::test]
+async fn schema_prunes_unknown_fields_and_rejects_invalid_values() {
+    let c = cluster().await;
+    let api = pools(&c.client).await;
+    let raw: Api<DynamicObject> = Api::all_with(
+        c.client.clone(),
+        &ApiResource::from_gvk(&GroupVersionKind::gvk("ipledger.io", "v1alpha1", "IPPool")),
+    );
+    let name = unique("schema");
+    let obj: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "ipledger.io/v1alpha1", "kind": "IPPool", "metadata": {"name": name},
+        "spec": {"cidr": "10.16.0.0/16", "colour": "blue"},
+    }))
+    .unwrap();
+    let created = raw.create(&PostParams::default(), &obj).await.unwrap();
+    assert_eq!(created.data["spec"], json!({"cidr": "10.16.0.0/16"}));
+
+    let bad_type: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "ipledger.io/v1alpha1", "kind": "IPPool", "metadata": {"name": format!("{name}-t")},
+        "spec": {"cidr": "10.17.0.0/16", "blockSize": "big"},
+    }))
+    .unwrap();
+    let err = api_error(raw.create(&PostParams::default(), &bad_type).await);
+    assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
+    let causes = err.details.as_ref().unwrap().causes.clone();
+    assert!(
+        causes.iter().any(|c| c.field == "spec.blockSize"),
+        "{causes:?}"
+    );
+
+    let missing: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "ipledger.io/v1alpha1", "kind": "IPPool", "metadata": {"name": format!("{name}-m")}, "spec": {},
+    }))
+    .unwrap();
+    let err = api_error(raw.create(&PostParams::default(), &missing).await);
+    assert_eq!(err.code, 422);
+    assert!(
+        err.message.contains("spec.cidr: Required value"),
+        "{}",
+        err.message
+    );
+
+    let err = api_error(
+        api.create(
+            &PostParams::default(),
+            &pool(&format!("{name}-h"), "10.18.0.1/16"),
+        )
+        .await,
+    );
+    assert_eq!(err.code, 422);
+    assert!(
+        err.message
+            .contains("cidr must be a network address in CIDR notation"),
+        "{}",
+        err.message
+    );
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn cel_transition_rule_refuses_changing_a_pools_cidr() {
+    let c = cluster().await;
+    let api = pools(&c.client).await;
+    let name = unique("cel");
+    api.create(&PostParams::default(), &pool(&name, "10.19.0.0/16"))
+        .await
+        .unwrap();
+    let err = api_error(
+        api.patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"cidr": "10.20.0.0/16"}})),
+        )
+        .await,
+    );
+    assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
+    assert!(err.message.contains("spec.cidr"), "{}", err.message);
+    assert!(err.message.contains("cidr is immutable"), "{}", err.message);
+    let err = api_error(
+        api.patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"blockSize": 28}})),
+        )
+        .await,
+    );
+    assert!(
+        err.message.contains("blockSize is immutable"),
+        "{}",
+        err.message
+    );
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn patches_json_merge_and_strategic() {
+    let c = cluster().await;
+    let ns = namespace(&c.client).await;
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), &ns);
+    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a", "image": "one"}, {"name": "b", "image": "one"}]}})).unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let patched = pods
+        .patch("p", &PatchParams::default(), &Patch::Strategic(json!({"metadata": {"labels": {"x": "y"}}, "spec": {"containers": [{"name": "b", "image": "two"}]}})))
+        .await
+        .unwrap();
+    let images: Vec<_> = patched
+        .spec
+        .unwrap()
+        .containers
+        .iter()
+        .map(|c| (c.name.clone(), c.image.clone().unwrap()))
+        .collect();
+    assert_eq!(
+        images,
+        [
+            ("a".to_string(), "one".to_string()),
+            ("b".to_string(), "two".to_string())
+        ]
+    );
+
+    let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), &ns);
+    cms.create(&PostParams::default(), &configmap("m", json!({})))
+        .await
+        .unwrap();
+    let test_ok: json_patch::Patch = serde_json::from_value(json!([{"op": "test", "path": "/data/k", "value": "v"}, {"op": "replace", "path": "/data/k", "value": "w"}])).unwrap();
+    let out = cms
+        .patch("m", &PatchParams::default(), &Patch::Json::<()>(test_ok))
+        .await
+        .unwrap();
+    assert_eq!(out.data.unwrap()["k"], "w");
+    let test_bad: json_patch::Patch = serde_json::from_value(json!([{"op": "test", "path": "/data/k", "value": "v"}, {"op": "replace", "path": "/data/k", "value": "x"}])).unwrap();
+    let err = api_error(
+        cms.patch("m", &PatchParams::default(), &Patch::Json::<()>(test_bad))
+            .await,
+    );
+    assert_eq!(err.code, 422);
+    let merged = cms
+        .patch(
+            "m",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"k": null, "n": "1"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        merged.data.unwrap().into_iter().collect::<Vec<_>>(),
+        [("n".to_string(), "1".to_string())]
+    );
+
+    let api = pools(&c.client).await;
+    let name = unique("smp");
+    api.create(&PostParams::default(), &pool(&name, "10.21.0.0/16"))
+        .await
+        .unwrap();
+    let err = api_error(
+        api.patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"disabled": true}})),
+        )
+        .await,
+    );
+    assert_eq!(
+        (err.code, err.reason.as_str()),
+        (415, "UnsupportedMediaType")
+    );
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+    support::delete_namespace(&c.client, &ns).await;
+}
+
+#[tokio::test]
+async fn a_deleted_crd_takes_its_objects_and_resource_with_it() {
+    let c = cluster().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(c.client.clone());
+    let plural = unique("widgets").replace('-', "");
+    let group = "conformance.ipledger.io";
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "metadata": {"name": format!("{plural}.{group}")},
+        "spec": {"group": group, "scope": "Namespaced", "names": {"plural": plural, "singular": format!("{plural}s"), "kind": "Widget", "listKind": "WidgetList"},
+            "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}]},
+    }))
+    .unwrap();
+    crds.create(&PostParams::default(), &crd).await.unwrap();
+    let established = wait_for(|| {
+        let crds = crds.clone();
+        let name = format!("{plural}.{group}");
+        async move {
+            let c = crds.get(&name).await.ok()?;
+            c.status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+                .then_some(())
+        }
+    })
+    .await;
+    assert!(established.is_some());
+    let ar = ApiResource {
+        group: group.into(),
+        version: "v1".into(),
+        api_version: format!("{group}/v1"),
+        kind: "Widget".into(),
+        plural: plural.clone(),
+    };
+    let ns = namespace(&c.client).await;
+    let widgets: Api<DynamicObject> = Api::namespaced_with(c.client.clone(), &ns, &ar);
+    let w: DynamicObject = serde_json::from_value(json!({"apiVersion": format!("{group}/v1"), "kind": "Widget", "metadata": {"name": "w"}, "spec": {"size": 3}})).unwrap();
+    // The resource may take a moment to be served on a real cluster.
+    let created = wait_for(|| {
+        let widgets = widgets.clone();
+        let w = w.clone();
+        async move { widgets.create(&PostParams::default(), &w).await.ok() }
+    })
+    .await;
+    assert_eq!(created.unwrap().data["spec"]["size"], 3);
+    crds.delete(&format!("{plural}.{group}"), &DeleteParams::default())
+        .await
+        .unwrap();
+    let gone = wait_for(|| {
+        let widgets = widgets.clone();
+        async move {
+            matches!(widgets.get("w").await, Err(kube::Error::Api(e)) if e.code == 404)
+                .then_some(())
+        }
+    })
+    .await;
+    assert!(gone.is_some(), "the CRD's objects go with it");
+    support::delete_namespace(&c.client, &ns).await;
+}
+
+#[tokio::test]
+async fn deleting_a_namespace_deletes_its_content() {
+    let c = cluster().await;
+    let ns = namespace(&c.client).await;
+    let api: Api<ConfigMap> = Api::namespaced(c.client.clone(), &ns);
+    api.create(&PostParams::default(), &configmap("x", json!({})))
+        .await
+        .unwrap();
+    support::delete_namespace(&c.client, &ns).await;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(c.client.clone());
+    let gone = wait_for(|| {
+        let namespaces = namespaces.clone();
+        let ns = ns.clone();
+        async move {
+            namespaces
+                .get_opt(&ns)
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        }
+    })
+    .await;
+    assert!(gone.is_some(), "the namespace finishes terminating");
+    assert_eq!(api_error(api.get("x").await).code, 404);
+}
+
+#[tokio::test]
+async fn tables_show_printer_columns() {
+    let c = cluster().await;
+    let api = pools(&c.client).await;
+    let name = unique("table");
+    api.create(&PostParams::default(), &pool(&name, "10.22.0.0/16"))
+        .await
+        .unwrap();
+    let req = http::Request::get(format!("/apis/ipledger.io/v1alpha1/ippools/{name}"))
+        .header(
+            "Accept",
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
+        )
+        .body(Vec::new())
+        .unwrap();
+    let table: Value = c.client.request(req).await.unwrap();
+    assert_eq!(table["kind"], "Table");
+    let columns: Vec<_> = table["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        columns,
+        ["Name", "CIDR", "Allocated", "Free", "Ready", "Age"]
+    );
+    assert_eq!(table["rows"][0]["cells"][0], name.as_str());
+    assert_eq!(table["rows"][0]["cells"][1], "10.22.0.0/16");
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+}
+
+// ---- Fault injection: emulator only ----
+
+macro_rules! emulator_only {
+    ($c:expr) => {
+        match &$c.emulator {
+            Some(e) => e,
+            None => {
+                eprintln!("skipped: fault injection needs the emulator (IPLEDGER_TEST_KUBECONFIG names a real cluster)");
+                return;
+            }
+        }
+    };
+}
+
+#[tokio::test]
+async fn injected_write_failures_come_back_as_statuses() {
+    let c = cluster().await;
+    let emulator = emulator_only!(c);
+    let api = pools(&c.client).await;
+    let name = unique("fault");
+    emulator.faults().fail_next_writes("ippools", 1, 409);
+    emulator.faults().fail_next_writes("ippools", 1, 500);
+    for code in [409, 500] {
+        let err = api_error(
+            api.create(&PostParams::default(), &pool(&name, "10.23.0.0/16"))
+                .await,
+        );
+        assert_eq!(err.code, code);
+    }
+    assert_eq!(
+        api_error(api.get(&name).await).code,
+        404,
+        "failed creates store nothing"
+    );
+    // kube-rs retries 503 on its own: one injected 503 is invisible to the caller.
+    emulator.faults().fail_next_writes("ippools", 1, 503);
+    api.create(&PostParams::default(), &pool(&name, "10.23.0.0/16"))
+        .await
+        .unwrap();
+    emulator.faults().fail_next_writes("ippools", 1, 409);
+    let err = api_error(
+        api.patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"disabled": true}})),
+        )
+        .await,
+    );
+    assert_eq!((err.code, err.reason.as_str()), (409, "Conflict"));
+    assert!(
+        !api.get(&name).await.unwrap().spec.disabled,
+        "a failed write changes nothing"
+    );
+}
+
+#[tokio::test]
+async fn injected_delay_slows_responses() {
+    let c = cluster().await;
+    let emulator = emulator_only!(c);
+    let api: Api<ConfigMap> = Api::default_namespaced(c.client.clone());
+    emulator
+        .faults()
+        .delay_responses(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    api.list(&ListParams::default()).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    emulator.faults().delay_responses(Duration::ZERO);
+}
+
+#[tokio::test]
+async fn dropped_watches_end_and_compaction_answers_410() {
+    let c = cluster().await;
+    let emulator = emulator_only!(c);
+    let ns = namespace(&c.client).await;
+    let api: Api<ConfigMap> = Api::namespaced(c.client.clone(), &ns);
+    let from = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut stream = api
+        .watch(
+            &WatchParams::default().disable_bookmarks().timeout(30),
+            &from,
+        )
+        .await
+        .unwrap()
+        .boxed();
+    api.create(&PostParams::default(), &configmap("a", json!({})))
+        .await
+        .unwrap();
+    assert!(matches!(
+        stream.try_next().await.unwrap(),
+        Some(WatchEvent::Added(_))
+    ));
+    emulator.faults().drop_watches();
+    let ended = tokio::time::timeout(Duration::from_secs(5), stream.try_next())
+        .await
+        .expect("the watch ends");
+    assert!(matches!(ended, Ok(None)), "{ended:?}");
+
+    api.create(&PostParams::default(), &configmap("b", json!({})))
+        .await
+        .unwrap();
+    emulator.faults().compact();
+    let mut stream = api
+        .watch(&WatchParams::default().timeout(10), &from)
+        .await
+        .unwrap()
+        .boxed();
+    match stream.try_next().await.unwrap() {
+        Some(WatchEvent::Error(status)) => {
+            assert_eq!((status.code, status.reason.as_str()), (410, "Expired"));
+        }
+        other => panic!("expected 410 Expired, got {other:?}"),
+    }
+}

@@ -1,0 +1,333 @@
+//! Real kubectl, default flags, against the emulator (or the cluster named by
+//! `IPLEDGER_TEST_KUBECONFIG`). kubectl comes from `$KUBECTL`, else /usr/local/bin/kubectl
+//! (installed by `.ci/install-kube-tools.sh`); without one the tests skip, saying so.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ipledger::emulator::{Config, Emulator};
+use support::unique;
+
+fn kubectl_binary() -> Option<PathBuf> {
+    if let Ok(k) = std::env::var("KUBECTL") {
+        return Some(PathBuf::from(k));
+    }
+    let default = PathBuf::from("/usr/local/bin/kubectl");
+    default.exists().then_some(default)
+}
+
+/// A kubectl bound to one kubeconfig, in a scratch directory.
+struct Kubectl {
+    binary: PathBuf,
+    kubeconfig: PathBuf,
+    dir: PathBuf,
+    _emulator: Option<Emulator>,
+}
+
+impl Kubectl {
+    async fn start() -> Option<Self> {
+        let Some(binary) = kubectl_binary() else {
+            eprintln!(
+                "skipped: no kubectl ($KUBECTL unset and /usr/local/bin/kubectl missing; run .ci/install-kube-tools.sh)"
+            );
+            return None;
+        };
+        let dir = std::env::temp_dir().join(unique("ipledger-kubectl"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (kubeconfig, emulator) = match std::env::var("IPLEDGER_TEST_KUBECONFIG") {
+            Ok(path) => (PathBuf::from(path), None),
+            Err(_) => {
+                let emulator = Emulator::start(Config::default()).await.unwrap();
+                let path = dir.join("kubeconfig");
+                emulator.write_kubeconfig(&path).unwrap();
+                (path, Some(emulator))
+            }
+        };
+        Some(Self {
+            binary,
+            kubeconfig,
+            dir,
+            _emulator: emulator,
+        })
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", &self.dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        cmd
+    }
+
+    /// Runs kubectl to completion off the async runtime (the emulator serves on it).
+    async fn run(&self, args: &[&str]) -> Output {
+        let mut cmd = self.command(args);
+        tokio::task::spawn_blocking(move || cmd.output().expect("kubectl runs"))
+            .await
+            .unwrap()
+    }
+
+    async fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args).await;
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn write(&self, name: &str, content: &str) -> String {
+        let path = self.dir.join(name);
+        std::fs::write(&path, content).unwrap();
+        path.display().to_string()
+    }
+
+    async fn install_crds(&self) {
+        self.ok(&["apply", "-f", "crds/"]).await;
+        self.ok(&[
+            "wait",
+            "--for",
+            "condition=established",
+            "--timeout=30s",
+            "crd/ippools.ipledger.io",
+            "crd/ipblocks.ipledger.io",
+        ])
+        .await;
+    }
+
+    fn pool_file(&self, name: &str, cidr: &str) -> String {
+        self.write(
+            &format!("{name}.yaml"),
+            &format!("apiVersion: ipledger.io/v1alpha1\nkind: IPPool\nmetadata:\n  name: {name}\nspec:\n  cidr: {cidr}\n  blockSize: 26\n"),
+        )
+    }
+}
+
+impl Drop for Kubectl {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn wait_child(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+#[tokio::test]
+async fn apply_wait_and_get_show_printer_columns() {
+    let Some(k) = Kubectl::start().await else {
+        return;
+    };
+    k.install_crds().await;
+    let name = unique("pool");
+    let file = k.pool_file(&name, "10.30.0.0/16");
+    let out = k.ok(&["apply", "-f", &file]).await;
+    assert!(
+        out.contains(&format!("ippool.ipledger.io/{name} created")),
+        "{out}"
+    );
+    let again = k.ok(&["apply", "-f", &file]).await;
+    assert!(again.contains("unchanged"), "{again}");
+    let table = k.ok(&["get", "ippools", &name]).await;
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "CIDR", "ALLOCATED", "FREE", "READY", "AGE"]
+    );
+    assert!(table.lines().nth(1).unwrap().starts_with(&name));
+    assert!(table.contains("10.30.0.0/16"));
+    let short = k
+        .ok(&["get", "ipp", &name, "-o", "jsonpath={.spec.cidr}"])
+        .await;
+    assert_eq!(short, "10.30.0.0/16");
+    k.ok(&["delete", "ippool", &name]).await;
+}
+
+#[tokio::test]
+async fn replace_with_a_stale_resource_version_reports_the_conflict() {
+    let Some(k) = Kubectl::start().await else {
+        return;
+    };
+    k.install_crds().await;
+    let name = unique("stale");
+    k.ok(&["apply", "-f", &k.pool_file(&name, "10.31.0.0/16")])
+        .await;
+    let stale = k.ok(&["get", "ippool", &name, "-o", "yaml"]).await;
+    let stale_file = k.write("stale.yaml", &stale);
+    k.ok(&["label", "ippool", &name, "changed=yes"]).await;
+    let out = k.run(&["replace", "-f", &stale_file]).await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("Operation cannot be fulfilled on ippools.ipledger.io \"{name}\": the object has been modified; please apply your changes to the latest version and try again")),
+        "{stderr}"
+    );
+    let cidr_change = k
+        .run(&[
+            "patch",
+            "ippool",
+            &name,
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"cidr":"10.32.0.0/16"}}"#,
+        ])
+        .await;
+    assert!(!cidr_change.status.success());
+    assert!(String::from_utf8_lossy(&cidr_change.stderr).contains("cidr is immutable"));
+    k.ok(&["delete", "ippool", &name]).await;
+}
+
+#[tokio::test]
+async fn delete_with_a_finalizer_waits_until_it_is_removed() {
+    let Some(k) = Kubectl::start().await else {
+        return;
+    };
+    k.install_crds().await;
+    let name = unique("fin");
+    let file = k.write(
+        "fin.yaml",
+        &format!("apiVersion: ipledger.io/v1alpha1\nkind: IPPool\nmetadata:\n  name: {name}\n  finalizers: [ipledger.io/test]\nspec:\n  cidr: 10.33.0.0/16\n"),
+    );
+    k.ok(&["apply", "-f", &file]).await;
+    let mut delete = k
+        .command(&["delete", "ippool", &name, "--timeout=60s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pending = tokio::task::spawn_blocking(move || {
+        let early = wait_child(&mut delete, Duration::from_secs(2));
+        (early, delete)
+    })
+    .await
+    .unwrap();
+    assert!(
+        pending.0.is_none(),
+        "kubectl delete returned while the finalizer was still there"
+    );
+    let mut delete = pending.1;
+    let ts = k
+        .ok(&[
+            "get",
+            "ippool",
+            &name,
+            "-o",
+            "jsonpath={.metadata.deletionTimestamp}",
+        ])
+        .await;
+    assert!(!ts.is_empty(), "deletionTimestamp is set");
+    k.ok(&[
+        "patch",
+        "ippool",
+        &name,
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ])
+    .await;
+    let status =
+        tokio::task::spawn_blocking(move || wait_child(&mut delete, Duration::from_secs(30)))
+            .await
+            .unwrap();
+    assert!(status.expect("kubectl delete finished").success());
+    let gone = k.run(&["get", "ippool", &name]).await;
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("not found"));
+}
+
+#[tokio::test]
+async fn get_watch_sees_changes() {
+    let Some(k) = Kubectl::start().await else {
+        return;
+    };
+    k.install_crds().await;
+    let name = unique("watched");
+    let mut watch = k
+        .command(&["get", "ippools", "-w"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    k.ok(&["apply", "-f", &k.pool_file(&name, "10.34.0.0/16")])
+        .await;
+    k.ok(&["label", "ippool", &name, "seen=yes"]).await;
+    k.ok(&["delete", "ippool", &name]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    watch.kill().unwrap();
+    let out = tokio::task::spawn_blocking(move || watch.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with(&name)).collect();
+    assert!(
+        lines.len() >= 3,
+        "expected create, update and delete lines for {name}:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(lines.iter().all(|l| l.contains("10.34.0.0/16")));
+}
+
+#[tokio::test]
+async fn builtins_work_with_apply_and_get() {
+    let Some(k) = Kubectl::start().await else {
+        return;
+    };
+    let ns = unique("kns");
+    k.ok(&[
+        "create",
+        "-f",
+        &k.write(
+            "ns.yaml",
+            &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n"),
+        ),
+    ])
+    .await;
+    let deploy = |replicas: u32, image: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: {ns}\nspec:\n  replicas: {replicas}\n  selector:\n    matchLabels: {{app: web}}\n  template:\n    metadata:\n      labels: {{app: web}}\n    spec:\n      containers:\n      - name: a\n        image: nginx\n      - name: b\n        image: {image}\n"
+        )
+    };
+    k.ok(&["apply", "-f", &k.write("d1.yaml", &deploy(1, "busybox"))])
+        .await;
+    let out = k
+        .ok(&["apply", "-f", &k.write("d2.yaml", &deploy(2, "alpine"))])
+        .await;
+    assert!(out.contains("configured"), "{out}");
+    let got = k
+        .ok(&[
+            "-n",
+            &ns,
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.replicas} {.spec.template.spec.containers[*].image}",
+        ])
+        .await;
+    assert_eq!(got, "2 nginx alpine");
+    let listed = k.ok(&["-n", &ns, "get", "deployments"]).await;
+    assert!(
+        listed.lines().nth(1).is_some_and(|l| l.starts_with("web")),
+        "{listed}"
+    );
+    k.ok(&["delete", "namespace", &ns]).await;
+    assert!(!Path::new(&k.kubeconfig).as_os_str().is_empty());
+}
