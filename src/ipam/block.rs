@@ -25,6 +25,9 @@ pub struct Allocation {
     pub pod: Option<PodRef>,
     /// When it was allocated (whole seconds, as the ledger stores it).
     pub allocated_at: Timestamp,
+    /// The node whose pod holds it, when that is not the block's node (a borrowed
+    /// address); only that node's runtime can tell whether the attachment lives.
+    pub node: Option<String>,
 }
 
 /// One block of a pool: its allocations and its recently released addresses.
@@ -134,6 +137,7 @@ impl Block {
                     attachment,
                     pod: record.pod.clone(),
                     allocated_at: record.allocated_at.0,
+                    node: record.node.clone(),
                 },
             );
         }
@@ -188,6 +192,7 @@ impl Block {
                     if_name: a.attachment.if_name().to_string(),
                     pod: a.pod.clone(),
                     allocated_at: Time(a.allocated_at),
+                    node: a.node.clone(),
                 })
                 .collect(),
             released: self
@@ -453,8 +458,18 @@ impl Block {
                 attachment: attachment.clone(),
                 pod: pod.cloned(),
                 allocated_at: round(now, RoundMode::Floor),
+                node: None,
             },
         );
+    }
+
+    /// Records that `address` is held for a pod of `node`, another node than the
+    /// block's (a borrowed address); nothing happens when `address` is not held.
+    pub fn lend(&mut self, address: IpAddr, node: &str) {
+        let lent_to = (node != self.node).then(|| node.to_string());
+        if let Some(allocation) = self.by_address.get_mut(&addr::to_int(address)) {
+            allocation.node = lent_to;
+        }
     }
 }
 

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+pub mod node;
+
 use ipledger::emulator::{Config, Emulator};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
