@@ -352,3 +352,66 @@ async fn gc_releases_what_the_runtime_no_longer_lists() {
     agent.stop().await;
     h.delete_pool(&pool).await;
 }
+
+/// A node with no block of its own and no free block left borrows from another node's
+/// block; its DEL finds the borrowed address again, and the lending node's GC leaves it
+/// alone (only the borrower's runtime knows whether that pod lives). With
+/// `strictAffinity` the same request is refused as exhaustion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn borrowing_from_a_full_pool_and_strict_affinity() {
+    let h = Harness::new().await;
+    // A /28 in /29 blocks: two blocks, 14 usable addresses.
+    let pool = h.pool("borrow", v4_pool("10.66.0.0/28", 29)).await;
+    let mut lender = h.agent(&support::unique("lender")).await;
+    let mut borrower = h.agent(&support::unique("borrower")).await;
+    let lender_net = network("pods", "1.1.0", &lender.socket, &[&pool]);
+    for i in 0..9 {
+        let id = format!("l{i}");
+        plugin("ADD", &lender_net, &id, "eth0", &pod_args(&id)).await.addresses();
+    }
+    let blocks: HashSet<_> = h.ledger(&pool).await.into_iter().map(|r| r.2).collect();
+    assert_eq!(blocks, HashSet::from([lender.node.clone()]), "the lender holds both blocks");
+
+    let borrower_net = network("pods", "1.1.0", &borrower.socket, &[&pool]);
+    let run = plugin("ADD", &borrower_net, "b0", "eth0", &pod_args("b0")).await;
+    let borrowed = run.addresses()[0].addr();
+    let record = Api::<IPBlock>::all(h.client())
+        .list(&ListParams::default().labels(&format!("ipledger.io/pool={pool}")))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .flat_map(|b| b.spec.allocations)
+        .find(|r| r.address == borrowed)
+        .expect("the borrowed address is in the ledger");
+    assert_eq!(record.node.as_deref(), Some(borrower.node.as_str()), "the record names the borrowing node");
+
+    let mut gc = lender_net.clone();
+    gc["cni.dev/valid-attachments"] = serde_json::json!([]);
+    assert_eq!(plugin("GC", &gc, "", "", "").await.code, 0);
+    let held: Vec<_> = h.ledger(&pool).await.into_iter().map(|r| r.1).collect();
+    assert_eq!(held, vec!["b0".to_string()], "the lender's GC released its own nine, not the borrowed one");
+
+    let del = plugin("DEL", &borrower_net, "b0", "eth0", &pod_args("b0")).await;
+    assert_eq!(del.code, 0, "{}", del.result);
+    assert!(h.ledger(&pool).await.is_empty(), "the borrower's DEL found its borrowed address");
+
+    // Fill the pool again from the lender, then make it strict: the borrower is refused.
+    for i in 0..14 {
+        let id = format!("m{i}");
+        plugin("ADD", &lender_net, &id, "eth0", &pod_args(&id)).await.addresses();
+    }
+    let pools = Api::<IPPool>::all(h.client());
+    let mut strict = pools.get(&pool).await.unwrap();
+    strict.spec.strict_affinity = true;
+    pools.replace(&pool, &PostParams::default(), &strict).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let refused = plugin("ADD", &borrower_net, "b1", "eth0", &pod_args("b1")).await;
+    assert_eq!(refused.error_code(), 100, "{}", refused.result);
+    let msg = refused.result["msg"].as_str().unwrap();
+    assert!(msg.contains(&pool) && msg.contains("14"), "exhaustion names the pool and its capacity: {msg}");
+
+    lender.stop().await;
+    borrower.stop().await;
+    h.delete_pool(&pool).await;
+}

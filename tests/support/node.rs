@@ -39,7 +39,7 @@ impl Agent {
             .arg(&self.socket)
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
-            .env("IPLEDGER_LOG", "warn")
+            .env("IPLEDGER_LOG", std::env::var("IPLEDGER_TEST_AGENT_LOG").unwrap_or_else(|_| "warn".into()))
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .spawn()
