@@ -470,14 +470,23 @@ proptest! {
         let count = pool.block_count();
         let block_at = |i: u128| IpNet::new(case.ip(case.base + i * case.block_size()), case.block_prefix).unwrap();
         let mut existing: Vec<IpNet> = picks.iter().map(|p| block_at(p % count)).collect();
+        let free = |b: IpNet, existing: &[IpNet]| !existing.contains(&b) && pool.block_capacity(&b) > 0;
+        let mut previous: Option<u128> = None;
         // On small pools, claim until nothing is left and compare with brute force.
         for _ in 0..=count.min(300) {
             let got = pool.next_free_block(&node, &existing);
             prop_assert_eq!(got, pool.next_free_block(&node, &existing), "deterministic");
             match got {
                 Some(b) => {
-                    prop_assert!(pool.has_block(&b) && !existing.contains(&b));
-                    prop_assert!(pool.block_capacity(&b) > 0, "{} has nothing to allocate", b);
+                    prop_assert!(pool.has_block(&b) && free(b, &existing), "{} is not free", b);
+                    let index = (to_int(b.network()) - case.base) / case.block_size();
+                    if let (Some(prev), true) = (previous, count <= 300) {
+                        // Everything between the previous claim and this one is taken:
+                        // one node claims in order from its start, wrapping.
+                        let expected = (1..count).map(|k| (prev + k) % count).find(|i| free(block_at(*i), &existing));
+                        prop_assert_eq!(Some(index), expected);
+                    }
+                    previous = Some(index);
                     existing.push(b);
                 }
                 None => {

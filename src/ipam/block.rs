@@ -254,7 +254,8 @@ impl Block {
     /// holds an address gets that address back (idempotent ADD).
     ///
     /// The cost is proportional to the block's allocations, releases and reserved
-    /// ranges, not to its size: reserved ranges are skipped in one step.
+    /// ranges, not to its size: reserved ranges are skipped in one step, runs of held
+    /// addresses in one ordered walk.
     pub fn allocate(
         &mut self,
         pool: &Pool,
@@ -292,16 +293,20 @@ impl Block {
                 offset = (end + 1) % size;
                 continue;
             }
-            if !self.by_address.contains_key(&value) {
-                if self.released.contains_key(&value) {
-                    cooling += 1;
-                } else {
-                    let ip = addr::from_int(value, self.cidr.network());
-                    self.take(ip, attachment, pod, now);
-                    self.last_allocated = Some(ip);
-                    return Ok(ip);
-                }
+            if let Some(end) = self.allocated_run_end(value, block.last) {
+                // Pass over the whole run of held addresses in one ordered walk.
+                let end = end - block.first;
+                visited += end - offset + 1;
+                offset = (end + 1) % size;
+                continue;
             }
+            if !self.released.contains_key(&value) {
+                let ip = addr::from_int(value, self.cidr.network());
+                self.take(ip, attachment, pod, now);
+                self.last_allocated = Some(ip);
+                return Ok(ip);
+            }
+            cooling += 1;
             visited += 1;
             offset = (offset + 1) % size;
         }
@@ -422,6 +427,19 @@ impl Block {
             cooling
         });
         expired
+    }
+
+    /// The last address of the run of consecutive held addresses starting at `value`
+    /// (not beyond `last`), or `None` when `value` is not held.
+    fn allocated_run_end(&self, value: u128, last: u128) -> Option<u128> {
+        let mut end = None;
+        for held in self.by_address.range(value..=last).map(|(v, _)| *v) {
+            if held != end.map_or(value, |e: u128| e + 1) {
+                break;
+            }
+            end = Some(held);
+        }
+        end
     }
 
     /// Refuses a block used with a pool it does not belong to.
