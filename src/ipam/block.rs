@@ -740,6 +740,15 @@ mod tests {
             block.allocate(&pool, &att("d"), None, at(0)),
             Err(AllocError::BlockFull { capacity: 3, .. })
         ));
+        // Block 10.0.0.8/30 starts right after the gateway; a gateway at a block's
+        // first address is skipped the same way.
+        let pool = pool_with("10.0.0.0/16", 30, |s| s.gateway = Some("10.0.0.8".into()));
+        let mut block = Block::new(&pool, net("10.0.0.8/30"), "n1").unwrap();
+        assert_eq!(
+            block.allocate(&pool, &att("a"), None, at(0)).unwrap(),
+            ip("10.0.0.9")
+        );
+        assert_eq!(pool.block_capacity(&net("10.0.0.8/30")), 3);
         // Block 10.0.0.0/30 starts with the pool's network address.
         let mut block = Block::new(&pool, net("10.0.0.0/30"), "n1").unwrap();
         assert_eq!(

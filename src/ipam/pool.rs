@@ -745,6 +745,13 @@ mod tests {
             problems("p", &s),
             ["spec.gateway: \"10.0.0.255\" is the broadcast address of 10.0.0.0/24"]
         );
+        s.gateway = Some("::ffff:10.0.0.1".into());
+        assert_eq!(
+            problems("p", &s),
+            [
+                "spec.gateway: \"::ffff:10.0.0.1\" is an IPv4-mapped IPv6 address; write 10.0.0.1 instead"
+            ]
+        );
         s.gateway = Some("fd00::1".into());
         assert_eq!(
             problems("p", &s),
