@@ -532,6 +532,8 @@ proptest! {
         ),
         nameservers in prop::collection::vec(prop_oneof![1 => ".{0,20}", 3 => near_v4(false)], 0..2),
         cooldown in prop::option::of(prop_oneof![any::<u32>(), 0u32..100]),
+        // Not interpreted by the core, but part of the spec: they must not disturb it.
+        dns_text in prop::collection::vec(".{0,20}", 3),
     ) {
         let spec = IPPoolSpec {
             cidr,
@@ -539,7 +541,12 @@ proptest! {
             exclude,
             gateway,
             routes: routes.into_iter().map(|(dst, gw)| Route { dst, gw }).collect(),
-            dns: Some(Dns { nameservers, ..Default::default() }),
+            dns: Some(Dns {
+                nameservers,
+                domain: Some(dns_text[0].clone()),
+                search: vec![dns_text[1].clone()],
+                options: vec![dns_text[2].clone()],
+            }),
             reuse_cooldown_seconds: cooldown,
             ..Default::default()
         };
