@@ -7,10 +7,13 @@
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipledger::api::{Dns, IPBlockSpec, IPPoolSpec, PodRef, Route};
+use ipledger::api::{
+    AllocationRecord, Dns, IPBlockSpec, IPPoolSpec, PodRef, ReleasedAddress, Route,
+};
 use ipledger::ipam::{AllocError, Attachment, Block, Pool, block_name, is_dns1123_subdomain};
 use ipnet::IpNet;
 use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use proptest::prelude::*;
 
 /// A pool described by integers, so the test knows every address's role without
@@ -570,6 +573,71 @@ proptest! {
                 }
                 // Messages stay short whatever the input.
                 prop_assert!(error.to_string().len() < 400 * (error.errors.len() + 1));
+            }
+        }
+    }
+
+    /// Reading any ledger record never panics; what is accepted round-trips, and
+    /// allocating from it never panics and stays inside block and pool.
+    #[test]
+    fn any_ledger_record_is_read_safely(
+        v6 in any::<bool>(),
+        base in any::<u128>(),
+        host_bits in 0u8..=12,
+        widen in 0u8..8,
+        aligned in any::<bool>(),
+        records in prop::collection::vec(
+            (
+                any::<u128>(),
+                prop_oneof![1 => ".{0,12}", 8 => "[a-z0-9]{1,8}"],
+                prop_oneof![1 => ".{0,8}", 8 => "eth[0-9]"],
+                any::<bool>(),
+            ),
+            0..6,
+        ),
+        released in prop::collection::vec((any::<u128>(), 0i64..100), 0..3),
+        last in prop::option::of(any::<u128>()),
+    ) {
+        let bits: u8 = if v6 { 128 } else { 32 };
+        let prefix = bits - host_bits;
+        let make = |value: u128| if v6 { IpAddr::V6(value.into()) } else { IpAddr::V4((value as u32).into()) };
+        let net = IpNet::new(make(base), prefix).unwrap();
+        let cidr = if aligned { net.trunc() } else { net };
+        let size = 1u128 << host_bits;
+        // Mostly addresses inside the block; a few anywhere.
+        let ip = |x: u128| if x % 16 == 0 { make(x) } else { make(to_int(cidr.network()) + x % size) };
+        let spec = IPBlockSpec {
+            pool: "pool".into(),
+            cidr,
+            node: "node".into(),
+            last_allocated: last.map(ip),
+            allocations: records
+                .iter()
+                .map(|(x, id, if_name, with_pod)| AllocationRecord {
+                    address: ip(*x),
+                    network: "net".into(),
+                    container_id: id.clone(),
+                    if_name: if_name.clone(),
+                    pod: with_pod.then(|| pod(0)),
+                    allocated_at: Time(time(0)),
+                })
+                .collect(),
+            released: released
+                .iter()
+                .map(|(x, at)| ReleasedAddress { address: ip(*x), released_at: Time(time(*at)) })
+                .collect(),
+        };
+        if let Ok(block) = Block::from_spec(&spec) {
+            prop_assert_eq!(&Block::from_spec(&block.to_spec()).unwrap(), &block);
+            let pool_net = IpNet::new(cidr.network(), prefix.saturating_sub(widen).max(1)).unwrap().trunc();
+            let pool_spec = IPPoolSpec { cidr: pool_net.to_string(), ..Default::default() };
+            if let Ok(pool) = Pool::parse("pool", &pool_spec) {
+                let mut block = block;
+                for k in 0..3 {
+                    if let Ok(address) = block.allocate(&pool, &attachment(100 + k), None, time(50)) {
+                        prop_assert!(block.cidr().contains(&address) && pool.contains(address));
+                    }
+                }
             }
         }
     }
