@@ -605,7 +605,7 @@ proptest! {
         let cidr = if aligned { net.trunc() } else { net };
         let size = 1u128 << host_bits;
         // Mostly addresses inside the block; a few anywhere.
-        let ip = |x: u128| if x % 16 == 0 { make(x) } else { make(to_int(cidr.network()) + x % size) };
+        let ip = |x: u128| if x.is_multiple_of(16) { make(x) } else { make(to_int(cidr.network()) + x % size) };
         let spec = IPBlockSpec {
             pool: "pool".into(),
             cidr,
