@@ -15,7 +15,9 @@ impl Pool {
     /// instead of racing for its first block. The cost is linear in the number of
     /// existing blocks (plus n log n in exclusions), never in the number of blocks: an
     /// IPv6 /48 pool has 2^74 of them. Entries of `existing` outside the pool are
-    /// ignored; a CIDR of another size blocks every block it overlaps.
+    /// ignored; a CIDR of another size blocks every block it overlaps. `disabled` is
+    /// not looked at: callers claim nothing for a disabled pool, and allocation from
+    /// its blocks is refused anyway.
     pub fn next_free_block(&self, node: &str, existing: &[IpNet]) -> Option<IpNet> {
         // Positions count blocks from the start, wrapping: position 0 is the start.
         let count = self.block_count();

@@ -801,6 +801,21 @@ mod tests {
     }
 
     #[test]
+    fn exhaustion_carries_pool_capacity_and_use() {
+        let mut s = spec("10.0.0.0/24");
+        s.gateway = Some("10.0.0.1".into());
+        let pool = Pool::parse("blue", &s).unwrap();
+        assert_eq!(
+            pool.exhausted(253),
+            AllocError::PoolExhausted {
+                pool: "blue".into(),
+                capacity: 253,
+                in_use: 253
+            }
+        );
+    }
+
+    #[test]
     fn overlap_of_cidrs() {
         assert!(overlaps(&net("10.0.0.0/8"), &net("10.1.0.0/16")));
         assert!(overlaps(&net("10.1.0.0/16"), &net("10.0.0.0/8")));
