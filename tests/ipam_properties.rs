@@ -7,10 +7,13 @@
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipledger::api::{Dns, IPBlockSpec, IPPoolSpec, PodRef, Route};
+use ipledger::api::{
+    AllocationRecord, Dns, IPBlockSpec, IPPoolSpec, PodRef, ReleasedAddress, Route,
+};
 use ipledger::ipam::{AllocError, Attachment, Block, Pool, block_name, is_dns1123_subdomain};
 use ipnet::IpNet;
 use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use proptest::prelude::*;
 
 /// A pool described by integers, so the test knows every address's role without
@@ -73,7 +76,7 @@ impl PoolCase {
     fn forbidden(&self, value: u128) -> bool {
         Some(value) == self.gateway
             || (self.has_network_and_broadcast()
-                && (value == self.base || value == self.base + self.size() - 1))
+                && (value == self.base || value == self.base + (self.size() - 1)))
             || self
                 .exclude
                 .iter()
@@ -105,10 +108,17 @@ impl PoolCase {
     }
 }
 
-/// Random pools: IPv4 or IPv6, from a whole /1 down to a single address, with up to
+/// Random pools: IPv4 or IPv6 (IPv6 from /1 pools to single addresses, IPv4 from /1),
+/// blocks of 1 to 1024 addresses, with up to
 /// five exclusions near the block under test and maybe a gateway in it.
 fn pool_case() -> impl Strategy<Value = PoolCase> {
-    (any::<bool>(), any::<u128>(), 0u8..=10, 0u8..=40, 0u32..4)
+    (
+        any::<bool>(),
+        any::<u128>(),
+        0u8..=10,
+        prop_oneof![0u8..=40, 0u8..=127],
+        0u32..4,
+    )
         .prop_flat_map(|(v6, seed, host_bits, extra, cooldown)| {
             let bits: u8 = if v6 { 128 } else { 32 };
             let block_prefix = bits - host_bits;
@@ -137,17 +147,17 @@ fn pool_case() -> impl Strategy<Value = PoolCase> {
             |((v6, prefix, block_prefix, base, cooldown), focus, raw, gateway)| {
                 let bits: u8 = if v6 { 128 } else { 32 };
                 let block_size = 1u128 << (bits - block_prefix);
-                let pool_last = base + (1u128 << (bits - prefix)) - 1;
+                let pool_last = base + ((1u128 << (bits - prefix)) - 1);
                 let start = base + focus * block_size;
                 // Exclusions start from one block before the focus to one after it.
                 let window_start = start.saturating_sub(block_size).max(base);
                 let exclude = raw
                     .into_iter()
                     .map(|(form, offset, len, cidr_bits)| {
-                        let first = (window_start + offset).min(pool_last);
+                        let first = window_start.saturating_add(offset).min(pool_last);
                         match form {
                             0 => (first, first, Form::Single),
-                            1 => (first, (first + len).min(pool_last), Form::Range),
+                            1 => (first, first.saturating_add(len).min(pool_last), Form::Range),
                             _ => {
                                 let span = 1u128 << cidr_bits;
                                 let aligned = first & !(span - 1);
@@ -305,6 +315,15 @@ fn to_int(ip: IpAddr) -> u128 {
     }
 }
 
+/// Valid object names, from one character to the 253 maximum.
+fn pool_name() -> impl Strategy<Value = String> {
+    prop::collection::vec("[a-z0-9]([a-z0-9-]{0,58}[a-z0-9])?", 1..8).prop_map(|labels| {
+        let mut name = labels.join(".");
+        name.truncate(253);
+        name.trim_end_matches(['.', '-']).to_string()
+    })
+}
+
 /// Strings that are often, not always, valid IPv4 addresses or CIDRs.
 fn near_v4(cidr: bool) -> impl Strategy<Value = String> {
     (
@@ -355,9 +374,9 @@ proptest! {
             // Only pools whose gateway is an IPv4 network/broadcast address or which
             // leave nothing to allocate are refused here.
             let gateway_edge = case.has_network_and_broadcast()
-                && case.gateway.is_some_and(|g| g == case.base || g == case.base + case.size() - 1);
+                && case.gateway.is_some_and(|g| g == case.base || g == case.base + (case.size() - 1));
             let all_forbidden = case.size() <= 4096
-                && (case.base..case.base + case.size()).all(|v| case.forbidden(v));
+                && (case.base..=case.base + (case.size() - 1)).all(|v| case.forbidden(v));
             prop_assert!(gateway_edge || all_forbidden, "refused: {:?}", Pool::parse("pool", &case.spec()));
             return Ok(());
         };
@@ -365,12 +384,12 @@ proptest! {
         prop_assert_eq!(pool.block_for(block_net.network()), Some(block_net));
         prop_assert_eq!(pool.block_for(block_net.broadcast()), Some(block_net));
         prop_assert!(pool.has_block(&block_net));
-        let expected_capacity = (case.block_start()..case.block_start() + case.block_size())
+        let expected_capacity = (case.block_start()..=case.block_start() + (case.block_size() - 1))
             .filter(|v| !case.forbidden(*v))
             .count() as u128;
         prop_assert_eq!(pool.block_capacity(&block_net), expected_capacity);
         if case.size() <= 4096 {
-            let pool_capacity = (case.base..case.base + case.size()).filter(|v| !case.forbidden(*v)).count();
+            let pool_capacity = (case.base..=case.base + (case.size() - 1)).filter(|v| !case.forbidden(*v)).count();
             prop_assert_eq!(pool.capacity(), pool_capacity as u128);
         }
 
@@ -470,14 +489,23 @@ proptest! {
         let count = pool.block_count();
         let block_at = |i: u128| IpNet::new(case.ip(case.base + i * case.block_size()), case.block_prefix).unwrap();
         let mut existing: Vec<IpNet> = picks.iter().map(|p| block_at(p % count)).collect();
+        let free = |b: IpNet, existing: &[IpNet]| !existing.contains(&b) && pool.block_capacity(&b) > 0;
+        let mut previous: Option<u128> = None;
         // On small pools, claim until nothing is left and compare with brute force.
         for _ in 0..=count.min(300) {
             let got = pool.next_free_block(&node, &existing);
             prop_assert_eq!(got, pool.next_free_block(&node, &existing), "deterministic");
             match got {
                 Some(b) => {
-                    prop_assert!(pool.has_block(&b) && !existing.contains(&b));
-                    prop_assert!(pool.block_capacity(&b) > 0, "{} has nothing to allocate", b);
+                    prop_assert!(pool.has_block(&b) && free(b, &existing), "{} is not free", b);
+                    let index = (to_int(b.network()) - case.base) / case.block_size();
+                    if let (Some(prev), true) = (previous, count <= 300) {
+                        // Everything between the previous claim and this one is taken:
+                        // one node claims in order from its start, wrapping.
+                        let expected = (1..count).map(|k| (prev + k) % count).find(|i| free(block_at(*i), &existing));
+                        prop_assert_eq!(Some(index), expected);
+                    }
+                    previous = Some(index);
                     existing.push(b);
                 }
                 None => {
@@ -507,6 +535,8 @@ proptest! {
         ),
         nameservers in prop::collection::vec(prop_oneof![1 => ".{0,20}", 3 => near_v4(false)], 0..2),
         cooldown in prop::option::of(prop_oneof![any::<u32>(), 0u32..100]),
+        // Not interpreted by the core, but part of the spec: they must not disturb it.
+        dns_text in prop::collection::vec(".{0,20}", 3),
     ) {
         let spec = IPPoolSpec {
             cidr,
@@ -514,7 +544,12 @@ proptest! {
             exclude,
             gateway,
             routes: routes.into_iter().map(|(dst, gw)| Route { dst, gw }).collect(),
-            dns: Some(Dns { nameservers, ..Default::default() }),
+            dns: Some(Dns {
+                nameservers,
+                domain: Some(dns_text[0].clone()),
+                search: vec![dns_text[1].clone()],
+                options: vec![dns_text[2].clone()],
+            }),
             reuse_cooldown_seconds: cooldown,
             ..Default::default()
         };
@@ -538,6 +573,71 @@ proptest! {
                 }
                 // Messages stay short whatever the input.
                 prop_assert!(error.to_string().len() < 400 * (error.errors.len() + 1));
+            }
+        }
+    }
+
+    /// Reading any ledger record never panics; what is accepted round-trips, and
+    /// allocating from it never panics and stays inside block and pool.
+    #[test]
+    fn any_ledger_record_is_read_safely(
+        v6 in any::<bool>(),
+        base in any::<u128>(),
+        host_bits in 0u8..=12,
+        widen in 0u8..8,
+        aligned in any::<bool>(),
+        records in prop::collection::vec(
+            (
+                any::<u128>(),
+                prop_oneof![1 => ".{0,12}", 8 => "[a-z0-9]{1,8}"],
+                prop_oneof![1 => ".{0,8}", 8 => "eth[0-9]"],
+                any::<bool>(),
+            ),
+            0..6,
+        ),
+        released in prop::collection::vec((any::<u128>(), 0i64..100), 0..3),
+        last in prop::option::of(any::<u128>()),
+    ) {
+        let bits: u8 = if v6 { 128 } else { 32 };
+        let prefix = bits - host_bits;
+        let make = |value: u128| if v6 { IpAddr::V6(value.into()) } else { IpAddr::V4((value as u32).into()) };
+        let net = IpNet::new(make(base), prefix).unwrap();
+        let cidr = if aligned { net.trunc() } else { net };
+        let size = 1u128 << host_bits;
+        // Mostly addresses inside the block; a few anywhere.
+        let ip = |x: u128| if x.is_multiple_of(16) { make(x) } else { make(to_int(cidr.network()) + x % size) };
+        let spec = IPBlockSpec {
+            pool: "pool".into(),
+            cidr,
+            node: "node".into(),
+            last_allocated: last.map(ip),
+            allocations: records
+                .iter()
+                .map(|(x, id, if_name, with_pod)| AllocationRecord {
+                    address: ip(*x),
+                    network: "net".into(),
+                    container_id: id.clone(),
+                    if_name: if_name.clone(),
+                    pod: with_pod.then(|| pod(0)),
+                    allocated_at: Time(time(0)),
+                })
+                .collect(),
+            released: released
+                .iter()
+                .map(|(x, at)| ReleasedAddress { address: ip(*x), released_at: Time(time(*at)) })
+                .collect(),
+        };
+        if let Ok(block) = Block::from_spec(&spec) {
+            prop_assert_eq!(&Block::from_spec(&block.to_spec()).unwrap(), &block);
+            let pool_net = IpNet::new(cidr.network(), prefix.saturating_sub(widen).max(1)).unwrap().trunc();
+            let pool_spec = IPPoolSpec { cidr: pool_net.to_string(), ..Default::default() };
+            if let Ok(pool) = Pool::parse("pool", &pool_spec) {
+                let mut block = block;
+                for k in 0..3 {
+                    if let Ok(address) = block.allocate(&pool, &attachment(100 + k), None, time(50)) {
+                        prop_assert!(block.cidr().contains(&address) && pool.contains(address));
+                    }
+                }
             }
         }
     }
@@ -576,7 +676,7 @@ proptest! {
     /// Block names are valid, bounded and distinct for distinct (pool, block) pairs.
     #[test]
     fn block_names_are_valid_and_unique(
-        pools in prop::collection::vec("[a-z0-9]([a-z0-9.-]{0,250}[a-z0-9])?", 2),
+        pools in prop::collection::vec(pool_name(), 2),
         a in any::<u128>(),
         b in any::<u128>(),
         prefix in 0u8..=32,
@@ -588,7 +688,7 @@ proptest! {
             IpNet::new(IpAddr::V4(Ipv4Addr::from(x as u32)), prefix).unwrap().trunc()
         };
         for pool in &pools {
-            prop_assume!(is_dns1123_subdomain(pool));
+            prop_assert!(is_dns1123_subdomain(pool), "generator made {:?}", pool);
         }
         let names: Vec<(String, IpNet, String)> = [(&pools[0], net(a)), (&pools[0], net(b)), (&pools[1], net(a))]
             .into_iter()

@@ -259,7 +259,8 @@ impl Block {
     /// holds an address gets that address back (idempotent ADD).
     ///
     /// The cost is proportional to the block's allocations, releases and reserved
-    /// ranges, not to its size: reserved ranges are skipped in one step.
+    /// ranges, not to its size: reserved ranges are skipped in one step, runs of held
+    /// addresses in one ordered walk.
     pub fn allocate(
         &mut self,
         pool: &Pool,
@@ -297,16 +298,20 @@ impl Block {
                 offset = (end + 1) % size;
                 continue;
             }
-            if !self.by_address.contains_key(&value) {
-                if self.released.contains_key(&value) {
-                    cooling += 1;
-                } else {
-                    let ip = addr::from_int(value, self.cidr.network());
-                    self.take(ip, attachment, pod, now);
-                    self.last_allocated = Some(ip);
-                    return Ok(ip);
-                }
+            if let Some(end) = self.allocated_run_end(value, block.last) {
+                // Pass over the whole run of held addresses in one ordered walk.
+                let end = end - block.first;
+                visited += end - offset + 1;
+                offset = (end + 1) % size;
+                continue;
             }
+            if !self.released.contains_key(&value) {
+                let ip = addr::from_int(value, self.cidr.network());
+                self.take(ip, attachment, pod, now);
+                self.last_allocated = Some(ip);
+                return Ok(ip);
+            }
+            cooling += 1;
             visited += 1;
             offset = (offset + 1) % size;
         }
@@ -427,6 +432,19 @@ impl Block {
             cooling
         });
         expired
+    }
+
+    /// The last address of the run of consecutive held addresses starting at `value`
+    /// (not beyond `last`), or `None` when `value` is not held.
+    fn allocated_run_end(&self, value: u128, last: u128) -> Option<u128> {
+        let mut end = None;
+        for held in self.by_address.range(value..=last).map(|(v, _)| *v) {
+            if held != end.map_or(value, |e: u128| e + 1) {
+                break;
+            }
+            end = Some(held);
+        }
+        end
     }
 
     /// Refuses a block used with a pool it does not belong to.
@@ -737,6 +755,15 @@ mod tests {
             block.allocate(&pool, &att("d"), None, at(0)),
             Err(AllocError::BlockFull { capacity: 3, .. })
         ));
+        // Block 10.0.0.8/30 starts right after the gateway; a gateway at a block's
+        // first address is skipped the same way.
+        let pool = pool_with("10.0.0.0/16", 30, |s| s.gateway = Some("10.0.0.8".into()));
+        let mut block = Block::new(&pool, net("10.0.0.8/30"), "n1").unwrap();
+        assert_eq!(
+            block.allocate(&pool, &att("a"), None, at(0)).unwrap(),
+            ip("10.0.0.9")
+        );
+        assert_eq!(pool.block_capacity(&net("10.0.0.8/30")), 3);
         // Block 10.0.0.0/30 starts with the pool's network address.
         let mut block = Block::new(&pool, net("10.0.0.0/30"), "n1").unwrap();
         assert_eq!(

@@ -12,23 +12,75 @@ impl Pool {
     /// exists or has nothing allocatable.
     ///
     /// The start is a stable hash of the node name, so nodes spread over the pool
-    /// instead of racing for its first block. The cost is O(n log n) in the number
-    /// of existing blocks and exclusions, never in the number of blocks: an IPv6 /48
-    /// pool has 2^74 of them. Entries of `existing` outside the pool are ignored; a
-    /// CIDR of another size blocks every block it overlaps.
+    /// instead of racing for its first block. The cost is linear in the number of
+    /// existing blocks (plus n log n in exclusions), never in the number of blocks: an
+    /// IPv6 /48 pool has 2^74 of them. Entries of `existing` outside the pool are
+    /// ignored; a CIDR of another size blocks every block it overlaps. `disabled` is
+    /// not looked at: callers claim nothing for a disabled pool, and allocation from
+    /// its blocks is refused anyway.
     pub fn next_free_block(&self, node: &str, existing: &[IpNet]) -> Option<IpNet> {
+        // Positions count blocks from the start, wrapping: position 0 is the start.
         let count = self.block_count();
-        let start = node_start(node) & (count - 1);
-        let mut taken: Vec<Span> = Vec::with_capacity(existing.len() + self.unclaimable().len());
-        taken.extend(existing.iter().filter_map(|net| self.block_indices(net)));
-        taken.extend_from_slice(self.unclaimable());
-        let taken = addr::merge(taken);
-        let index = first_free(&taken, start, count - 1).or_else(|| {
-            start
-                .checked_sub(1)
-                .and_then(|end| first_free(&taken, 0, end))
-        })?;
-        Some(self.block_at(index))
+        let mask = count - 1;
+        let start = node_start(node) & mask;
+        let position = |index: u128| index.wrapping_sub(start) & mask;
+
+        // Ranges of blocks never to offer: unclaimable ones, and existing CIDRs that
+        // cover more than one block. Single existing blocks are kept as points.
+        let mut points = Vec::with_capacity(existing.len());
+        let mut ranges: Vec<Span> = self.unclaimable().to_vec();
+        for net in existing {
+            match self.block_indices(net) {
+                Some(span) if span.first == span.last => points.push(position(span.first)),
+                Some(span) => ranges.push(span),
+                None => {}
+            }
+        }
+        let mut rotated = Vec::with_capacity(ranges.len() + 1);
+        for span in ranges {
+            let (first, last) = (position(span.first), position(span.last));
+            if first <= last {
+                rotated.push(Span { first, last });
+            } else {
+                // The range holds the start: it wraps around the end of the pool.
+                rotated.push(Span { first, last: mask });
+                rotated.push(Span { first: 0, last });
+            }
+        }
+        let rotated = addr::merge(rotated);
+        let mut before = Vec::with_capacity(rotated.len() + 1);
+        let mut sum = 0u128;
+        for span in &rotated {
+            before.push(sum);
+            sum += span.len().unwrap_or(u128::MAX);
+        }
+        let claimable = count - sum;
+
+        // Number the positions outside the ranges 0, 1, 2, ...; the answer is the
+        // smallest number no existing block has, which is at most `points.len()`.
+        let mut used = vec![false; points.len() + 1];
+        for point in points {
+            let j = rotated.partition_point(|s| s.last < point);
+            if rotated.get(j).is_some_and(|s| s.first <= point) {
+                continue;
+            }
+            let rank = point - before.get(j).copied().unwrap_or(sum);
+            if let Some(slot) = usize::try_from(rank).ok().and_then(|r| used.get_mut(r)) {
+                *slot = true;
+            }
+        }
+        let rank = used.iter().position(|u| !u).unwrap_or(used.len()) as u128;
+        if rank >= claimable {
+            return None;
+        }
+        let mut found = rank;
+        for span in &rotated {
+            if span.first > found {
+                break;
+            }
+            found += span.len().unwrap_or(u128::MAX);
+        }
+        Some(self.block_at((found + start) & mask))
     }
 
     /// The indices of the blocks `net` overlaps, if it overlaps the pool.
@@ -61,20 +113,6 @@ fn node_start(node: &str) -> u128 {
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&hash[..16]);
     u128::from_be_bytes(bytes)
-}
-
-/// The first index in `lo..=hi` not in `taken` (sorted, disjoint).
-fn first_free(taken: &[Span], lo: u128, hi: u128) -> Option<u128> {
-    let mut candidate = lo;
-    let from = taken.partition_point(|s| s.last < lo);
-    for span in &taken[from..] {
-        if span.first > candidate {
-            break;
-        }
-        // Spans are merged, so the next one starts after this one's end + 1.
-        candidate = span.last.checked_add(1)?;
-    }
-    (candidate <= hi).then_some(candidate)
 }
 
 #[cfg(test)]

@@ -745,6 +745,13 @@ mod tests {
             problems("p", &s),
             ["spec.gateway: \"10.0.0.255\" is the broadcast address of 10.0.0.0/24"]
         );
+        s.gateway = Some("::ffff:10.0.0.1".into());
+        assert_eq!(
+            problems("p", &s),
+            [
+                "spec.gateway: \"::ffff:10.0.0.1\" is an IPv4-mapped IPv6 address; write 10.0.0.1 instead"
+            ]
+        );
         s.gateway = Some("fd00::1".into());
         assert_eq!(
             problems("p", &s),
@@ -791,6 +798,21 @@ mod tests {
             Some(AllocError::BroadcastAddress { .. })
         ));
         assert_eq!(pool.reserved_reason(ip("10.0.0.3")), None);
+    }
+
+    #[test]
+    fn exhaustion_carries_pool_capacity_and_use() {
+        let mut s = spec("10.0.0.0/24");
+        s.gateway = Some("10.0.0.1".into());
+        let pool = Pool::parse("blue", &s).unwrap();
+        assert_eq!(
+            pool.exhausted(253),
+            AllocError::PoolExhausted {
+                pool: "blue".into(),
+                capacity: 253,
+                in_use: 253
+            }
+        );
     }
 
     #[test]
