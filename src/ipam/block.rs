@@ -494,6 +494,11 @@ impl Block {
 /// When the cooldown of an address released at `at` ends; never, if that is beyond
 /// the representable range.
 fn cooldown_end(at: Timestamp, pool: &Pool) -> Timestamp {
+    // No cooldown means no wait at all, not "until the second the release was rounded
+    // up to": a pool with reuseCooldownSeconds 0 reuses a released address at once.
+    if pool.reuse_cooldown().is_zero() {
+        return Timestamp::MIN;
+    }
     at.checked_add(pool.reuse_cooldown())
         .unwrap_or(Timestamp::MAX)
 }
@@ -544,6 +549,32 @@ mod tests {
             name: "web-0".into(),
             uid: Some("6b1f0c2e-0000-4000-8000-000000000001".into()),
         }
+    }
+
+    #[test]
+    fn without_cooldown_a_released_address_is_reusable_at_once() {
+        let pool = pool_with("10.0.0.0/30", 30, |s| s.reuse_cooldown_seconds = Some(0));
+        let mut block = Block::new(&pool, net("10.0.0.0/30"), "n1").unwrap();
+        let now = at(0).checked_add(jiff::SignedDuration::from_millis(400)).unwrap();
+        let first = block.allocate(&pool, &att("a"), None, now).unwrap();
+        block.allocate(&pool, &att("b"), None, now).unwrap();
+        assert_eq!(block.release(&att("a"), now), Some(first));
+        assert_eq!(block.allocate(&pool, &att("c"), None, now), Ok(first));
+    }
+
+    #[test]
+    fn lent_addresses_name_the_borrowing_node_in_the_ledger() {
+        let pool = pool_with("10.0.0.0/29", 29, |_| {});
+        let mut block = Block::new(&pool, net("10.0.0.0/29"), "n1").unwrap();
+        let own = block.allocate(&pool, &att("a"), None, at(0)).unwrap();
+        let lent = block.allocate(&pool, &att("b"), None, at(0)).unwrap();
+        block.lend(lent, "n2");
+        block.lend(own, "n1");
+        let spec = block.to_spec();
+        let node_of = |ip| spec.allocations.iter().find(|r| r.address == ip).unwrap().node.clone();
+        assert_eq!(node_of(own), None, "the block's own node is implied");
+        assert_eq!(node_of(lent), Some("n2".to_string()));
+        assert_eq!(Block::from_spec(&spec).unwrap(), block, "the borrower survives a round trip");
     }
 
     #[test]
