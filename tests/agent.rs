@@ -415,3 +415,58 @@ async fn borrowing_from_a_full_pool_and_strict_affinity() {
     borrower.stop().await;
     h.delete_pool(&pool).await;
 }
+
+/// The real Debian `bridge` plugin delegates IPAM to ipledger inside network namespaces:
+/// the address shows up on the pod's interface, DEL twice succeeds, and with the agent
+/// stopped bridge passes ipledger's code 11 through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reference_bridge_plugin_allocates_through_the_agent() {
+    use support::netns::{NetNs, REFERENCE_PLUGINS, reference_plugin_missing};
+    if let Some(why) = reference_plugin_missing("bridge") {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let h = Harness::new().await;
+    let pool = h.pool("bridge", IPPoolSpec { gateway: Some("10.67.0.1".into()), ..v4_pool("10.67.0.0/24", 26) }).await;
+    let mut agent = h.agent(&support::unique("node")).await;
+    let bin = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_ipledger-cni"), bin.path().join("ipledger")).unwrap();
+    let cni_path = format!("{}:{REFERENCE_PLUGINS}", bin.path().display());
+    let host = NetNs::new("node");
+    let pod = NetNs::new("pod");
+    let mut config = network("e2e", "1.0.0", &agent.socket, &[&pool]);
+    config["bridge"] = "ipl0".into();
+    config["isGateway"] = true.into();
+    // bridge runs in a namespace standing in for the node: nothing touches the host.
+    let argv: Vec<String> =
+        ["ip", "netns", "exec", &host.0, &format!("{REFERENCE_PLUGINS}/bridge")].map(String::from).to_vec();
+    let bridge = |command: &'static str, config: Value| {
+        let (argv, cni_path, pod_path) = (argv.clone(), cni_path.clone(), pod.path());
+        async move {
+            support::node::run_command(&argv, command, &config, "e2e-c1", "eth0", &pod_args("e2e"), &pod_path, &cni_path)
+                .await
+        }
+    };
+
+    let add = bridge("ADD", config.clone()).await;
+    assert_eq!(add.code, 0, "bridge ADD: {} {}", add.result, add.stderr);
+    let address = add.result["ips"][0]["address"].as_str().expect("an address").to_string();
+    assert!(address.starts_with("10.67.0.") && address.ends_with("/24"), "{address}");
+    assert!(pod.addresses("eth0").contains(&format!("inet {address}")), "pod eth0: {}", pod.addresses("eth0"));
+    assert_eq!(add.result["ips"][0]["gateway"], "10.67.0.1");
+    assert_eq!(h.ledger(&pool).await.len(), 1);
+
+    for _ in 0..2 {
+        let del = bridge("DEL", config.clone()).await;
+        assert_eq!(del.code, 0, "bridge DEL: {} {}", del.result, del.stderr);
+    }
+    assert!(h.ledger(&pool).await.is_empty(), "DEL through bridge released the address");
+
+    agent.stop().await;
+    let pod2 = NetNs::new("pod");
+    let down =
+        support::node::run_command(&argv, "ADD", &config, "e2e-c2", "eth0", &pod_args("e2e2"), &pod2.path(), &cni_path)
+            .await;
+    assert_eq!(down.error_code(), 11, "bridge passes ipledger's try-again-later through: {}", down.result);
+    h.delete_pool(&pool).await;
+}

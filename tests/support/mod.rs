@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+pub mod netns;
 pub mod node;
 
 use ipledger::emulator::{Config, Emulator};

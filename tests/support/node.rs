@@ -134,15 +134,34 @@ pub async fn run_plugin(
     netns: Option<&str>,
     cni_path: Option<&str>,
 ) -> PluginRun {
+    let argv = [binary.to_string()];
+    let netns = netns.unwrap_or("/var/run/netns/none");
+    let cni_path = cni_path.unwrap_or("/opt/cni/bin");
+    run_command(&argv, command, config, container_id, if_name, cni_args, netns, cni_path).await
+}
+
+/// Runs `argv` (a CNI plugin, perhaps behind `ip netns exec`) as a runtime would.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_command(
+    argv: &[String],
+    command: &str,
+    config: &Value,
+    container_id: &str,
+    if_name: &str,
+    cni_args: &str,
+    netns: &str,
+    cni_path: &str,
+) -> PluginRun {
     use tokio::io::AsyncWriteExt;
-    let mut child = Command::new(binary)
+    let mut child = Command::new(&argv[0])
+        .args(&argv[1..])
         .env_clear()
         .env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", container_id)
         .env("CNI_IFNAME", if_name)
-        .env("CNI_NETNS", netns.unwrap_or("/var/run/netns/none"))
+        .env("CNI_NETNS", netns)
         .env("CNI_ARGS", cni_args)
-        .env("CNI_PATH", cni_path.unwrap_or("/opt/cni/bin"))
+        .env("CNI_PATH", cni_path)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
