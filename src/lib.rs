@@ -8,3 +8,4 @@ pub mod emulator;
 pub mod ipam;
 pub mod ledger;
 pub mod metrics;
+pub mod sandbox;

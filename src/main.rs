@@ -18,6 +18,12 @@ enum Command {
     Agent(ipledger::agent::AgentArgs),
     /// Print the CustomResourceDefinitions as YAML (the content of `crds/`).
     Crds,
+    /// Try ipledger on this machine: an API emulator, pools and an agent, until Ctrl-C.
+    Sandbox {
+        /// Directory for the kubeconfig, the agent socket and the CNI network config.
+        #[arg(long, default_value = "ipledger-sandbox")]
+        dir: std::path::PathBuf,
+    },
     /// Print the version of this build.
     Version,
     /// Serve an emulated Kubernetes API (for tests and trials) until SIGINT/SIGTERM.
@@ -42,6 +48,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Agent(args) => ipledger::agent::run(args, ipledger::agent::termination()).await?,
         Command::Crds => print!("{}", ipledger::api::crds_yaml()?),
+        Command::Sandbox { dir } => ipledger::sandbox::run(&dir, ipledger::agent::termination()).await?,
         Command::Version => println!("ipledger {}", env!("CARGO_PKG_VERSION")),
         Command::Emulator { listen, kubeconfig } => ipledger::emulator::run(listen, &kubeconfig).await?,
     }
