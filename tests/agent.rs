@@ -470,3 +470,31 @@ async fn reference_bridge_plugin_allocates_through_the_agent() {
     assert_eq!(down.error_code(), 11, "bridge passes ipledger's try-again-later through: {}", down.result);
     h.delete_pool(&pool).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_supported_cni_version_adds_checks_and_deletes() {
+    let h = Harness::new().await;
+    let pool = h.pool("vers", IPPoolSpec { gateway: Some("10.68.0.1".into()), ..v4_pool("10.68.0.0/24", 28) }).await;
+    let mut agent = h.agent(&support::unique("node")).await;
+    for version in ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
+        let net = network("pods", version, &agent.socket, &[&pool]);
+        let id = format!("v{}", version.replace('.', ""));
+        let add = plugin("ADD", &net, &id, "eth0", &pod_args(&id)).await;
+        assert_eq!(add.code, 0, "{version}: {}", add.result);
+        assert_eq!(add.result["cniVersion"], version);
+        let ip = &add.result["ips"][0];
+        assert_eq!(ip["gateway"], "10.68.0.1", "{version}: {}", add.result);
+        assert!(ip.get("interface").is_none(), "an IPAM result has no interface index");
+        let old_format = version.starts_with("0.");
+        assert_eq!(ip.get("version").is_some(), old_format, "{version}: ips[].version only before 1.0.0");
+        if version != "0.3.0" && version != "0.3.1" {
+            let check = plugin("CHECK", &with_prev(&net, &add.result), &id, "eth0", &pod_args(&id)).await;
+            assert_eq!(check.code, 0, "{version} CHECK: {}", check.result);
+        }
+        let del = plugin("DEL", &net, &id, "eth0", &pod_args(&id)).await;
+        assert_eq!(del.code, 0, "{version} DEL: {}", del.result);
+    }
+    assert!(h.ledger(&pool).await.is_empty());
+    agent.stop().await;
+    h.delete_pool(&pool).await;
+}
