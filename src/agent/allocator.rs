@@ -24,7 +24,7 @@ use crate::cni::ErrorCode;
 use crate::ipam::{AllocError, Attachment, Block, Pool};
 use crate::ledger::blocks::{Claim, claim_block, pool_blocks};
 use crate::ledger::RetryPolicy;
-use crate::metrics::{AgentMetrics, PoolLabels, WriteLabels};
+use crate::metrics::{AgentMetrics, WriteLabels};
 
 /// Annotation on a pod asking for specific addresses, comma-separated (one per family).
 pub const ANNOTATION_IPS: &str = "ipledger.io/ips";
@@ -315,7 +315,6 @@ impl Allocator {
                 Claim::Won(block) => {
                     tracing::info!(block = %name, pool = pool.name(), %cidr, "claimed block");
                     self.claimed.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone(), block.clone());
-                    self.metrics.blocks_held.get_or_create(&PoolLabels { pool: pool.name().to_string() }).inc();
                     match self.submit(&block, allocate(None)).await? {
                         Outcome::Allocated(ip) => return Ok(ip),
                         Outcome::Refused(AllocError::BlockFull { .. }) => blocks.push(block),

@@ -80,6 +80,7 @@ pub async fn run(args: AgentArgs, shutdown: impl Future<Output = ()> + Send + 's
     let mut registry = Registry::default();
     let metrics = AgentMetrics::register(&mut registry);
     let registry = Arc::new(registry);
+    let gauges = tokio::spawn(count_blocks(caches.clone(), metrics.clone()));
     let allocator = Arc::new(allocator::Allocator::new(
         args.node_name.clone(),
         client,
@@ -104,12 +105,29 @@ pub async fn run(args: AgentArgs, shutdown: impl Future<Output = ()> + Send + 's
     let served = axum::serve(listener, routes).with_graceful_shutdown(shutdown).await;
 
     metrics_server.abort();
+    gauges.abort();
     for watch in watches {
         watch.abort();
     }
     // A stopped agent leaves no socket behind: the plugin then fails fast with code 11.
     let _ = std::fs::remove_file(&args.socket);
     served.map_err(|error| StartError::Socket { path: args.socket.clone(), error })
+}
+
+/// Keeps `blocks_held` equal to the node's blocks per pool in the watch cache.
+async fn count_blocks(caches: cache::Caches, metrics: AgentMetrics) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let mut counts = std::collections::BTreeMap::<String, i64>::new();
+        for block in caches.blocks.state() {
+            *counts.entry(block.spec.pool.clone()).or_default() += 1;
+        }
+        metrics.blocks_held.clear();
+        for (pool, count) in counts {
+            metrics.blocks_held.get_or_create(&crate::metrics::PoolLabels { pool }).set(count);
+        }
+    }
 }
 
 /// Completes on SIGTERM or SIGINT.
