@@ -22,7 +22,11 @@ const HOST_LOCAL: &str = "/usr/lib/cni/host-local";
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let (sequential, parallel) = if quick { (100, 400) } else { (300, 1600) };
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
 
     let emulator = runtime.block_on(async {
@@ -44,7 +48,13 @@ fn main() {
     let metrics_port = free_port();
     let socket = dir.path().join("agent.sock");
     let mut agent = Command::new(env!("CARGO_BIN_EXE_ipledger"))
-        .args(["agent", "--node-name", "bench-node", "--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+        .args([
+            "agent",
+            "--node-name",
+            "bench-node",
+            "--metrics-addr",
+            &format!("127.0.0.1:{metrics_port}"),
+        ])
         .arg("--socket")
         .arg(&socket)
         .arg("--kubeconfig")
@@ -70,7 +80,9 @@ fn main() {
                                 "dataDir": dir.path().join("host-local")}}),
     });
     if host_local.is_none() {
-        println!("host-local not found at {HOST_LOCAL} (Debian package containernetworking-plugins): ipledger only");
+        println!(
+            "host-local not found at {HOST_LOCAL} (Debian package containernetworking-plugins): ipledger only"
+        );
     }
 
     println!("| plugin | verb | mode | ops | median ms | p99 ms | ops/s |");
@@ -94,12 +106,18 @@ fn main() {
     }
     println!();
     for (verb, (count, ops)) in writes {
-        println!("ipledger API writes for {verb}: {count} for {ops} operations = {:.2} per operation", count as f64 / ops as f64);
+        println!(
+            "ipledger API writes for {verb}: {count} for {ops} operations = {:.2} per operation",
+            count as f64 / ops as f64
+        );
     }
     for plugin in std::iter::once(&ipledger).chain(host_local.as_ref()) {
         let mut times: Vec<f64> = (0..100).map(|_| plugin.run("VERSION", "v").0).collect();
         times.sort_by(f64::total_cmp);
-        println!("{} VERSION start-to-exit: median {:.2} ms, p99 {:.2} ms", plugin.name, times[50], times[98]);
+        println!(
+            "{} VERSION start-to-exit: median {:.2} ms, p99 {:.2} ms",
+            plugin.name, times[50], times[98]
+        );
     }
     let _ = agent.kill();
     runtime.block_on(emulator.shutdown());
@@ -122,15 +140,26 @@ impl Plugin {
             .env("CNI_NETNS", "/var/run/netns/bench")
             .env("CNI_IFNAME", "eth0")
             .env("CNI_PATH", "/usr/lib/cni")
-            .env("CNI_ARGS", format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={id}"))
+            .env(
+                "CNI_ARGS",
+                format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={id}"),
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("plugin");
-        child.stdin.take().unwrap().write_all(self.config.to_string().as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(self.config.to_string().as_bytes())
+            .unwrap();
         let output = child.wait_with_output().unwrap();
-        (started.elapsed().as_secs_f64() * 1000.0, output.status.success())
+        (
+            started.elapsed().as_secs_f64() * 1000.0,
+            output.status.success(),
+        )
     }
 }
 
@@ -153,7 +182,10 @@ fn run_many(plugin: &Plugin, verb: &str, ids: &[String], workers: usize) -> (Vec
                 })
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
     });
     (latencies, started.elapsed())
 }
@@ -172,13 +204,19 @@ fn report(plugin: &str, verb: &str, mode: &str, latencies: &[f64], elapsed: Dura
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Sum of `ipledger_agent_api_writes_total` over its labels, scraped from the agent.
 fn api_writes(port: u16) -> u64 {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("metrics endpoint");
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let mut text = String::new();
     stream.read_to_string(&mut text).unwrap();
     text.lines()

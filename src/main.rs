@@ -41,16 +41,21 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("IPLEDGER_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("IPLEDGER_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
         Command::Agent(args) => ipledger::agent::run(args, ipledger::agent::termination()).await?,
         Command::Crds => print!("{}", ipledger::api::crds_yaml()?),
-        Command::Sandbox { dir } => ipledger::sandbox::run(&dir, ipledger::agent::termination()).await?,
+        Command::Sandbox { dir } => {
+            ipledger::sandbox::run(&dir, ipledger::agent::termination()).await?
+        }
         Command::Version => println!("ipledger {}", env!("CARGO_PKG_VERSION")),
-        Command::Emulator { listen, kubeconfig } => ipledger::emulator::run(listen, &kubeconfig).await?,
+        Command::Emulator { listen, kubeconfig } => {
+            ipledger::emulator::run(listen, &kubeconfig).await?
+        }
     }
     Ok(())
 }

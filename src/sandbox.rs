@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, PostParams};
 use kube::Client;
+use kube::api::{Api, PostParams};
 
 use crate::agent::{self, AgentArgs};
 use crate::api::{IPPool, IPPoolSpec};
@@ -25,7 +25,10 @@ pub const NODE: &str = "sandbox-node";
 pub enum SandboxError {
     /// A file of the sandbox could not be written.
     #[error("{path}: {error}")]
-    Io { path: PathBuf, error: std::io::Error },
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     /// The emulator did not start.
     #[error("the API emulator did not start: {0}")]
     Emulator(String),
@@ -38,20 +41,34 @@ pub enum SandboxError {
 }
 
 /// Runs the sandbox in `dir` until `shutdown` completes.
-pub async fn run(dir: &Path, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), SandboxError> {
+pub async fn run(
+    dir: &Path,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), SandboxError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |error| SandboxError::Io { path, error }
     };
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let dir = dir.canonicalize().map_err(io(dir))?;
-    let emulator = Emulator::start(Config::default()).await.map_err(|e| SandboxError::Emulator(e.to_string()))?;
+    let emulator = Emulator::start(Config::default())
+        .await
+        .map_err(|e| SandboxError::Emulator(e.to_string()))?;
     let kubeconfig = dir.join("kubeconfig");
-    emulator.write_kubeconfig(&kubeconfig).map_err(|e| SandboxError::Setup(e.to_string()))?;
+    emulator
+        .write_kubeconfig(&kubeconfig)
+        .map_err(|e| SandboxError::Setup(e.to_string()))?;
     let client = emulator.client();
     install_crds(&client).await?;
-    for (name, cidr) in [("sandbox-v4", "10.244.0.0/16"), ("sandbox-v6", "fd00:10:244::/48")] {
-        let spec = IPPoolSpec { cidr: cidr.into(), default: true, ..Default::default() };
+    for (name, cidr) in [
+        ("sandbox-v4", "10.244.0.0/16"),
+        ("sandbox-v6", "fd00:10:244::/48"),
+    ] {
+        let spec = IPPoolSpec {
+            cidr: cidr.into(),
+            default: true,
+            ..Default::default()
+        };
         Api::<IPPool>::all(client.clone())
             .create(&PostParams::default(), &IPPool::new(name, spec))
             .await
@@ -72,7 +89,9 @@ pub async fn run(dir: &Path, shutdown: impl Future<Output = ()> + Send + 'static
         node_name: NODE.into(),
         socket: socket.clone(),
         kubeconfig: Some(kubeconfig.clone()),
-        metrics_addr: "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!("a valid literal")),
+        metrics_addr: "127.0.0.1:0"
+            .parse()
+            .unwrap_or_else(|_| unreachable!("a valid literal")),
         install_cni_bin_dir: None,
         cni_binary: None,
         request_timeout: Duration::from_secs(25),
@@ -98,7 +117,11 @@ pub async fn run(dir: &Path, shutdown: impl Future<Output = ()> + Send + 'static
         .map(|exe| exe.with_file_name("ipledger-cni"))
         .unwrap_or_else(|_| PathBuf::from("ipledger-cni"));
     println!("ipledger sandbox is running in {}", dir.display());
-    println!("  API emulator: {}   agent socket: {}", emulator.url(), socket.display());
+    println!(
+        "  API emulator: {}   agent socket: {}",
+        emulator.url(),
+        socket.display()
+    );
     println!("  pools: sandbox-v4 (10.244.0.0/16) and sandbox-v6 (fd00:10:244::/48), both default");
     println!();
     println!("Try:");
@@ -146,15 +169,23 @@ async fn install_crds(client: &Client) -> Result<(), SandboxError> {
             crd.status
                 .as_ref()
                 .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|c| c.iter().any(|c| c.type_ == "Established" && c.status == "True"))
+                .is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                })
         };
         for attempt in 0.. {
-            let current = crds.get(&name).await.map_err(|e| SandboxError::Setup(e.to_string()))?;
+            let current = crds
+                .get(&name)
+                .await
+                .map_err(|e| SandboxError::Setup(e.to_string()))?;
             if established(&current) {
                 break;
             }
             if attempt == 100 {
-                return Err(SandboxError::Setup(format!("CRD {name} was not established")));
+                return Err(SandboxError::Setup(format!(
+                    "CRD {name} was not established"
+                )));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -30,11 +30,20 @@ impl Harness {
             Ok(path) => PathBuf::from(path),
             Err(_) => {
                 let path = dir.path().join("kubeconfig");
-                cluster.emulator.as_ref().unwrap().write_kubeconfig(&path).unwrap();
+                cluster
+                    .emulator
+                    .as_ref()
+                    .unwrap()
+                    .write_kubeconfig(&path)
+                    .unwrap();
                 path
             }
         };
-        Harness { cluster, kubeconfig, dir }
+        Harness {
+            cluster,
+            kubeconfig,
+            dir,
+        }
     }
 
     fn client(&self) -> Client {
@@ -48,7 +57,10 @@ impl Harness {
     /// Creates a pool and returns its (unique) name.
     async fn pool(&self, prefix: &str, spec: IPPoolSpec) -> String {
         let name = support::unique(prefix);
-        Api::<IPPool>::all(self.client()).create(&PostParams::default(), &IPPool::new(&name, spec)).await.unwrap();
+        Api::<IPPool>::all(self.client())
+            .create(&PostParams::default(), &IPPool::new(&name, spec))
+            .await
+            .unwrap();
         // The agents' watches must see the pool before it is used.
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         name
@@ -62,10 +74,23 @@ impl Harness {
             .unwrap();
         let mut records = Vec::new();
         for block in blocks {
-            assert!(block.labels().contains_key(LABEL_NODE), "block {} has no node label", block.name_any());
+            assert!(
+                block.labels().contains_key(LABEL_NODE),
+                "block {} has no node label",
+                block.name_any()
+            );
             for record in &block.spec.allocations {
-                assert!(block.spec.cidr.contains(&record.address), "{} outside its block {}", record.address, block.spec.cidr);
-                records.push((record.address, record.container_id.clone(), block.spec.node.clone()));
+                assert!(
+                    block.spec.cidr.contains(&record.address),
+                    "{} outside its block {}",
+                    record.address,
+                    block.spec.cidr
+                );
+                records.push((
+                    record.address,
+                    record.container_id.clone(),
+                    block.spec.node.clone(),
+                ));
             }
         }
         records
@@ -73,22 +98,40 @@ impl Harness {
 
     async fn delete_pool(&self, name: &str) {
         let blocks = Api::<IPBlock>::all(self.client());
-        let _ = blocks.delete_collection(&DeleteParams::default(), &ListParams::default().labels(&format!("ipledger.io/pool={name}"))).await;
-        let _ = Api::<IPPool>::all(self.client()).delete(name, &DeleteParams::default()).await;
+        let _ = blocks
+            .delete_collection(
+                &DeleteParams::default(),
+                &ListParams::default().labels(&format!("ipledger.io/pool={name}")),
+            )
+            .await;
+        let _ = Api::<IPPool>::all(self.client())
+            .delete(name, &DeleteParams::default())
+            .await;
     }
 }
 
 fn v4_pool(cidr: &str, block_size: u8) -> IPPoolSpec {
-    IPPoolSpec { cidr: cidr.into(), block_size: Some(block_size), reuse_cooldown_seconds: Some(0), ..Default::default() }
+    IPPoolSpec {
+        cidr: cidr.into(),
+        block_size: Some(block_size),
+        reuse_cooldown_seconds: Some(0),
+        ..Default::default()
+    }
 }
 
 fn pod_args(name: &str) -> String {
-    format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={name};K8S_POD_INFRA_CONTAINER_ID=x{name}")
+    format!(
+        "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={name};K8S_POD_INFRA_CONTAINER_ID=x{name}"
+    )
 }
 
 fn duplicates(records: &[(IpAddr, String, String)]) -> Vec<IpAddr> {
     let mut seen = HashSet::new();
-    records.iter().filter(|r| !seen.insert(r.0)).map(|r| r.0).collect()
+    records
+        .iter()
+        .filter(|r| !seen.insert(r.0))
+        .map(|r| r.0)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,27 +145,69 @@ async fn add_is_idempotent_and_del_releases_even_twice() {
     let again = plugin("ADD", &net, "c1", "eth0", &pod_args("p1")).await;
     let addresses = first.addresses();
     assert_eq!(addresses.len(), 1);
-    assert_eq!(addresses, again.addresses(), "a repeated ADD returns the same address");
+    assert_eq!(
+        addresses,
+        again.addresses(),
+        "a repeated ADD returns the same address"
+    );
     let address = addresses[0];
-    assert!("10.60.0.0/24".parse::<ipnet::IpNet>().unwrap().contains(&address.addr()));
-    assert_eq!(address.prefix_len(), 24, "the address carries the pool's prefix length");
-    assert_ne!(address.addr(), "10.60.0.0".parse::<IpAddr>().unwrap(), "never the network address");
+    assert!(
+        "10.60.0.0/24"
+            .parse::<ipnet::IpNet>()
+            .unwrap()
+            .contains(&address.addr())
+    );
+    assert_eq!(
+        address.prefix_len(),
+        24,
+        "the address carries the pool's prefix length"
+    );
+    assert_ne!(
+        address.addr(),
+        "10.60.0.0".parse::<IpAddr>().unwrap(),
+        "never the network address"
+    );
 
     let ledger = h.ledger(&pool).await;
     assert_eq!(ledger.len(), 1, "one record for two ADDs: {ledger:?}");
     assert_eq!(ledger[0].0, address.addr());
-    assert_eq!(ledger[0].2, agent.node, "the block is affine to the allocating node");
+    assert_eq!(
+        ledger[0].2, agent.node,
+        "the block is affine to the allocating node"
+    );
 
-    let check = plugin("CHECK", &with_prev(&net, &first.result), "c1", "eth0", &pod_args("p1")).await;
-    assert_eq!(check.code, 0, "CHECK of a held address: {} {}", check.result, check.stderr);
+    let check = plugin(
+        "CHECK",
+        &with_prev(&net, &first.result),
+        "c1",
+        "eth0",
+        &pod_args("p1"),
+    )
+    .await;
+    assert_eq!(
+        check.code, 0,
+        "CHECK of a held address: {} {}",
+        check.result, check.stderr
+    );
 
     for _ in 0..2 {
         let del = plugin("DEL", &net, "c1", "eth0", &pod_args("p1")).await;
         assert_eq!(del.code, 0, "DEL: {}", del.result);
     }
     assert!(h.ledger(&pool).await.is_empty(), "DEL released the address");
-    let check = plugin("CHECK", &with_prev(&net, &first.result), "c1", "eth0", &pod_args("p1")).await;
-    assert_eq!(check.error_code(), 107, "CHECK after DEL: the reservation is gone");
+    let check = plugin(
+        "CHECK",
+        &with_prev(&net, &first.result),
+        "c1",
+        "eth0",
+        &pod_args("p1"),
+    )
+    .await;
+    assert_eq!(
+        check.error_code(),
+        107,
+        "CHECK after DEL: the reservation is gone"
+    );
 
     agent.stop().await;
     h.delete_pool(&pool).await;
@@ -141,31 +226,112 @@ async fn requested_unknown_and_stopped_agent_get_their_documented_codes() {
     let mut agent = h.agent(&support::unique("node")).await;
     let net = network("pods", "0.4.0", &agent.socket, &[&pool]);
 
-    let wanted = plugin("ADD", &net, "c1", "eth0", &format!("{};IP=10.61.0.77", pod_args("p1"))).await;
-    assert_eq!(wanted.addresses()[0].addr(), "10.61.0.77".parse::<IpAddr>().unwrap());
-    assert_eq!(wanted.result["ips"][0]["version"], "4", "0.4.0 results carry the version");
-    let taken = plugin("ADD", &net, "c2", "eth0", &format!("{};IP=10.61.0.77", pod_args("p2"))).await;
-    assert_eq!(taken.error_code(), 102, "requested address taken: {}", taken.result);
-    let outside = plugin("ADD", &net, "c3", "eth0", &format!("{};IP=10.99.0.1", pod_args("p3"))).await;
-    assert_eq!(outside.error_code(), 103, "requested address outside the pool: {}", outside.result);
-    let network_address = plugin("ADD", &net, "c4", "eth0", &format!("{};IP=10.61.0.0", pod_args("p4"))).await;
-    assert_eq!(network_address.error_code(), 104, "network address: {}", network_address.result);
+    let wanted = plugin(
+        "ADD",
+        &net,
+        "c1",
+        "eth0",
+        &format!("{};IP=10.61.0.77", pod_args("p1")),
+    )
+    .await;
+    assert_eq!(
+        wanted.addresses()[0].addr(),
+        "10.61.0.77".parse::<IpAddr>().unwrap()
+    );
+    assert_eq!(
+        wanted.result["ips"][0]["version"], "4",
+        "0.4.0 results carry the version"
+    );
+    let taken = plugin(
+        "ADD",
+        &net,
+        "c2",
+        "eth0",
+        &format!("{};IP=10.61.0.77", pod_args("p2")),
+    )
+    .await;
+    assert_eq!(
+        taken.error_code(),
+        102,
+        "requested address taken: {}",
+        taken.result
+    );
+    let outside = plugin(
+        "ADD",
+        &net,
+        "c3",
+        "eth0",
+        &format!("{};IP=10.99.0.1", pod_args("p3")),
+    )
+    .await;
+    assert_eq!(
+        outside.error_code(),
+        103,
+        "requested address outside the pool: {}",
+        outside.result
+    );
+    let network_address = plugin(
+        "ADD",
+        &net,
+        "c4",
+        "eth0",
+        &format!("{};IP=10.61.0.0", pod_args("p4")),
+    )
+    .await;
+    assert_eq!(
+        network_address.error_code(),
+        104,
+        "network address: {}",
+        network_address.result
+    );
 
     let unknown = network("pods", "1.0.0", &agent.socket, &["no-such-pool"]);
     let refused = plugin("ADD", &unknown, "c5", "eth0", &pod_args("p5")).await;
-    assert_eq!(refused.error_code(), 101, "unknown pool: {}", refused.result);
-    assert!(refused.result["msg"].as_str().unwrap().contains("no-such-pool"));
+    assert_eq!(
+        refused.error_code(),
+        101,
+        "unknown pool: {}",
+        refused.result
+    );
+    assert!(
+        refused.result["msg"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-pool")
+    );
 
     let held: Vec<_> = h.ledger(&pool).await.into_iter().map(|r| r.1).collect();
-    assert_eq!(held, vec!["c1".to_string()], "refused requests leave nothing behind");
+    assert_eq!(
+        held,
+        vec!["c1".to_string()],
+        "refused requests leave nothing behind"
+    );
 
-    let status = plugin("STATUS", &network("pods", "1.1.0", &agent.socket, &[&pool]), "", "", "").await;
-    assert_eq!(status.code, 0, "STATUS with room: {} {}", status.result, status.stderr);
+    let status = plugin(
+        "STATUS",
+        &network("pods", "1.1.0", &agent.socket, &[&pool]),
+        "",
+        "",
+        "",
+    )
+    .await;
+    assert_eq!(
+        status.code, 0,
+        "STATUS with room: {} {}",
+        status.result, status.stderr
+    );
 
     assert!(agent.stop().await.success(), "SIGTERM is a clean exit");
     let down = plugin("ADD", &net, "c6", "eth0", &pod_args("p6")).await;
     assert_eq!(down.error_code(), 11, "agent stopped: try again later");
-    let status = plugin("STATUS", &network("pods", "1.1.0", &agent.socket, &[&pool]), "", "", "").await;
+    let status = plugin(
+        "STATUS",
+        &network("pods", "1.1.0", &agent.socket, &[&pool]),
+        "",
+        "",
+        "",
+    )
+    .await;
     assert_eq!(status.error_code(), 50, "STATUS with the agent down");
     h.delete_pool(&pool).await;
 }
@@ -174,7 +340,15 @@ async fn requested_unknown_and_stopped_agent_get_their_documented_codes() {
 async fn dual_stack_gets_one_address_per_family_and_ipv6_48_pools_work() {
     let h = Harness::new().await;
     let v4 = h.pool("ds4", v4_pool("10.62.0.0/24", 28)).await;
-    let v6 = h.pool("ds6", IPPoolSpec { cidr: "fd00:62::/48".into(), ..Default::default() }).await;
+    let v6 = h
+        .pool(
+            "ds6",
+            IPPoolSpec {
+                cidr: "fd00:62::/48".into(),
+                ..Default::default()
+            },
+        )
+        .await;
     let mut agent = h.agent(&support::unique("node")).await;
     let net = network("pods", "1.0.0", &agent.socket, &[&v4, &v6]);
 
@@ -187,19 +361,30 @@ async fn dual_stack_gets_one_address_per_family_and_ipv6_48_pools_work() {
         .list(&ListParams::default().labels(&format!("ipledger.io/pool={v6}")))
         .await
         .unwrap();
-    assert_eq!(v6_blocks.items.len(), 1, "a /48 pool claims one /122 block, not its 2^74");
+    assert_eq!(
+        v6_blocks.items.len(),
+        1,
+        "a /48 pool claims one /122 block, not its 2^74"
+    );
     assert_eq!(v6_blocks.items[0].spec.cidr.prefix_len(), 122);
 
     // Dual-stack is all or nothing: with the IPv6 pool disabled, no IPv4 address stays.
     let pools = Api::<IPPool>::all(h.client());
     let mut disabled = pools.get(&v6).await.unwrap();
     disabled.spec.disabled = true;
-    pools.replace(&v6, &PostParams::default(), &disabled).await.unwrap();
+    pools
+        .replace(&v6, &PostParams::default(), &disabled)
+        .await
+        .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let refused = plugin("ADD", &net, "c2", "eth0", &pod_args("p2")).await;
     assert_eq!(refused.error_code(), 105, "{}", refused.result);
     let v4_held: Vec<_> = h.ledger(&v4).await.into_iter().map(|r| r.1).collect();
-    assert_eq!(v4_held, vec!["c1".to_string()], "the IPv4 address of the failed ADD was released");
+    assert_eq!(
+        v4_held,
+        vec!["c1".to_string()],
+        "the IPv4 address of the failed ADD was released"
+    );
 
     agent.stop().await;
     h.delete_pool(&v4).await;
@@ -224,7 +409,10 @@ async fn four_agents_fifty_concurrent_adds_never_duplicate() {
             let net = net.clone();
             runs.push(tokio::spawn(async move {
                 let id = format!("n{n}c{i}");
-                (id.clone(), plugin("ADD", &net, &id, "eth0", &pod_args(&id)).await)
+                (
+                    id.clone(),
+                    plugin("ADD", &net, &id, "eth0", &pod_args(&id)).await,
+                )
             }));
         }
     }
@@ -234,17 +422,37 @@ async fn four_agents_fifty_concurrent_adds_never_duplicate() {
         let (id, run) = run.await.unwrap();
         if run.code == 0 {
             let ip = run.addresses()[0].addr();
-            assert!(granted.insert(ip, id.clone()).is_none(), "{ip} granted twice");
+            assert!(
+                granted.insert(ip, id.clone()).is_none(),
+                "{ip} granted twice"
+            );
         } else {
             failures += 1;
-            assert_eq!(run.error_code(), 100, "every failure is exhaustion: {}", run.result);
-            assert!(run.result["msg"].as_str().unwrap().contains(&pool), "the error names the pool: {}", run.result);
+            assert_eq!(
+                run.error_code(),
+                100,
+                "every failure is exhaustion: {}",
+                run.result
+            );
+            assert!(
+                run.result["msg"].as_str().unwrap().contains(&pool),
+                "the error names the pool: {}",
+                run.result
+            );
         }
     }
     let ledger = h.ledger(&pool).await;
-    assert!(duplicates(&ledger).is_empty(), "duplicates in the ledger: {:?}", duplicates(&ledger));
+    assert!(
+        duplicates(&ledger).is_empty(),
+        "duplicates in the ledger: {:?}",
+        duplicates(&ledger)
+    );
     assert_eq!(ledger.len(), granted.len(), "ledger and answers agree");
-    assert_eq!(granted.len(), 62, "a /26 has 62 usable addresses and all were handed out ({failures} failed)");
+    assert_eq!(
+        granted.len(),
+        62,
+        "a /26 has 62 usable addresses and all were handed out ({failures} failed)"
+    );
     // Diagnostics only: how the race played out does not change what must hold.
     let borrowed = ledger
         .iter()
@@ -253,7 +461,10 @@ async fn four_agents_fifty_concurrent_adds_never_duplicate() {
             agents[n].node != *block_node
         })
         .count();
-    eprintln!("addresses held in another node's block: {borrowed} of {}", ledger.len());
+    eprintln!(
+        "addresses held in another node's block: {borrowed} of {}",
+        ledger.len()
+    );
 
     for (n, agent) in agents.iter().enumerate() {
         let net = network("pods", "1.0.0", &agent.socket, &[&pool]);
@@ -263,7 +474,10 @@ async fn four_agents_fifty_concurrent_adds_never_duplicate() {
             assert_eq!(del.code, 0, "DEL {id}: {}", del.result);
         }
     }
-    assert!(h.ledger(&pool).await.is_empty(), "after the DELs nothing is held");
+    assert!(
+        h.ledger(&pool).await.is_empty(),
+        "after the DELs nothing is held"
+    );
     for agent in &mut agents {
         agent.stop().await;
     }
@@ -292,7 +506,11 @@ async fn injected_conflicts_and_a_killed_agent_never_duplicate() {
         answers.insert(id, run.addresses()[0].addr());
     }
     let distinct: HashSet<_> = answers.values().collect();
-    assert_eq!(distinct.len(), 40, "40 ADDs, 40 distinct addresses despite conflicts");
+    assert_eq!(
+        distinct.len(),
+        40,
+        "40 ADDs, 40 distinct addresses despite conflicts"
+    );
 
     // Kill the agent in the middle of a burst of ADDs, restart it, and retry them all.
     let burst: Vec<_> = (40..70)
@@ -315,14 +533,25 @@ async fn injected_conflicts_and_a_killed_agent_never_duplicate() {
         let run = plugin("ADD", &net, &id, "eth0", &pod_args(&id)).await;
         let ip = run.addresses()[0].addr();
         if let Some(before) = answers.get(&id) {
-            assert_eq!(*before, ip, "{id}: a retried ADD returns the address it already holds");
+            assert_eq!(
+                *before, ip,
+                "{id}: a retried ADD returns the address it already holds"
+            );
         }
         answers.insert(id, ip);
     }
     let ledger = h.ledger(&pool).await;
-    assert!(duplicates(&ledger).is_empty(), "duplicates: {:?}", duplicates(&ledger));
+    assert!(
+        duplicates(&ledger).is_empty(),
+        "duplicates: {:?}",
+        duplicates(&ledger)
+    );
     let holders: HashSet<_> = ledger.iter().map(|r| r.1.clone()).collect();
-    assert_eq!(ledger.len(), 70, "one address per attachment, none leaked by the kill: {ledger:?}");
+    assert_eq!(
+        ledger.len(),
+        70,
+        "one address per attachment, none leaked by the kill: {ledger:?}"
+    );
     assert_eq!(holders.len(), 70);
 
     agent.stop().await;
@@ -336,19 +565,28 @@ async fn gc_releases_what_the_runtime_no_longer_lists() {
     let mut agent = h.agent(&support::unique("node")).await;
     let net = network("gcnet", "1.1.0", &agent.socket, &[&pool]);
     for id in ["keep", "drop1", "drop2"] {
-        plugin("ADD", &net, id, "eth0", &pod_args(id)).await.addresses();
+        plugin("ADD", &net, id, "eth0", &pod_args(id))
+            .await
+            .addresses();
     }
     let other = network("othernet", "1.1.0", &agent.socket, &[&pool]);
-    plugin("ADD", &other, "elsewhere", "eth0", &pod_args("elsewhere")).await.addresses();
+    plugin("ADD", &other, "elsewhere", "eth0", &pod_args("elsewhere"))
+        .await
+        .addresses();
 
     let mut gc = net.clone();
-    gc["cni.dev/valid-attachments"] = serde_json::json!([{"containerID": "keep", "ifname": "eth0"}]);
+    gc["cni.dev/valid-attachments"] =
+        serde_json::json!([{"containerID": "keep", "ifname": "eth0"}]);
     let run = plugin("GC", &gc, "", "", "").await;
     assert_eq!(run.code, 0, "GC: {} {}", run.result, run.stderr);
 
     let mut held: Vec<_> = h.ledger(&pool).await.into_iter().map(|r| r.1).collect();
     held.sort();
-    assert_eq!(held, vec!["elsewhere".to_string(), "keep".to_string()], "only gcnet's unlisted attachments go");
+    assert_eq!(
+        held,
+        vec!["elsewhere".to_string(), "keep".to_string()],
+        "only gcnet's unlisted attachments go"
+    );
     agent.stop().await;
     h.delete_pool(&pool).await;
 }
@@ -367,10 +605,16 @@ async fn borrowing_from_a_full_pool_and_strict_affinity() {
     let lender_net = network("pods", "1.1.0", &lender.socket, &[&pool]);
     for i in 0..9 {
         let id = format!("l{i}");
-        plugin("ADD", &lender_net, &id, "eth0", &pod_args(&id)).await.addresses();
+        plugin("ADD", &lender_net, &id, "eth0", &pod_args(&id))
+            .await
+            .addresses();
     }
     let blocks: HashSet<_> = h.ledger(&pool).await.into_iter().map(|r| r.2).collect();
-    assert_eq!(blocks, HashSet::from([lender.node.clone()]), "the lender holds both blocks");
+    assert_eq!(
+        blocks,
+        HashSet::from([lender.node.clone()]),
+        "the lender holds both blocks"
+    );
 
     let borrower_net = network("pods", "1.1.0", &borrower.socket, &[&pool]);
     let run = plugin("ADD", &borrower_net, "b0", "eth0", &pod_args("b0")).await;
@@ -384,32 +628,51 @@ async fn borrowing_from_a_full_pool_and_strict_affinity() {
         .flat_map(|b| b.spec.allocations)
         .find(|r| r.address == borrowed)
         .expect("the borrowed address is in the ledger");
-    assert_eq!(record.node.as_deref(), Some(borrower.node.as_str()), "the record names the borrowing node");
+    assert_eq!(
+        record.node.as_deref(),
+        Some(borrower.node.as_str()),
+        "the record names the borrowing node"
+    );
 
     let mut gc = lender_net.clone();
     gc["cni.dev/valid-attachments"] = serde_json::json!([]);
     assert_eq!(plugin("GC", &gc, "", "", "").await.code, 0);
     let held: Vec<_> = h.ledger(&pool).await.into_iter().map(|r| r.1).collect();
-    assert_eq!(held, vec!["b0".to_string()], "the lender's GC released its own nine, not the borrowed one");
+    assert_eq!(
+        held,
+        vec!["b0".to_string()],
+        "the lender's GC released its own nine, not the borrowed one"
+    );
 
     let del = plugin("DEL", &borrower_net, "b0", "eth0", &pod_args("b0")).await;
     assert_eq!(del.code, 0, "{}", del.result);
-    assert!(h.ledger(&pool).await.is_empty(), "the borrower's DEL found its borrowed address");
+    assert!(
+        h.ledger(&pool).await.is_empty(),
+        "the borrower's DEL found its borrowed address"
+    );
 
     // Fill the pool again from the lender, then make it strict: the borrower is refused.
     for i in 0..14 {
         let id = format!("m{i}");
-        plugin("ADD", &lender_net, &id, "eth0", &pod_args(&id)).await.addresses();
+        plugin("ADD", &lender_net, &id, "eth0", &pod_args(&id))
+            .await
+            .addresses();
     }
     let pools = Api::<IPPool>::all(h.client());
     let mut strict = pools.get(&pool).await.unwrap();
     strict.spec.strict_affinity = true;
-    pools.replace(&pool, &PostParams::default(), &strict).await.unwrap();
+    pools
+        .replace(&pool, &PostParams::default(), &strict)
+        .await
+        .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let refused = plugin("ADD", &borrower_net, "b1", "eth0", &pod_args("b1")).await;
     assert_eq!(refused.error_code(), 100, "{}", refused.result);
     let msg = refused.result["msg"].as_str().unwrap();
-    assert!(msg.contains(&pool) && msg.contains("14"), "exhaustion names the pool and its capacity: {msg}");
+    assert!(
+        msg.contains(&pool) && msg.contains("14"),
+        "exhaustion names the pool and its capacity: {msg}"
+    );
 
     lender.stop().await;
     borrower.stop().await;
@@ -427,10 +690,22 @@ async fn reference_bridge_plugin_allocates_through_the_agent() {
         return;
     }
     let h = Harness::new().await;
-    let pool = h.pool("bridge", IPPoolSpec { gateway: Some("10.67.0.1".into()), ..v4_pool("10.67.0.0/24", 26) }).await;
+    let pool = h
+        .pool(
+            "bridge",
+            IPPoolSpec {
+                gateway: Some("10.67.0.1".into()),
+                ..v4_pool("10.67.0.0/24", 26)
+            },
+        )
+        .await;
     let mut agent = h.agent(&support::unique("node")).await;
     let bin = tempfile::tempdir().unwrap();
-    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_ipledger-cni"), bin.path().join("ipledger")).unwrap();
+    std::os::unix::fs::symlink(
+        env!("CARGO_BIN_EXE_ipledger-cni"),
+        bin.path().join("ipledger"),
+    )
+    .unwrap();
     let cni_path = format!("{}:{REFERENCE_PLUGINS}", bin.path().display());
     let host = NetNs::new("node");
     let pod = NetNs::new("pod");
@@ -438,21 +713,47 @@ async fn reference_bridge_plugin_allocates_through_the_agent() {
     config["bridge"] = "ipl0".into();
     config["isGateway"] = true.into();
     // bridge runs in a namespace standing in for the node: nothing touches the host.
-    let argv: Vec<String> =
-        ["ip", "netns", "exec", &host.0, &format!("{REFERENCE_PLUGINS}/bridge")].map(String::from).to_vec();
+    let argv: Vec<String> = [
+        "ip",
+        "netns",
+        "exec",
+        &host.0,
+        &format!("{REFERENCE_PLUGINS}/bridge"),
+    ]
+    .map(String::from)
+    .to_vec();
     let bridge = |command: &'static str, config: Value| {
         let (argv, cni_path, pod_path) = (argv.clone(), cni_path.clone(), pod.path());
         async move {
-            support::node::run_command(&argv, command, &config, "e2e-c1", "eth0", &pod_args("e2e"), &pod_path, &cni_path)
-                .await
+            support::node::run_command(
+                &argv,
+                command,
+                &config,
+                "e2e-c1",
+                "eth0",
+                &pod_args("e2e"),
+                &pod_path,
+                &cni_path,
+            )
+            .await
         }
     };
 
     let add = bridge("ADD", config.clone()).await;
     assert_eq!(add.code, 0, "bridge ADD: {} {}", add.result, add.stderr);
-    let address = add.result["ips"][0]["address"].as_str().expect("an address").to_string();
-    assert!(address.starts_with("10.67.0.") && address.ends_with("/24"), "{address}");
-    assert!(pod.addresses("eth0").contains(&format!("inet {address}")), "pod eth0: {}", pod.addresses("eth0"));
+    let address = add.result["ips"][0]["address"]
+        .as_str()
+        .expect("an address")
+        .to_string();
+    assert!(
+        address.starts_with("10.67.0.") && address.ends_with("/24"),
+        "{address}"
+    );
+    assert!(
+        pod.addresses("eth0").contains(&format!("inet {address}")),
+        "pod eth0: {}",
+        pod.addresses("eth0")
+    );
     assert_eq!(add.result["ips"][0]["gateway"], "10.67.0.1");
     assert_eq!(h.ledger(&pool).await.len(), 1);
 
@@ -460,21 +761,45 @@ async fn reference_bridge_plugin_allocates_through_the_agent() {
         let del = bridge("DEL", config.clone()).await;
         assert_eq!(del.code, 0, "bridge DEL: {} {}", del.result, del.stderr);
     }
-    assert!(h.ledger(&pool).await.is_empty(), "DEL through bridge released the address");
+    assert!(
+        h.ledger(&pool).await.is_empty(),
+        "DEL through bridge released the address"
+    );
 
     agent.stop().await;
     let pod2 = NetNs::new("pod");
-    let down =
-        support::node::run_command(&argv, "ADD", &config, "e2e-c2", "eth0", &pod_args("e2e2"), &pod2.path(), &cni_path)
-            .await;
-    assert_eq!(down.error_code(), 11, "bridge passes ipledger's try-again-later through: {}", down.result);
+    let down = support::node::run_command(
+        &argv,
+        "ADD",
+        &config,
+        "e2e-c2",
+        "eth0",
+        &pod_args("e2e2"),
+        &pod2.path(),
+        &cni_path,
+    )
+    .await;
+    assert_eq!(
+        down.error_code(),
+        11,
+        "bridge passes ipledger's try-again-later through: {}",
+        down.result
+    );
     h.delete_pool(&pool).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_supported_cni_version_adds_checks_and_deletes() {
     let h = Harness::new().await;
-    let pool = h.pool("vers", IPPoolSpec { gateway: Some("10.68.0.1".into()), ..v4_pool("10.68.0.0/24", 28) }).await;
+    let pool = h
+        .pool(
+            "vers",
+            IPPoolSpec {
+                gateway: Some("10.68.0.1".into()),
+                ..v4_pool("10.68.0.0/24", 28)
+            },
+        )
+        .await;
     let mut agent = h.agent(&support::unique("node")).await;
     for version in ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
         let net = network("pods", version, &agent.socket, &[&pool]);
@@ -484,11 +809,25 @@ async fn every_supported_cni_version_adds_checks_and_deletes() {
         assert_eq!(add.result["cniVersion"], version);
         let ip = &add.result["ips"][0];
         assert_eq!(ip["gateway"], "10.68.0.1", "{version}: {}", add.result);
-        assert!(ip.get("interface").is_none(), "an IPAM result has no interface index");
+        assert!(
+            ip.get("interface").is_none(),
+            "an IPAM result has no interface index"
+        );
         let old_format = version.starts_with("0.");
-        assert_eq!(ip.get("version").is_some(), old_format, "{version}: ips[].version only before 1.0.0");
+        assert_eq!(
+            ip.get("version").is_some(),
+            old_format,
+            "{version}: ips[].version only before 1.0.0"
+        );
         if version != "0.3.0" && version != "0.3.1" {
-            let check = plugin("CHECK", &with_prev(&net, &add.result), &id, "eth0", &pod_args(&id)).await;
+            let check = plugin(
+                "CHECK",
+                &with_prev(&net, &add.result),
+                &id,
+                "eth0",
+                &pod_args(&id),
+            )
+            .await;
             assert_eq!(check.code, 0, "{version} CHECK: {}", check.result);
         }
         let del = plugin("DEL", &net, &id, "eth0", &pod_args(&id)).await;

@@ -29,25 +29,62 @@ async fn sandbox_prints_a_plugin_command_that_allocates() {
             }
         }
     });
-    read.await.expect("the sandbox prints its instructions within 60 s");
+    read.await
+        .expect("the sandbox prints its instructions within 60 s");
 
     // The ADD command is the three lines after "Allocate addresses ...", joined as a shell would.
-    let start = printed.iter().position(|l| l.starts_with("Allocate addresses")).expect("an ADD command") + 1;
+    let start = printed
+        .iter()
+        .position(|l| l.starts_with("Allocate addresses"))
+        .expect("an ADD command")
+        + 1;
     let add = printed[start..start + 3].join("\n");
     assert!(add.contains("CNI_COMMAND=ADD"), "{add}");
-    let output = Command::new("sh").arg("-c").arg(&add).output().await.unwrap();
-    assert!(output.status.success(), "{add}\n{}", String::from_utf8_lossy(&output.stdout));
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(&add)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{add}\n{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
     let result: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let addresses: Vec<ipnet::IpNet> =
-        result["ips"].as_array().unwrap().iter().map(|ip| ip["address"].as_str().unwrap().parse().unwrap()).collect();
+    let addresses: Vec<ipnet::IpNet> = result["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|ip| ip["address"].as_str().unwrap().parse().unwrap())
+        .collect();
     assert_eq!(addresses.len(), 2, "dual-stack default pools: {result}");
-    assert!("10.244.0.0/16".parse::<ipnet::IpNet>().unwrap().contains(&addresses[0].addr()));
-    assert!("fd00:10:244::/48".parse::<ipnet::IpNet>().unwrap().contains(&addresses[1].addr()));
+    assert!(
+        "10.244.0.0/16"
+            .parse::<ipnet::IpNet>()
+            .unwrap()
+            .contains(&addresses[0].addr())
+    );
+    assert!(
+        "fd00:10:244::/48"
+            .parse::<ipnet::IpNet>()
+            .unwrap()
+            .contains(&addresses[1].addr())
+    );
     assert!(dir.path().join("kubeconfig").exists());
 
     let pid = sandbox.id().unwrap().to_string();
-    std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(20), sandbox.wait()).await.expect("stops on Ctrl-C").unwrap();
+    std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), sandbox.wait())
+        .await
+        .expect("stops on Ctrl-C")
+        .unwrap();
     assert!(status.success(), "clean exit on SIGINT: {status}");
-    assert!(!dir.path().join("agent.sock").exists(), "the socket is removed on exit");
+    assert!(
+        !dir.path().join("agent.sock").exists(),
+        "the socket is removed on exit"
+    );
 }

@@ -15,15 +15,15 @@ use crate::agent::cache::Caches;
 use crate::agent::error::AgentError;
 use crate::agent::pool_choice::{ChoiceInput, FamilyPools, PoolSource, choose_pools};
 use crate::agent::protocol::{
-    AddRequest, AddResponse, AllocatedIp, CheckRequest, CheckResponse, DelRequest, DelResponse, Dns, ErrorBody,
-    GcRequest, GcResponse, Route, StatusQuery, StatusResponse,
+    AddRequest, AddResponse, AllocatedIp, CheckRequest, CheckResponse, DelRequest, DelResponse,
+    Dns, ErrorBody, GcRequest, GcResponse, Route, StatusQuery, StatusResponse,
 };
 use crate::agent::writer::{Change, CommitError, Outcome, PoolLookup, Writers};
 use crate::api::{IPBlock, IPPool, PodRef};
 use crate::cni::ErrorCode;
 use crate::ipam::{AllocError, Attachment, Block, Pool};
-use crate::ledger::blocks::{Claim, claim_block, pool_blocks};
 use crate::ledger::RetryPolicy;
+use crate::ledger::blocks::{Claim, claim_block, pool_blocks};
 use crate::metrics::{AgentMetrics, WriteLabels};
 
 /// Annotation on a pod asking for specific addresses, comma-separated (one per family).
@@ -49,25 +49,29 @@ pub struct Allocator {
     metrics: AgentMetrics,
 }
 
+/// A pool model and the resourceVersion of the object it was parsed from.
+type ParsedPool = (Option<String>, Arc<Pool>);
+
 /// Parsed pool models, re-parsed only when the pool object changes.
 pub struct PoolModels {
     caches: Caches,
-    parsed: Mutex<HashMap<String, (Option<String>, Arc<Pool>)>>,
+    parsed: Mutex<HashMap<String, ParsedPool>>,
 }
 
 impl PoolModels {
     /// The pool `name` from the cache, and its validated model.
     pub fn get(&self, name: &str) -> Result<(Arc<IPPool>, Arc<Pool>), AgentError> {
-        let object = self
-            .caches
-            .pool(name)
-            .ok_or_else(|| AgentError::Unavailable(format!("IPPool {name} is not (or no longer) known to this agent")))?;
+        let object = self.caches.pool(name).ok_or_else(|| {
+            AgentError::Unavailable(format!(
+                "IPPool {name} is not (or no longer) known to this agent"
+            ))
+        })?;
         let version = object.resource_version();
         let mut parsed = self.parsed.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((seen, model)) = parsed.get(name) {
-            if *seen == version {
-                return Ok((object, model.clone()));
-            }
+        if let Some((seen, model)) = parsed.get(name)
+            && *seen == version
+        {
+            return Ok((object, model.clone()));
         }
         let model = Arc::new(Pool::parse(name, &object.spec)?);
         parsed.insert(name.to_string(), (version, model.clone()));
@@ -77,15 +81,27 @@ impl PoolModels {
 
 impl Allocator {
     /// An allocator for `node`, writing through `client`.
-    pub fn new(node: String, client: Client, caches: Caches, policy: RetryPolicy, metrics: AgentMetrics) -> Self {
+    pub fn new(
+        node: String,
+        client: Client,
+        caches: Caches,
+        policy: RetryPolicy,
+        metrics: AgentMetrics,
+    ) -> Self {
         let blocks = Api::<IPBlock>::all(client.clone());
-        let pools = Arc::new(PoolModels { caches: caches.clone(), parsed: Mutex::default() });
+        let pools = Arc::new(PoolModels {
+            caches: caches.clone(),
+            parsed: Mutex::default(),
+        });
         let lookup_models = pools.clone();
         let lookup: PoolLookup = Arc::new(move |name: &str| {
-            lookup_models.get(name).map(|(_, model)| model).map_err(|e| match e {
-                AgentError::InvalidPool(e) => CommitError::Invalid(e.to_string()),
-                other => CommitError::Gone(other.to_string()),
-            })
+            lookup_models
+                .get(name)
+                .map(|(_, model)| model)
+                .map_err(|e| match e {
+                    AgentError::InvalidPool(e) => CommitError::Invalid(e.to_string()),
+                    other => CommitError::Gone(other.to_string()),
+                })
         });
         let writers = Writers::new(blocks.clone(), lookup, policy, metrics.clone());
         Self {
@@ -106,30 +122,58 @@ impl Allocator {
     pub async fn add(&self, request: AddRequest) -> Result<AddResponse, AgentError> {
         request.validate().map_err(AgentError::BadRequest)?;
         let attachment = attachment(&request.attachment)?;
-        let pod = request.pod.as_ref().map(|p| PodRef { namespace: p.namespace.clone(), name: p.name.clone(), uid: p.uid.clone() });
+        let pod = request.pod.as_ref().map(|p| PodRef {
+            namespace: p.namespace.clone(),
+            name: p.name.clone(),
+            uid: p.uid.clone(),
+        });
         let surroundings = self.surroundings(&request.pools, pod.as_ref()).await?;
-        let known: Vec<IPPool> = self.caches.pools.state().iter().map(|p| (**p).clone()).collect();
+        let known: Vec<IPPool> = self
+            .caches
+            .pools
+            .state()
+            .iter()
+            .map(|p| (**p).clone())
+            .collect();
         let choice = choose_pools(&surroundings.input(&request.pools), &known)?;
-        let requested = if request.requested_ips.is_empty() { surroundings.annotated_ips()? } else { request.requested_ips.clone() };
-        if let Some(ip) = requested.iter().find(|ip| !choice.families.iter().any(|f| f.ipv6 == ip.is_ipv6())) {
+        let requested = if request.requested_ips.is_empty() {
+            surroundings.annotated_ips()?
+        } else {
+            request.requested_ips.clone()
+        };
+        if let Some(ip) = requested
+            .iter()
+            .find(|ip| !choice.families.iter().any(|f| f.ipv6 == ip.is_ipv6()))
+        {
             return Err(AgentError::RequestedOutsidePools {
                 address: *ip,
-                pools: choice.families.iter().flat_map(|f| f.pools.clone()).collect::<Vec<_>>().join(", "),
+                pools: choice
+                    .families
+                    .iter()
+                    .flat_map(|f| f.pools.clone())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 source_name: choice.source.to_string(),
             });
         }
 
         let mut allocated = Vec::new();
         for family in &choice.families {
-            let wanted = requested.iter().copied().find(|ip| ip.is_ipv6() == family.ipv6);
-            match self.allocate_in_family(family, choice.source, &attachment, pod.as_ref(), wanted).await {
+            let wanted = requested
+                .iter()
+                .copied()
+                .find(|ip| ip.is_ipv6() == family.ipv6);
+            match self
+                .allocate_in_family(family, choice.source, &attachment, pod.as_ref(), wanted)
+                .await
+            {
                 Ok(done) => allocated.push(done),
                 Err(error) => {
                     // Dual-stack is all or nothing: give back what this ADD got so far.
-                    if !allocated.is_empty() {
-                        if let Err(rollback) = self.release_everywhere(&attachment).await {
-                            tracing::warn!(%rollback, "could not roll back a partial dual-stack allocation; DEL or GC will");
-                        }
+                    if !allocated.is_empty()
+                        && let Err(rollback) = self.release_everywhere(&attachment).await
+                    {
+                        tracing::warn!(%rollback, "could not roll back a partial dual-stack allocation; DEL or GC will");
                     }
                     return Err(error);
                 }
@@ -159,16 +203,27 @@ impl Allocator {
                 )));
             }
         }
-        Ok(CheckResponse { verified: request.ips })
+        Ok(CheckResponse {
+            verified: request.ips,
+        })
     }
 
     /// GC: releases this node's allocations of the network that the runtime no longer
     /// lists; carries on past failures and reports them together.
     pub async fn gc(&self, request: GcRequest) -> Result<GcResponse, AgentError> {
         request.validate().map_err(AgentError::BadRequest)?;
-        let live: Arc<HashSet<(String, String)>> =
-            Arc::new(request.valid_attachments.iter().map(|a| (a.container_id.clone(), a.if_name.clone())).collect());
-        let change = Change::Collect { network: request.network.clone(), live, node: self.node.clone() };
+        let live: Arc<HashSet<(String, String)>> = Arc::new(
+            request
+                .valid_attachments
+                .iter()
+                .map(|a| (a.container_id.clone(), a.if_name.clone()))
+                .collect(),
+        );
+        let change = Change::Collect {
+            network: request.network.clone(),
+            live,
+            node: self.node.clone(),
+        };
         let (released, failures) = self.submit_everywhere(&change).await;
         if !failures.is_empty() {
             return Err(AgentError::GcIncomplete(format!(
@@ -192,16 +247,31 @@ impl Allocator {
     /// STATUS: can an ADD on this network succeed now?
     pub async fn status(&self, query: StatusQuery) -> Result<StatusResponse, AgentError> {
         let cannot = |why: String| AgentError::CannotAllocate(why);
-        self.client.apiserver_version().await.map_err(|e| cannot(format!("the Kubernetes API is unreachable: {e}")))?;
+        self.client
+            .apiserver_version()
+            .await
+            .map_err(|e| cannot(format!("the Kubernetes API is unreachable: {e}")))?;
         let named: Vec<String> = query.pool_names().into_iter().map(String::from).collect();
-        let known: Vec<IPPool> = self.caches.pools.state().iter().map(|p| (**p).clone()).collect();
+        let known: Vec<IPPool> = self
+            .caches
+            .pools
+            .state()
+            .iter()
+            .map(|p| (**p).clone())
+            .collect();
         let node_labels = self.node_labels().await?;
-        let input = ChoiceInput { config_pools: &named, node_labels: Some(&node_labels), ..Default::default() };
+        let input = ChoiceInput {
+            config_pools: &named,
+            node_labels: Some(&node_labels),
+            ..Default::default()
+        };
         let choice = match choose_pools(&input, &known) {
             Ok(choice) => choice,
             // Without a pod, annotations and namespace selectors are unknown: an ADD may
             // still find a pool through them.
-            Err(crate::agent::pool_choice::ChoiceError::NoPool) if named.is_empty() => return Ok(StatusResponse {}),
+            Err(crate::agent::pool_choice::ChoiceError::NoPool) if named.is_empty() => {
+                return Ok(StatusResponse {});
+            }
             Err(e) => return Err(cannot(e.to_string())),
         };
         for family in &choice.families {
@@ -249,7 +319,9 @@ impl Allocator {
             for name in &family.pools {
                 let (object, pool) = self.pools.get(name)?;
                 if pool.contains(ip) {
-                    let got = self.allocate_requested(&object, &pool, attachment, pod, ip).await?;
+                    let got = self
+                        .allocate_requested(&object, &pool, attachment, pod, ip)
+                        .await?;
                     return Ok((object, pool, got));
                 }
             }
@@ -265,11 +337,17 @@ impl Allocator {
             match self.allocate_in_pool(&object, &pool, attachment, pod).await {
                 Ok(ip) => return Ok((object, pool, ip)),
                 // The next pool of the family may have room.
-                Err(e @ AgentError::Alloc(AllocError::PoolExhausted { .. } | AllocError::PoolDisabled { .. })) => last = Some(e),
+                Err(
+                    e @ AgentError::Alloc(
+                        AllocError::PoolExhausted { .. } | AllocError::PoolDisabled { .. },
+                    ),
+                ) => last = Some(e),
                 Err(e) => return Err(e),
             }
         }
-        Err(last.unwrap_or(AgentError::Choice(crate::agent::pool_choice::ChoiceError::NoPool)))
+        Err(last.unwrap_or(AgentError::Choice(
+            crate::agent::pool_choice::ChoiceError::NoPool,
+        )))
     }
 
     async fn allocate_in_pool(
@@ -288,11 +366,16 @@ impl Allocator {
         // Idempotent ADD: the attachment may hold an address in any block we know of.
         for block in self.known_blocks(Some(pool.name())) {
             if self.latest(&block).find(attachment).is_some() {
-                return self.expect_address(&block, allocate(self.borrower_of(&block))).await;
+                return self
+                    .expect_address(&block, allocate(self.borrower_of(&block)))
+                    .await;
             }
         }
         if pool.is_disabled() {
-            return Err(AllocError::PoolDisabled { pool: pool.name().to_string() }.into());
+            return Err(AllocError::PoolDisabled {
+                pool: pool.name().to_string(),
+            }
+            .into());
         }
         let mut tried = HashSet::new();
         if let Some(ip) = self.try_own_blocks(pool, &mut tried, &allocate).await? {
@@ -308,13 +391,24 @@ impl Allocator {
         let mut blocks = pool_blocks(&self.blocks, pool.name()).await?;
         for _ in 0..MAX_CLAIMS {
             let existing: Vec<IpNet> = blocks.iter().map(|b| b.spec.cidr).collect();
-            let Some(cidr) = pool.next_free_block(&self.node, &existing) else { break };
+            let Some(cidr) = pool.next_free_block(&self.node, &existing) else {
+                break;
+            };
             let name = pool.block_name(&cidr);
-            self.metrics.api_writes.get_or_create(&WriteLabels { operation: "create".into() }).inc();
+            self.metrics
+                .api_writes
+                .get_or_create(&WriteLabels {
+                    operation: "create".into(),
+                })
+                .inc();
             match claim_block(&self.blocks, &name, object, cidr, &self.node).await? {
                 Claim::Won(block) => {
+                    let block = *block;
                     tracing::info!(block = %name, pool = pool.name(), %cidr, "claimed block");
-                    self.claimed.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone(), block.clone());
+                    self.claimed
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(name.clone(), block.clone());
                     match self.submit(&block, allocate(None)).await? {
                         Outcome::Allocated(ip) => return Ok(ip),
                         Outcome::Refused(AllocError::BlockFull { .. }) => blocks.push(block),
@@ -336,7 +430,10 @@ impl Allocator {
             // The emptiest first: borrowing where there is the most room conflicts least.
             foreign.sort_by_key(|b| b.spec.allocations.len());
             for block in foreign {
-                match self.submit(block, allocate(Some(self.node.clone()))).await? {
+                match self
+                    .submit(block, allocate(Some(self.node.clone())))
+                    .await?
+                {
                     Outcome::Allocated(ip) => {
                         tracing::info!(block = %block.name_any(), %ip, "borrowed an address from another node's block");
                         return Ok(ip);
@@ -347,7 +444,11 @@ impl Allocator {
                 }
             }
         }
-        let in_use: u128 = pool_blocks(&self.blocks, pool.name()).await?.iter().map(|b| b.spec.allocations.len() as u128).sum();
+        let in_use: u128 = pool_blocks(&self.blocks, pool.name())
+            .await?
+            .iter()
+            .map(|b| b.spec.allocations.len() as u128)
+            .sum();
         Err(pool.exhausted(in_use).into())
     }
 
@@ -357,7 +458,11 @@ impl Allocator {
         tried: &mut HashSet<String>,
         allocate: &impl Fn(Option<String>) -> Change,
     ) -> Result<Option<IpAddr>, AgentError> {
-        for block in self.known_blocks(Some(pool.name())).into_iter().filter(|b| b.spec.node == self.node) {
+        for block in self
+            .known_blocks(Some(pool.name()))
+            .into_iter()
+            .filter(|b| b.spec.node == self.node)
+        {
             if !tried.insert(block.name_any()) {
                 continue;
             }
@@ -388,16 +493,26 @@ impl Allocator {
         let block = match self.block_named(&name).await? {
             Some(block) => block,
             None => {
-                self.metrics.api_writes.get_or_create(&WriteLabels { operation: "create".into() }).inc();
+                self.metrics
+                    .api_writes
+                    .get_or_create(&WriteLabels {
+                        operation: "create".into(),
+                    })
+                    .inc();
                 match claim_block(&self.blocks, &name, object, cidr, &self.node).await? {
                     Claim::Won(block) => {
-                        self.claimed.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone(), block.clone());
+                        let block = *block;
+                        self.claimed
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(name.clone(), block.clone());
                         block
                     }
-                    Claim::Taken => self
-                        .block_named(&name)
-                        .await?
-                        .ok_or_else(|| AgentError::Unavailable(format!("IPBlock {name} vanished while claiming it")))?,
+                    Claim::Taken => self.block_named(&name).await?.ok_or_else(|| {
+                        AgentError::Unavailable(format!(
+                            "IPBlock {name} vanished while claiming it"
+                        ))
+                    })?,
                 }
             }
         };
@@ -444,9 +559,16 @@ impl Allocator {
     }
 
     async fn release_everywhere(&self, attachment: &Attachment) -> Result<Vec<IpAddr>, AgentError> {
-        let (released, failures) = self.submit_everywhere(&Change::Release { attachment: attachment.clone() }).await;
+        let (released, failures) = self
+            .submit_everywhere(&Change::Release {
+                attachment: attachment.clone(),
+            })
+            .await;
         if !failures.is_empty() {
-            return Err(AgentError::Unavailable(format!("could not release {attachment}: {}", failures.join("; "))));
+            return Err(AgentError::Unavailable(format!(
+                "could not release {attachment}: {}",
+                failures.join("; ")
+            )));
         }
         Ok(released.into_iter().map(|(_, ip)| ip).collect())
     }
@@ -454,9 +576,15 @@ impl Allocator {
     /// Who holds `ip` according to the ledger.
     async fn holder_of(&self, ip: IpAddr) -> Result<Option<Attachment>, AgentError> {
         for object in self.caches.pools.state() {
-            let Ok((_, pool)) = self.pools.get(&object.name_any()) else { continue };
-            let Some(cidr) = pool.block_for(ip) else { continue };
-            let Some(block) = self.block_named(&pool.block_name(&cidr)).await? else { continue };
+            let Ok((_, pool)) = self.pools.get(&object.name_any()) else {
+                continue;
+            };
+            let Some(cidr) = pool.block_for(ip) else {
+                continue;
+            };
+            let Some(block) = self.block_named(&pool.block_name(&cidr)).await? else {
+                continue;
+            };
             return Ok(self.latest(&block).holder(ip).map(|a| a.attachment.clone()));
         }
         Ok(None)
@@ -464,7 +592,11 @@ impl Allocator {
 
     /// The block `name`: this agent's freshest copy, or read from the API.
     async fn block_named(&self, name: &str) -> Result<Option<IPBlock>, AgentError> {
-        if let Some(block) = self.known_blocks(None).into_iter().find(|b| b.name_any() == name) {
+        if let Some(block) = self
+            .known_blocks(None)
+            .into_iter()
+            .find(|b| b.name_any() == name)
+        {
             return Ok(Some(block));
         }
         Ok(self.blocks.get_opt(name).await?)
@@ -473,18 +605,36 @@ impl Allocator {
     /// The blocks this agent writes to (its own and those it borrowed from), optionally of
     /// one pool only, in name order.
     fn known_blocks(&self, pool: Option<&str>) -> Vec<IPBlock> {
-        let mut by_name: BTreeMap<String, IPBlock> =
-            self.claimed.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(n, b)| (n.clone(), b.clone())).collect();
-        for block in self.caches.blocks.state().into_iter().chain(self.caches.borrowed.state()) {
+        let mut by_name: BTreeMap<String, IPBlock> = self
+            .claimed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(n, b)| (n.clone(), b.clone()))
+            .collect();
+        for block in self
+            .caches
+            .blocks
+            .state()
+            .into_iter()
+            .chain(self.caches.borrowed.state())
+        {
             by_name.insert(block.name_any(), (*block).clone());
         }
-        by_name.into_values().filter(|b| pool.is_none_or(|p| b.spec.pool == p)).collect()
+        by_name
+            .into_values()
+            .filter(|b| pool.is_none_or(|p| b.spec.pool == p))
+            .collect()
     }
 
     /// The freshest model of `block`: the copy its writer wrote last, else `block`.
     fn latest(&self, block: &IPBlock) -> Block {
-        let object = self.writers.latest(&block.name_any()).unwrap_or_else(|| block.clone());
-        Block::from_spec(&object.spec).unwrap_or_else(|_| Block::from_spec(&block.spec).unwrap_or_else(|_| empty_like(block)))
+        let object = self
+            .writers
+            .latest(&block.name_any())
+            .unwrap_or_else(|| block.clone());
+        Block::from_spec(&object.spec)
+            .unwrap_or_else(|_| Block::from_spec(&block.spec).unwrap_or_else(|_| empty_like(block)))
     }
 
     fn borrower_of(&self, block: &IPBlock) -> Option<String> {
@@ -492,24 +642,42 @@ impl Allocator {
     }
 
     fn claim_lock(&self, pool: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.claim_locks.lock().unwrap_or_else(|p| p.into_inner()).entry(pool.to_string()).or_default().clone()
+        self.claim_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(pool.to_string())
+            .or_default()
+            .clone()
     }
 
     async fn node_labels(&self) -> Result<BTreeMap<String, String>, AgentError> {
-        let node = Api::<Node>::all(self.client.clone()).get_opt(&self.node).await?;
+        let node = Api::<Node>::all(self.client.clone())
+            .get_opt(&self.node)
+            .await?;
         Ok(node.map(|n| n.labels().clone()).unwrap_or_default())
     }
 
     /// Reads what pool choice needs beyond the request: the pod, its namespace, the node.
-    async fn surroundings(&self, config_pools: &[String], pod: Option<&PodRef>) -> Result<Surroundings, AgentError> {
+    async fn surroundings(
+        &self,
+        config_pools: &[String],
+        pod: Option<&PodRef>,
+    ) -> Result<Surroundings, AgentError> {
         let mut found = Surroundings::default();
         if let Some(pod) = pod {
-            found.pod = Api::<Pod>::namespaced(self.client.clone(), &pod.namespace).get_opt(&pod.name).await?;
+            found.pod = Api::<Pod>::namespaced(self.client.clone(), &pod.namespace)
+                .get_opt(&pod.name)
+                .await?;
         }
-        let pod_names_pools = found.pod.as_ref().is_some_and(|p| p.annotations().contains_key(crate::agent::pool_choice::ANNOTATION_POOLS));
+        let pod_names_pools = found.pod.as_ref().is_some_and(|p| {
+            p.annotations()
+                .contains_key(crate::agent::pool_choice::ANNOTATION_POOLS)
+        });
         if config_pools.is_empty() && !pod_names_pools {
             if let Some(pod) = pod {
-                found.namespace = Api::<Namespace>::all(self.client.clone()).get_opt(&pod.namespace).await?;
+                found.namespace = Api::<Namespace>::all(self.client.clone())
+                    .get_opt(&pod.namespace)
+                    .await?;
             }
             found.node_labels = self.node_labels().await?;
         }
@@ -538,7 +706,13 @@ impl Surroundings {
 
     /// Addresses the pod's `ipledger.io/ips` annotation asks for.
     fn annotated_ips(&self) -> Result<Vec<IpAddr>, AgentError> {
-        let Some(value) = self.pod.as_ref().and_then(|p| p.annotations().get(ANNOTATION_IPS)) else { return Ok(Vec::new()) };
+        let Some(value) = self
+            .pod
+            .as_ref()
+            .and_then(|p| p.annotations().get(ANNOTATION_IPS))
+        else {
+            return Ok(Vec::new());
+        };
         let mut ips = Vec::new();
         for part in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let ip: IpAddr = part.parse().map_err(|_| {
@@ -548,10 +722,15 @@ impl Surroundings {
                     details: None,
                 })
             })?;
-            if ips.iter().any(|other: &IpAddr| other.is_ipv6() == ip.is_ipv6()) {
+            if ips
+                .iter()
+                .any(|other: &IpAddr| other.is_ipv6() == ip.is_ipv6())
+            {
                 return Err(AgentError::BadRequest(ErrorBody {
                     code: ErrorCode::InvalidNetworkConfig.as_u32(),
-                    msg: format!("pod annotation {ANNOTATION_IPS}: more than one address of the family of {ip}"),
+                    msg: format!(
+                        "pod annotation {ANNOTATION_IPS}: more than one address of the family of {ip}"
+                    ),
                     details: None,
                 }));
             }
@@ -562,11 +741,17 @@ impl Surroundings {
 }
 
 fn attachment(wire: &crate::agent::protocol::Attachment) -> Result<Attachment, AgentError> {
-    Ok(Attachment::new(&wire.network, &wire.container_id, &wire.if_name)?)
+    Ok(Attachment::new(
+        &wire.network,
+        &wire.container_id,
+        &wire.if_name,
+    )?)
 }
 
 fn unreachable_outcome<T>() -> Result<T, AgentError> {
-    Err(AgentError::Corrupt("a block writer answered an allocation with a release".into()))
+    Err(AgentError::Corrupt(
+        "a block writer answered an allocation with a release".into(),
+    ))
 }
 
 fn empty_like(block: &IPBlock) -> Block {
@@ -574,25 +759,38 @@ fn empty_like(block: &IPBlock) -> Block {
     spec.allocations.clear();
     spec.released.clear();
     spec.last_allocated = None;
-    Block::from_spec(&spec).unwrap_or_else(|_| unreachable!("an empty block of a valid CIDR always parses"))
+    Block::from_spec(&spec)
+        .unwrap_or_else(|_| unreachable!("an empty block of a valid CIDR always parses"))
 }
 
 /// The ADD answer: each address with its pool's prefix length and gateway, the pools'
 /// routes and DNS settings.
 fn response(allocated: &[(Arc<IPPool>, Arc<Pool>, IpAddr)]) -> AddResponse {
-    let mut response = AddResponse { ips: Vec::new(), routes: Vec::new(), dns: Dns::default() };
+    let mut response = AddResponse {
+        ips: Vec::new(),
+        routes: Vec::new(),
+        dns: Dns::default(),
+    };
     for (object, pool, ip) in allocated {
-        let address = IpNet::new(*ip, pool.cidr().prefix_len()).unwrap_or_else(|_| IpNet::from(*ip));
-        response.ips.push(AllocatedIp { address, gateway: pool.gateway(), pool: pool.name().to_string() });
+        let address =
+            IpNet::new(*ip, pool.cidr().prefix_len()).unwrap_or_else(|_| IpNet::from(*ip));
+        response.ips.push(AllocatedIp {
+            address,
+            gateway: pool.gateway(),
+            pool: pool.name().to_string(),
+        });
         for route in pool.routes() {
-            response.routes.push(Route { dst: route.dst, gw: route.gw });
+            response.routes.push(Route {
+                dst: route.dst,
+                gw: route.gw,
+            });
         }
         if let Some(dns) = &object.spec.dns {
             for server in &dns.nameservers {
-                if let Ok(ip) = server.parse::<IpAddr>() {
-                    if !response.dns.nameservers.contains(&ip) {
-                        response.dns.nameservers.push(ip);
-                    }
+                if let Ok(ip) = server.parse::<IpAddr>()
+                    && !response.dns.nameservers.contains(&ip)
+                {
+                    response.dns.nameservers.push(ip);
                 }
             }
             if response.dns.domain.is_none() {

@@ -60,7 +60,14 @@ impl Caches {
             tokio::spawn(drain(block_watch, "ipblocks")),
             tokio::spawn(drain(borrowed_watch, "ipblocks (borrowed)")),
         ];
-        (Self { pools, blocks, borrowed }, tasks)
+        (
+            Self {
+                pools,
+                blocks,
+                borrowed,
+            },
+            tasks,
+        )
     }
 
     /// Waits until both watches have listed once.

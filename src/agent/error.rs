@@ -26,7 +26,11 @@ pub enum AgentError {
     Alloc(#[from] AllocError),
     /// A requested address lies in no pool chosen for the attachment.
     #[error("requested address {address} is outside the pools chosen from {source_name} ({pools})")]
-    RequestedOutsidePools { address: std::net::IpAddr, pools: String, source_name: String },
+    RequestedOutsidePools {
+        address: std::net::IpAddr,
+        pools: String,
+        source_name: String,
+    },
     /// CHECK found an address of the previous result not held by the attachment.
     #[error("{0}")]
     Missing(String),
@@ -55,7 +59,11 @@ impl From<CommitError> for AgentError {
 
 impl From<FieldError> for AgentError {
     fn from(error: FieldError) -> Self {
-        AgentError::BadRequest(ErrorBody { code: ErrorCode::InvalidNetworkConfig.as_u32(), msg: error.to_string(), details: None })
+        AgentError::BadRequest(ErrorBody {
+            code: ErrorCode::InvalidNetworkConfig.as_u32(),
+            msg: error.to_string(),
+            details: None,
+        })
     }
 }
 
@@ -73,17 +81,21 @@ impl AgentError {
             AgentError::Choice(ChoiceError::UnknownPool { .. }) => ErrorCode::UnknownPool,
             AgentError::Choice(ChoiceError::Disabled { .. }) => ErrorCode::PoolDisabled,
             AgentError::Choice(ChoiceError::Overlapping { .. }) => ErrorCode::PoolOverlapping,
-            AgentError::Choice(ChoiceError::InvalidCidr { .. }) | AgentError::InvalidPool(_) => ErrorCode::InvalidNetworkConfig,
+            AgentError::Choice(ChoiceError::InvalidCidr { .. }) | AgentError::InvalidPool(_) => {
+                ErrorCode::InvalidNetworkConfig
+            }
             AgentError::Choice(ChoiceError::NoPool) => ErrorCode::NoPoolMatches,
             AgentError::Alloc(error) => match error {
-                AllocError::PoolExhausted { .. } | AllocError::BlockFull { .. } => ErrorCode::PoolExhausted,
+                AllocError::PoolExhausted { .. } | AllocError::BlockFull { .. } => {
+                    ErrorCode::PoolExhausted
+                }
                 AllocError::PoolDisabled { .. } => ErrorCode::PoolDisabled,
-                AllocError::Taken { .. } | AllocError::HoldsOther { .. } | AllocError::CoolingDown { .. } => {
-                    ErrorCode::RequestedAddressTaken
-                }
-                AllocError::OutsidePool { .. } | AllocError::OutsideBlock { .. } | AllocError::Ipv4Mapped { .. } => {
-                    ErrorCode::RequestedAddressOutsidePool
-                }
+                AllocError::Taken { .. }
+                | AllocError::HoldsOther { .. }
+                | AllocError::CoolingDown { .. } => ErrorCode::RequestedAddressTaken,
+                AllocError::OutsidePool { .. }
+                | AllocError::OutsideBlock { .. }
+                | AllocError::Ipv4Mapped { .. } => ErrorCode::RequestedAddressOutsidePool,
                 AllocError::Excluded { .. }
                 | AllocError::Gateway { .. }
                 | AllocError::NetworkAddress { .. }
@@ -107,8 +119,12 @@ impl AgentError {
             AgentError::Unavailable(_) | AgentError::Corrupt(_) | AgentError::CannotAllocate(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            AgentError::Alloc(AllocError::PoolExhausted { .. } | AllocError::CoolingDown { .. }) => StatusCode::CONFLICT,
-            AgentError::Alloc(AllocError::Taken { .. } | AllocError::HoldsOther { .. }) => StatusCode::CONFLICT,
+            AgentError::Alloc(
+                AllocError::PoolExhausted { .. } | AllocError::CoolingDown { .. },
+            ) => StatusCode::CONFLICT,
+            AgentError::Alloc(AllocError::Taken { .. } | AllocError::HoldsOther { .. }) => {
+                StatusCode::CONFLICT
+            }
             AgentError::Missing(_) => StatusCode::NOT_FOUND,
             AgentError::GcIncomplete(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::UNPROCESSABLE_ENTITY,
@@ -119,7 +135,11 @@ impl AgentError {
     pub fn body(&self) -> ErrorBody {
         match self {
             AgentError::BadRequest(body) => body.clone(),
-            _ => ErrorBody { code: self.code(), msg: self.to_string(), details: None },
+            _ => ErrorBody {
+                code: self.code(),
+                msg: self.to_string(),
+                details: None,
+            },
         }
     }
 

@@ -31,13 +31,23 @@ pub enum StartError {
     Client(String),
     /// The plugin binary could not be installed.
     #[error("cannot install the CNI plugin from {source_path} into {dir}: {error}")]
-    Install { source_path: PathBuf, dir: PathBuf, error: std::io::Error },
+    Install {
+        source_path: PathBuf,
+        dir: PathBuf,
+        error: std::io::Error,
+    },
     /// The socket could not be bound.
     #[error("cannot serve on {path}: {error}")]
-    Socket { path: PathBuf, error: std::io::Error },
+    Socket {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     /// The metrics address could not be bound.
     #[error("cannot serve metrics on {addr}: {error}")]
-    Metrics { addr: std::net::SocketAddr, error: std::io::Error },
+    Metrics {
+        addr: std::net::SocketAddr,
+        error: std::io::Error,
+    },
     /// The watches never became ready.
     #[error("the watch caches stopped before listing: {0}")]
     Caches(String),
@@ -48,34 +58,53 @@ pub enum StartError {
 pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, StartError> {
     let config = match kubeconfig {
         Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| StartError::Client(e.to_string()))?;
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| StartError::Client(e.to_string()))?;
             kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
                 .await
                 .map_err(|e| StartError::Client(e.to_string()))?
         }
-        None => kube::Config::infer().await.map_err(|e| StartError::Client(e.to_string()))?,
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| StartError::Client(e.to_string()))?,
     };
     Client::try_from(config).map_err(|e| StartError::Client(e.to_string()))
 }
 
 /// Runs the agent until `shutdown` completes; then finishes the requests in flight and
 /// returns.
-pub async fn run(args: AgentArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+pub async fn run(
+    args: AgentArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
     if let Some(dir) = &args.install_cni_bin_dir {
         let source_path = match &args.cni_binary {
             Some(path) => path.clone(),
             None => std::env::current_exe()
                 .map(|exe| exe.with_file_name("ipledger-cni"))
-                .map_err(|error| StartError::Install { source_path: "ipledger-cni".into(), dir: dir.clone(), error })?,
+                .map_err(|error| StartError::Install {
+                    source_path: "ipledger-cni".into(),
+                    dir: dir.clone(),
+                    error,
+                })?,
         };
-        let installed = install::install_plugin(&source_path, dir, "ipledger")
-            .map_err(|error| StartError::Install { source_path: source_path.clone(), dir: dir.clone(), error })?;
+        let installed =
+            install::install_plugin(&source_path, dir, "ipledger").map_err(|error| {
+                StartError::Install {
+                    source_path: source_path.clone(),
+                    dir: dir.clone(),
+                    error,
+                }
+            })?;
         tracing::info!(path = %installed.display(), "installed the CNI plugin");
     }
 
     let client = client(args.kubeconfig.as_deref()).await?;
     let (caches, watches) = cache::Caches::start(&client, &args.node_name);
-    caches.ready().await.map_err(|e| StartError::Caches(e.to_string()))?;
+    caches
+        .ready()
+        .await
+        .map_err(|e| StartError::Caches(e.to_string()))?;
 
     let mut registry = Registry::default();
     let metrics = AgentMetrics::register(&mut registry);
@@ -91,18 +120,25 @@ pub async fn run(args: AgentArgs, shutdown: impl Future<Output = ()> + Send + 's
 
     let metrics_listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
-        .map_err(|error| StartError::Metrics { addr: args.metrics_addr, error })?;
+        .map_err(|error| StartError::Metrics {
+            addr: args.metrics_addr,
+            error,
+        })?;
     let metrics_server = tokio::spawn(async move {
         if let Err(error) = axum::serve(metrics_listener, server::metrics_routes(registry)).await {
             tracing::error!(%error, "metrics endpoint failed");
         }
     });
 
-    let listener =
-        socket::bind(&args.socket).map_err(|error| StartError::Socket { path: args.socket.clone(), error })?;
+    let listener = socket::bind(&args.socket).map_err(|error| StartError::Socket {
+        path: args.socket.clone(),
+        error,
+    })?;
     tracing::info!(node = args.node_name, socket = %args.socket.display(), metrics = %args.metrics_addr, "agent serving");
     let routes = server::socket_routes(server::Shared { allocator, metrics }, args.request_timeout);
-    let served = axum::serve(listener, routes).with_graceful_shutdown(shutdown).await;
+    let served = axum::serve(listener, routes)
+        .with_graceful_shutdown(shutdown)
+        .await;
 
     metrics_server.abort();
     gauges.abort();
@@ -111,7 +147,10 @@ pub async fn run(args: AgentArgs, shutdown: impl Future<Output = ()> + Send + 's
     }
     // A stopped agent leaves no socket behind: the plugin then fails fast with code 11.
     let _ = std::fs::remove_file(&args.socket);
-    served.map_err(|error| StartError::Socket { path: args.socket.clone(), error })
+    served.map_err(|error| StartError::Socket {
+        path: args.socket.clone(),
+        error,
+    })
 }
 
 /// Keeps `blocks_held` equal to the node's blocks per pool in the watch cache.
@@ -125,7 +164,10 @@ async fn count_blocks(caches: cache::Caches, metrics: AgentMetrics) {
         }
         metrics.blocks_held.clear();
         for (pool, count) in counts {
-            metrics.blocks_held.get_or_create(&crate::metrics::PoolLabels { pool }).set(count);
+            metrics
+                .blocks_held
+                .get_or_create(&crate::metrics::PoolLabels { pool })
+                .set(count);
         }
     }
 }
@@ -133,7 +175,10 @@ async fn count_blocks(caches: cache::Caches, metrics: AgentMetrics) {
 /// Completes on SIGTERM or SIGINT.
 pub async fn termination() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         // Without signal handlers the process still dies by the default action.
         return std::future::pending().await;
     };

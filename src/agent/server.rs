@@ -37,7 +37,10 @@ pub fn socket_routes(shared: Shared, request_timeout: Duration) -> Router {
         .route(protocol::GC_PATH, post(gc))
         .route(protocol::STATUS_PATH, get(status))
         .layer(DefaultBodyLimit::max(protocol::MAX_BODY_BYTES))
-        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, request_timeout))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            request_timeout,
+        ))
         .with_state(shared)
 }
 
@@ -50,7 +53,10 @@ pub fn metrics_routes(registry: Arc<Registry>) -> Router {
                 let registry = registry.clone();
                 async move {
                     (
-                        [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                        [(
+                            "content-type",
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
                         crate::metrics::encode(&registry),
                     )
                 }
@@ -75,20 +81,37 @@ impl<T: Serialize> IntoResponse for Answer<T> {
 }
 
 /// Runs one verb, counting and timing it, and turns errors into CNI error bodies.
-async fn serve<T: Serialize>(shared: &Shared, verb: &str, work: impl Future<Output = Result<T, AgentError>>) -> Answer<T> {
+async fn serve<T: Serialize>(
+    shared: &Shared,
+    verb: &str,
+    work: impl Future<Output = Result<T, AgentError>>,
+) -> Answer<T> {
     let started = Instant::now();
     let result = work.await;
     let outcome = match &result {
         Ok(_) => "ok",
         Err(e) => e.reason(),
     };
-    let labels = RequestLabels { verb: verb.to_string(), result: outcome.to_string() };
+    let labels = RequestLabels {
+        verb: verb.to_string(),
+        result: outcome.to_string(),
+    };
     shared.metrics.requests.get_or_create(&labels).inc();
-    shared.metrics.request_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    shared
+        .metrics
+        .request_seconds
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
     match result {
         Ok(body) => Answer::Ok(body),
         Err(error) => {
-            shared.metrics.failures.get_or_create(&ReasonLabels { reason: outcome.to_string() }).inc();
+            shared
+                .metrics
+                .failures
+                .get_or_create(&ReasonLabels {
+                    reason: outcome.to_string(),
+                })
+                .inc();
             tracing::info!(verb, code = error.code(), %error, "request failed");
             Answer::Err(error.http_status(), error.body())
         }
@@ -110,9 +133,17 @@ async fn add(State(shared): State<Shared>, body: axum::body::Bytes) -> impl Into
     let allocator = shared.allocator.clone();
     serve(&shared, "add", async move {
         let request: protocol::AddRequest = decode(&body)?;
-        let pod = request.pod.as_ref().map(|p| format!("{}/{}", p.namespace, p.name)).unwrap_or_default();
+        let pod = request
+            .pod
+            .as_ref()
+            .map(|p| format!("{}/{}", p.namespace, p.name))
+            .unwrap_or_default();
         let response = allocator.add(request.clone()).await?;
-        let ips: Vec<String> = response.ips.iter().map(|ip| ip.address.to_string()).collect();
+        let ips: Vec<String> = response
+            .ips
+            .iter()
+            .map(|ip| ip.address.to_string())
+            .collect();
         tracing::info!(
             network = request.attachment.network,
             container_id = request.attachment.container_id,
@@ -147,7 +178,10 @@ async fn del(State(shared): State<Shared>, body: axum::body::Bytes) -> impl Into
 
 async fn check(State(shared): State<Shared>, body: axum::body::Bytes) -> impl IntoResponse {
     let allocator = shared.allocator.clone();
-    serve(&shared, "check", async move { allocator.check(decode(&body)?).await }).await
+    serve(&shared, "check", async move {
+        allocator.check(decode(&body)?).await
+    })
+    .await
 }
 
 async fn gc(State(shared): State<Shared>, body: axum::body::Bytes) -> impl IntoResponse {
@@ -160,7 +194,15 @@ async fn gc(State(shared): State<Shared>, body: axum::body::Bytes) -> impl IntoR
     .await
 }
 
-async fn status(State(shared): State<Shared>, Query(query): Query<StatusQuery>) -> impl IntoResponse {
+async fn status(
+    State(shared): State<Shared>,
+    Query(query): Query<StatusQuery>,
+) -> impl IntoResponse {
     let allocator = shared.allocator.clone();
-    serve(&shared, "status", async move { allocator.status(query).await }).await
+    serve(
+        &shared,
+        "status",
+        async move { allocator.status(query).await },
+    )
+    .await
 }

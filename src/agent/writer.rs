@@ -11,8 +11,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use jiff::Timestamp;
-use kube::api::Api;
 use kube::ResourceExt;
+use kube::api::Api;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::api::{IPBlock, PodRef};
@@ -28,12 +28,21 @@ const MAX_BATCH: usize = 256;
 pub enum Change {
     /// Allocate an address to the attachment (the next free one, or `requested`);
     /// `borrower` names this node when the block belongs to another node.
-    Allocate { attachment: Attachment, pod: Option<PodRef>, requested: Option<IpAddr>, borrower: Option<String> },
+    Allocate {
+        attachment: Attachment,
+        pod: Option<PodRef>,
+        requested: Option<IpAddr>,
+        borrower: Option<String>,
+    },
     /// Release whatever the attachment holds in this block.
     Release { attachment: Attachment },
     /// Release every allocation of `network` made for pods of `node` whose
     /// (containerID, ifName) is not in `live`.
-    Collect { network: String, live: Arc<HashSet<(String, String)>>, node: String },
+    Collect {
+        network: String,
+        live: Arc<HashSet<(String, String)>>,
+        node: String,
+    },
 }
 
 /// What became of one [`Change`].
@@ -88,7 +97,15 @@ impl BlockWriter {
     ) -> Self {
         let (queue, requests) = mpsc::unbounded_channel();
         let latest = Arc::new(Mutex::new(first));
-        tokio::spawn(run(api, name, latest.clone(), requests, pools, policy, metrics));
+        tokio::spawn(run(
+            api,
+            name,
+            latest.clone(),
+            requests,
+            pools,
+            policy,
+            metrics,
+        ));
         Self { queue, latest }
     }
 
@@ -103,7 +120,9 @@ impl BlockWriter {
         self.queue
             .send(Request { change, reply })
             .map_err(|_| CommitError::Unavailable("the block writer stopped".into()))?;
-        answer.await.map_err(|_| CommitError::Unavailable("the block writer stopped".into()))?
+        answer
+            .await
+            .map_err(|_| CommitError::Unavailable("the block writer stopped".into()))?
     }
 }
 
@@ -132,7 +151,12 @@ async fn run(
                 metrics.cas_conflicts.inc_by(written.conflicts.into());
                 metrics.cas_retries.inc_by(written.conflicts.into());
                 if written.wrote {
-                    metrics.api_writes.get_or_create(&WriteLabels { operation: "replace".into() }).inc();
+                    metrics
+                        .api_writes
+                        .get_or_create(&WriteLabels {
+                            operation: "replace".into(),
+                        })
+                        .inc();
                 }
                 if let Ok(mut l) = latest.lock() {
                     *l = Some(written.object);
@@ -164,10 +188,14 @@ async fn commit(
 ) -> Result<ledger::Written<IPBlock, Vec<Outcome>>, CommitError> {
     let decide = |object: &IPBlock| -> Result<Decision<IPBlock, Vec<Outcome>>, CommitError> {
         let pool = pools(&object.spec.pool)?;
-        let mut block = Block::from_spec(&object.spec).map_err(|e: BlockError| CommitError::Invalid(e.to_string()))?;
+        let mut block = Block::from_spec(&object.spec)
+            .map_err(|e: BlockError| CommitError::Invalid(e.to_string()))?;
         let now = Timestamp::now();
         let before = block.clone();
-        let outcomes: Vec<Outcome> = changes.iter().map(|change| apply(&mut block, &pool, change, now)).collect();
+        let outcomes: Vec<Outcome> = changes
+            .iter()
+            .map(|change| apply(&mut block, &pool, change, now))
+            .collect();
         if block == before {
             return Ok(Decision::Keep(outcomes));
         }
@@ -176,25 +204,41 @@ async fn commit(
         // A borrower marks the block so that its own watch sees it: DEL and GC on the
         // borrowing node must find the address again without listing every block.
         for (change, outcome) in changes.iter().zip(&outcomes) {
-            if let (Change::Allocate { borrower: Some(node), .. }, Outcome::Allocated(_)) = (change, outcome) {
+            if let (
+                Change::Allocate {
+                    borrower: Some(node),
+                    ..
+                },
+                Outcome::Allocated(_),
+            ) = (change, outcome)
+            {
                 new.labels_mut().insert(borrower_label(node), String::new());
             }
         }
         Ok(Decision::Replace(new, outcomes))
     };
-    ledger::cas::update(api, name, policy, cached, decide).await.map_err(|e| match e {
-        CasError::Refused(e) => e,
-        CasError::NotFound { .. } => CommitError::Gone(format!("IPBlock {name} no longer exists")),
-        CasError::Contended { .. } => CommitError::Unavailable(e.to_string()),
-        CasError::Api { .. } => CommitError::Unavailable(e.to_string()),
-    })
+    ledger::cas::update(api, name, policy, cached, decide)
+        .await
+        .map_err(|e| match e {
+            CasError::Refused(e) => e,
+            CasError::NotFound { .. } => {
+                CommitError::Gone(format!("IPBlock {name} no longer exists"))
+            }
+            CasError::Contended { .. } => CommitError::Unavailable(e.to_string()),
+            CasError::Api { .. } => CommitError::Unavailable(e.to_string()),
+        })
 }
 
 /// Applies one change to the block model; pure, so a retry after a conflict re-decides
 /// every change of the batch on the fresh record.
 fn apply(block: &mut Block, pool: &Pool, change: &Change, now: Timestamp) -> Outcome {
     match change {
-        Change::Allocate { attachment, pod, requested, borrower } => {
+        Change::Allocate {
+            attachment,
+            pod,
+            requested,
+            borrower,
+        } => {
             let result = match requested {
                 None => block.allocate(pool, attachment, pod.as_ref(), now),
                 Some(ip) => block.allocate_requested(pool, *ip, attachment, pod.as_ref(), now),
@@ -209,20 +253,38 @@ fn apply(block: &mut Block, pool: &Pool, change: &Change, now: Timestamp) -> Out
                 Err(e) => Outcome::Refused(e),
             }
         }
-        Change::Release { attachment } => {
-            Outcome::Released(block.release(attachment, now).map(|ip| (attachment.clone(), ip)).into_iter().collect())
-        }
-        Change::Collect { network, live, node } => {
+        Change::Release { attachment } => Outcome::Released(
+            block
+                .release(attachment, now)
+                .map(|ip| (attachment.clone(), ip))
+                .into_iter()
+                .collect(),
+        ),
+        Change::Collect {
+            network,
+            live,
+            node,
+        } => {
             let block_node = block.node().to_string();
             let stale: Vec<Attachment> = block
                 .allocations()
                 .filter(|a| a.attachment.network() == network)
                 // Only the runtime of the node holding the pod knows whether it lives.
                 .filter(|a| a.node.as_deref().unwrap_or(&block_node) == node)
-                .filter(|a| !live.contains(&(a.attachment.container_id().to_string(), a.attachment.if_name().to_string())))
+                .filter(|a| {
+                    !live.contains(&(
+                        a.attachment.container_id().to_string(),
+                        a.attachment.if_name().to_string(),
+                    ))
+                })
                 .map(|a| a.attachment.clone())
                 .collect();
-            Outcome::Released(stale.into_iter().filter_map(|a| block.release(&a, now).map(|ip| (a, ip))).collect())
+            Outcome::Released(
+                stale
+                    .into_iter()
+                    .filter_map(|a| block.release(&a, now).map(|ip| (a, ip)))
+                    .collect(),
+            )
         }
     }
 }
@@ -249,14 +311,28 @@ pub struct Writers {
 
 impl Writers {
     /// An empty set of writers.
-    pub fn new(api: Api<IPBlock>, pools: PoolLookup, policy: RetryPolicy, metrics: AgentMetrics) -> Self {
-        Self { api, pools, policy, metrics, writers: Default::default() }
+    pub fn new(
+        api: Api<IPBlock>,
+        pools: PoolLookup,
+        policy: RetryPolicy,
+        metrics: AgentMetrics,
+    ) -> Self {
+        Self {
+            api,
+            pools,
+            policy,
+            metrics,
+            writers: Default::default(),
+        }
     }
 
     /// The writer of `block`, started with `block` as its first copy if it has none yet.
     pub fn of(&self, block: &IPBlock) -> BlockWriter {
         let name = block.name_any();
-        let mut writers = self.writers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut writers = self
+            .writers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         writers
             .entry(name.clone())
             .or_insert_with(|| {
@@ -274,12 +350,19 @@ impl Writers {
 
     /// The freshest copy of block `name` held by its writer, if it has one.
     pub fn latest(&self, name: &str) -> Option<IPBlock> {
-        self.writers.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(name).and_then(BlockWriter::latest)
+        self.writers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(name)
+            .and_then(BlockWriter::latest)
     }
 
     /// Stops writing `name` (the block was deleted); a later use starts a new writer.
     pub fn forget(&self, name: &str) {
-        let mut writers = self.writers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut writers = self
+            .writers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         writers.remove(name);
     }
 }

@@ -84,12 +84,12 @@ mod tests {
                 problems.push(format!("{path}: {junctor} is not allowed here"));
             }
         }
-        if let Some(format) = obj.get("format").and_then(Value::as_str) {
-            if !KNOWN_FORMATS.contains(&format) {
-                problems.push(format!(
-                    "{path}: format {format:?} is unknown to the API server"
-                ));
-            }
+        if let Some(format) = obj.get("format").and_then(Value::as_str)
+            && !KNOWN_FORMATS.contains(&format)
+        {
+            problems.push(format!(
+                "{path}: format {format:?} is unknown to the API server"
+            ));
         }
         if let Some(props) = obj.get("properties").and_then(Value::as_object) {
             for (name, child) in props {

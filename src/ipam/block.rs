@@ -555,7 +555,9 @@ mod tests {
     fn without_cooldown_a_released_address_is_reusable_at_once() {
         let pool = pool_with("10.0.0.0/30", 30, |s| s.reuse_cooldown_seconds = Some(0));
         let mut block = Block::new(&pool, net("10.0.0.0/30"), "n1").unwrap();
-        let now = at(0).checked_add(jiff::SignedDuration::from_millis(400)).unwrap();
+        let now = at(0)
+            .checked_add(jiff::SignedDuration::from_millis(400))
+            .unwrap();
         let first = block.allocate(&pool, &att("a"), None, now).unwrap();
         block.allocate(&pool, &att("b"), None, now).unwrap();
         assert_eq!(block.release(&att("a"), now), Some(first));
@@ -571,10 +573,21 @@ mod tests {
         block.lend(lent, "n2");
         block.lend(own, "n1");
         let spec = block.to_spec();
-        let node_of = |ip| spec.allocations.iter().find(|r| r.address == ip).unwrap().node.clone();
+        let node_of = |ip| {
+            spec.allocations
+                .iter()
+                .find(|r| r.address == ip)
+                .unwrap()
+                .node
+                .clone()
+        };
         assert_eq!(node_of(own), None, "the block's own node is implied");
         assert_eq!(node_of(lent), Some("n2".to_string()));
-        assert_eq!(Block::from_spec(&spec).unwrap(), block, "the borrower survives a round trip");
+        assert_eq!(
+            Block::from_spec(&spec).unwrap(),
+            block,
+            "the borrower survives a round trip"
+        );
     }
 
     #[test]

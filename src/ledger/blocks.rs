@@ -11,7 +11,7 @@ use crate::api::{IPBlock, IPBlockSpec, IPPool, LABEL_NODE, LABEL_POOL};
 #[derive(Debug)]
 pub enum Claim {
     /// This node created the block and owns it.
-    Won(IPBlock),
+    Won(Box<IPBlock>),
     /// The block exists already: another node claimed it first (or this node did, in an
     /// earlier attempt whose answer was lost).
     Taken,
@@ -58,7 +58,7 @@ pub async fn claim_block(
         status: None,
     };
     match api.create(&PostParams::default(), &block).await {
-        Ok(created) => Ok(Claim::Won(created)),
+        Ok(created) => Ok(Claim::Won(Box::new(created))),
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(Claim::Taken),
         Err(e) => Err(e),
     }

@@ -14,8 +14,15 @@ impl NetNs {
     /// Creates `ipl-ROLE-PID-N`.
     pub fn new(role: &str) -> NetNs {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let name = format!("ipl-{role}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        let status = Command::new("ip").args(["netns", "add", &name]).status().expect("run ip netns add");
+        let name = format!(
+            "ipl-{role}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let status = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .expect("run ip netns add");
         assert!(status.success(), "ip netns add {name}");
         NetNs(name)
     }
@@ -27,7 +34,10 @@ impl NetNs {
 
     /// `ip -o addr show dev DEV` inside the namespace.
     pub fn addresses(&self, dev: &str) -> String {
-        let out = Command::new("ip").args(["-n", &self.0, "-o", "addr", "show", "dev", dev]).output().expect("ip addr");
+        let out = Command::new("ip")
+            .args(["-n", &self.0, "-o", "addr", "show", "dev", dev])
+            .output()
+            .expect("ip addr");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
@@ -43,9 +53,17 @@ impl Drop for NetNs {
 pub fn reference_plugin_missing(plugin: &str) -> Option<String> {
     let path = Path::new(REFERENCE_PLUGINS).join(plugin);
     if !path.exists() {
-        return Some(format!("{} not found (Debian package containernetworking-plugins)", path.display()));
+        return Some(format!(
+            "{} not found (Debian package containernetworking-plugins)",
+            path.display()
+        ));
     }
-    if Command::new("ip").arg("-V").output().map(|o| !o.status.success()).unwrap_or(true) {
+    if Command::new("ip")
+        .arg("-V")
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
         return Some("the ip command (iproute2) is not available".into());
     }
     let probe = format!("ipl-probe-{}", std::process::id());

@@ -34,12 +34,21 @@ impl Agent {
     /// Starts the process again (after [`Agent::kill`]).
     pub async fn restart(&mut self) {
         let child = Command::new(env!("CARGO_BIN_EXE_ipledger"))
-            .args(["agent", "--node-name", &self.node, "--metrics-addr", "127.0.0.1:0"])
+            .args([
+                "agent",
+                "--node-name",
+                &self.node,
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ])
             .arg("--socket")
             .arg(&self.socket)
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
-            .env("IPLEDGER_LOG", std::env::var("IPLEDGER_TEST_AGENT_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "IPLEDGER_LOG",
+                std::env::var("IPLEDGER_TEST_AGENT_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .spawn()
@@ -49,12 +58,20 @@ impl Agent {
             if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
                 return;
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("agent {} exited at start: {status}", self.node);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("agent {} did not open {} within 15 s", self.node, self.socket.display());
+        panic!(
+            "agent {} did not open {} within 15 s",
+            self.node,
+            self.socket.display()
+        );
     }
 
     /// SIGKILL: the agent dies at once, mid-request if it is in one.
@@ -69,7 +86,9 @@ impl Agent {
         let mut child = self.child.take().expect("the agent runs");
         let pid = child.id().expect("a pid") as i32;
         // tokio only sends SIGKILL; SIGTERM goes through kill(1).
-        let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
         tokio::time::timeout(Duration::from_secs(20), child.wait())
             .await
             .expect("the agent exits within 20 s of SIGTERM")
@@ -92,7 +111,9 @@ impl PluginRun {
     /// The CNI error code of a failed run, or a panic naming what came instead.
     pub fn error_code(&self) -> u64 {
         assert_ne!(self.code, 0, "expected a failure, got {}", self.result);
-        self.result["code"].as_u64().unwrap_or_else(|| panic!("no error code in {}", self.result))
+        self.result["code"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no error code in {}", self.result))
     }
 
     /// The addresses of a successful ADD result, or a panic with the error.
@@ -102,7 +123,13 @@ impl PluginRun {
             .as_array()
             .expect("ips")
             .iter()
-            .map(|ip| ip["address"].as_str().expect("address").parse().expect("a CIDR"))
+            .map(|ip| {
+                ip["address"]
+                    .as_str()
+                    .expect("address")
+                    .parse()
+                    .expect("a CIDR")
+            })
             .collect()
     }
 }
@@ -118,8 +145,24 @@ pub fn network(name: &str, cni_version: &str, socket: &Path, pools: &[&str]) -> 
 }
 
 /// Runs the ipledger plugin for `command` as a runtime would.
-pub async fn plugin(command: &str, config: &Value, container_id: &str, if_name: &str, cni_args: &str) -> PluginRun {
-    run_plugin(env!("CARGO_BIN_EXE_ipledger-cni"), command, config, container_id, if_name, cni_args, None, None).await
+pub async fn plugin(
+    command: &str,
+    config: &Value,
+    container_id: &str,
+    if_name: &str,
+    cni_args: &str,
+) -> PluginRun {
+    run_plugin(
+        env!("CARGO_BIN_EXE_ipledger-cni"),
+        command,
+        config,
+        container_id,
+        if_name,
+        cni_args,
+        None,
+        None,
+    )
+    .await
 }
 
 /// Runs `binary` (a CNI plugin) with the CNI environment and `config` on stdin.
@@ -137,7 +180,17 @@ pub async fn run_plugin(
     let argv = [binary.to_string()];
     let netns = netns.unwrap_or("/var/run/netns/none");
     let cni_path = cni_path.unwrap_or("/opt/cni/bin");
-    run_command(&argv, command, config, container_id, if_name, cni_args, netns, cni_path).await
+    run_command(
+        &argv,
+        command,
+        config,
+        container_id,
+        if_name,
+        cni_args,
+        netns,
+        cni_path,
+    )
+    .await
 }
 
 /// Runs `argv` (a CNI plugin, perhaps behind `ip netns exec`) as a runtime would.
@@ -168,13 +221,20 @@ pub async fn run_command(
         .spawn()
         .expect("the plugin runs");
     let mut stdin = child.stdin.take().expect("stdin");
-    stdin.write_all(config.to_string().as_bytes()).await.expect("write stdin");
+    stdin
+        .write_all(config.to_string().as_bytes())
+        .await
+        .expect("write stdin");
     drop(stdin);
     let output = child.wait_with_output().await.expect("the plugin exits");
     let stdout = String::from_utf8_lossy(&output.stdout);
     PluginRun {
         code: output.status.code().unwrap_or(-1),
-        result: if stdout.trim().is_empty() { Value::Null } else { serde_json::from_str(&stdout).unwrap_or(Value::String(stdout.to_string())) },
+        result: if stdout.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&stdout).unwrap_or(Value::String(stdout.to_string()))
+        },
         stderr: String::from_utf8_lossy(&output.stderr).to_string(),
     }
 }
