@@ -679,7 +679,7 @@ fn selector_filter(t: &ResourceType, query: &HashMap<String, String>) -> ApiResu
         query.get("fieldSelector").map(String::as_str).unwrap_or(""),
         supported_fields(&t.group, &t.plural),
     )
-    .map_err(|e| ApiError::bad_request(e))?;
+    .map_err(ApiError::bad_request)?;
     Ok(Box::new(move |o| labels.matches(o) && fields.matches(o)))
 }
 

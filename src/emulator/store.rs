@@ -457,7 +457,7 @@ fn encode_continue(rv: u64, key: &ObjectKey) -> String {
 }
 
 fn decode_continue(token: &str) -> Option<(u64, ObjectKey)> {
-    if token.len() % 2 != 0 {
+    if !token.len().is_multiple_of(2) {
         return None;
     }
     let bytes: Option<Vec<u8>> = (0..token.len())
@@ -725,9 +725,9 @@ impl State {
             }
         }
         if t.custom && self.crd_terminating(t) {
-            return Err(ApiError::method_not_allowed(format!(
-                "create not allowed while custom resource definition is terminating"
-            )));
+            return Err(ApiError::method_not_allowed(
+                "create not allowed while custom resource definition is terminating",
+            ));
         }
         let key = ObjectKey::new(if t.namespaced { namespace } else { "" }, &name);
         if self.object(&gr, &key).is_some() {

@@ -213,8 +213,12 @@ pub fn find<'a>(obj: &'a Value, path: &str) -> Vec<&'a Value> {
                     .flat_map(|v| v.as_array().into_iter().flatten())
                     .filter(|item| {
                         let got = find(item, &format!(".{}", field.trim()));
-                        got.first()
-                            .is_some_and(|g| g.as_str() == Some(value) || g.to_string() == value)
+                        got.first().is_some_and(|g| match g {
+                            Value::String(s) => s == value,
+                            other => {
+                                serde_json::from_str::<Value>(value).is_ok_and(|v| &v == *other)
+                            }
+                        })
                     })
                     .collect();
             } else {
