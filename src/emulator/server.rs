@@ -274,6 +274,10 @@ impl Server {
                     self.list(&t, &rp.version, ns, &query, table)
                 }
             }
+            (&Method::POST, None) if is_review(&t) => {
+                let body = self.body(req).await?;
+                Ok(json_response(201, &review(&t, parse_json(&body)?)))
+            }
             (&Method::POST, None) => {
                 let body = self.body(req).await?;
                 let mut obj = parse_json(&body)?;
@@ -639,6 +643,27 @@ impl Server {
     }
 }
 
+/// Reviews are answered, never stored.
+fn is_review(t: &ResourceType) -> bool {
+    matches!(
+        t.group.as_str(),
+        "authorization.k8s.io" | "authentication.k8s.io"
+    )
+}
+
+/// Answers a self-review: everything is allowed until RBAC enforcement arrives, and
+/// every token is the emulator's administrator.
+fn review(t: &ResourceType, mut obj: Value) -> Value {
+    obj["apiVersion"] = t.api_version(t.storage_version()).into();
+    obj["kind"] = t.kind.clone().into();
+    obj["status"] = if t.group == "authorization.k8s.io" {
+        json!({"allowed": true, "reason": "the ipledger emulator does not enforce RBAC yet"})
+    } else {
+        json!({"userInfo": {"username": "admin", "groups": ["system:masters", "system:authenticated"]}})
+    };
+    obj
+}
+
 /// The event a watcher with a selector sees: an object entering the selection is ADDED,
 /// one leaving it is DELETED, as in the real server.
 fn visible<'a>(
@@ -722,8 +747,9 @@ fn field_validation(
                 .map(|f| format!("unknown field \"{f}\""))
                 .collect();
             Err(ApiError::bad_request(format!(
-                "strict decoding error: {}",
-                listed.join(", ")
+                "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
+                listed.join(", "),
+                kind = t.kind
             )))
         }
         "Strict" | "Warn" | "" => Ok(unknown

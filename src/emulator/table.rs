@@ -138,6 +138,8 @@ fn row(
         let found = find(obj, &c.json_path);
         let cell = match found.first() {
             None => Value::Null,
+            // The built-in "Created At" column shows the timestamp itself.
+            Some(v) if c.type_ == "date" && c.name == "Created At" => (*v).clone(),
             Some(v) if c.type_ == "date" => v
                 .as_str()
                 .map(|s| human_age(s, now))
