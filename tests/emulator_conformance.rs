@@ -1257,3 +1257,20 @@ async fn self_subject_access_review_is_answered() {
     assert_eq!(review["kind"], "SelfSubjectAccessReview");
     assert!(review["status"]["allowed"].is_boolean());
 }
+
+#[tokio::test]
+async fn unknown_bearer_tokens_are_refused_when_configured() {
+    let c = support::cluster_with(ipledger::emulator::Config {
+        accept_unknown_tokens: false,
+        ..Default::default()
+    })
+    .await;
+    let emulator = emulator_only!(c);
+    let known: Api<ConfigMap> = Api::default_namespaced(c.client.clone());
+    known.list(&ListParams::default()).await.unwrap();
+    let mut config = kube::Config::new(emulator.url().parse().unwrap());
+    config.auth_info.token = Some("not-a-known-token".to_string().into());
+    let stranger: Api<ConfigMap> = Api::default_namespaced(Client::try_from(config).unwrap());
+    let err = api_error(stranger.list(&ListParams::default()).await);
+    assert_eq!((err.code, err.reason.as_str()), (401, "Unauthorized"));
+}

@@ -72,6 +72,11 @@ pub struct Config {
     pub bookmark_interval: Duration,
     /// Largest request body accepted, in bytes (the real server's limit is 3 MiB).
     pub max_body: usize,
+    /// Bearer tokens and the users they authenticate; [`ADMIN_TOKEN`] is `admin`.
+    pub tokens: std::collections::BTreeMap<String, String>,
+    /// Accept tokens not in `tokens` (and requests without one). On by default: until RBAC
+    /// is enforced, the emulator trusts its loopback clients.
+    pub accept_unknown_tokens: bool,
 }
 
 impl Default for Config {
@@ -81,6 +86,8 @@ impl Default for Config {
             history_window: 10_000,
             bookmark_interval: Duration::from_secs(1),
             max_body: 3 * 1024 * 1024,
+            tokens: [(ADMIN_TOKEN.to_string(), "admin".to_string())].into(),
+            accept_unknown_tokens: true,
         }
     }
 }
@@ -117,6 +124,8 @@ impl Emulator {
             address: addr.to_string(),
             bookmark_interval: config.bookmark_interval,
             max_body: config.max_body,
+            tokens: config.tokens,
+            accept_unknown_tokens: config.accept_unknown_tokens,
         });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(serve(listener, server, stopped));

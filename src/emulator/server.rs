@@ -36,6 +36,10 @@ pub struct Server {
     pub bookmark_interval: Duration,
     /// Largest request body accepted.
     pub max_body: usize,
+    /// Known bearer tokens and the user each one authenticates.
+    pub tokens: std::collections::BTreeMap<String, String>,
+    /// Whether a token not in `tokens` is accepted (as `system:anonymous`).
+    pub accept_unknown_tokens: bool,
 }
 
 /// Which part of the API a path names.
@@ -171,8 +175,9 @@ impl Server {
     }
 
     async fn route(&self, req: Request<Incoming>) -> ApiResult<Response<Body>> {
-        // Bearer tokens are accepted as they come; authorization (RBAC) is the packaging
-        // issue's work and will sit here, before any resource is touched.
+        // Authorization (RBAC) is the packaging issue's work; it will use this user and sit
+        // here, before any resource is touched.
+        let _user = self.authenticate(&req)?;
         let path = req.uri().path().to_string();
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         let registry = self.store.registry();
@@ -382,6 +387,33 @@ impl Server {
             _ => Err(ApiError::method_not_allowed(format!(
                 "the server does not allow this method on the requested resource ({method} {path})"
             ))),
+        }
+    }
+
+    /// The user a request's bearer token names; 401 for a malformed header or, when
+    /// unknown tokens are refused, an unknown token.
+    fn authenticate(&self, req: &Request<Incoming>) -> ApiResult<String> {
+        let Some(header) = req.headers().get(header::AUTHORIZATION) else {
+            return self.unknown_token();
+        };
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(ApiError::unauthorized)?;
+        match self.tokens.get(token) {
+            Some(user) => Ok(user.clone()),
+            None => self.unknown_token(),
+        }
+    }
+
+    fn unknown_token(&self) -> ApiResult<String> {
+        if self.accept_unknown_tokens {
+            Ok("system:anonymous".to_string())
+        } else {
+            Err(ApiError::unauthorized())
         }
     }
 
@@ -699,7 +731,7 @@ type Filter = Box<dyn Fn(&Value) -> bool + Send + Sync>;
 
 fn selector_filter(t: &ResourceType, query: &HashMap<String, String>) -> ApiResult<Filter> {
     let labels = LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))
-        .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
+        .map_err(ApiError::bad_request)?;
     let fields = FieldSelector::parse(
         query.get("fieldSelector").map(String::as_str).unwrap_or(""),
         supported_fields(&t.group, &t.plural),

@@ -198,6 +198,50 @@ fn spec_part(t: &ResourceType, obj: &Value) -> Value {
     v
 }
 
+/// A label key's name part, or a label value (which may also be empty).
+fn is_label_token(s: &str) -> bool {
+    s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && s.chars().next().is_none_or(|c| c.is_ascii_alphanumeric())
+        && s.chars().last().is_none_or(|c| c.is_ascii_alphanumeric())
+}
+
+/// Label keys (`[prefix/]name`) and values, checked as the real server checks them.
+fn validate_labels(meta: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let Some(labels) = meta["labels"].as_object() else {
+        return causes;
+    };
+    for (key, value) in labels {
+        let (prefix, name) = key.rsplit_once('/').unwrap_or(("", key));
+        let prefix_ok = prefix.is_empty() || is_dns_subdomain(prefix);
+        if name.is_empty() || !is_label_token(name) || !prefix_ok || key.matches('/').count() > 1 {
+            causes.push(Cause {
+                reason: "FieldValueInvalid",
+                field: "metadata.labels".into(),
+                message: format!(
+                    "Invalid value: \"{key}\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"
+                ),
+            });
+        }
+        let text = value.as_str();
+        if text.is_none_or(|v| !is_label_token(v)) {
+            let shown = text
+                .map(str::to_string)
+                .unwrap_or_else(|| value.to_string());
+            causes.push(Cause {
+                reason: "FieldValueInvalid",
+                field: "metadata.labels".into(),
+                message: format!(
+                    "Invalid value: \"{shown}\": a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"
+                ),
+            });
+        }
+    }
+    causes
+}
+
 fn generate_suffix() -> String {
     // The alphabet of the real server's name generator (no vowels, no confusable digits).
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
@@ -535,6 +579,10 @@ impl State {
         old: Option<&Value>,
         name: &str,
     ) -> ApiResult<()> {
+        let causes = validate_labels(meta(obj));
+        if !causes.is_empty() {
+            return Err(Self::invalid(t, name, causes));
+        }
         if t.custom {
             let version = str_of(obj, "apiVersion")
                 .rsplit('/')
@@ -745,6 +793,10 @@ impl State {
         obj["kind"] = t.kind.clone().into();
         if t.status_subresource {
             obj.as_object_mut().expect("checked above").remove("status");
+        }
+        if t.group.is_empty() && t.plural == "pods" {
+            // A new pod is Pending until a kubelet says otherwise, as the real server sets.
+            obj["status"] = json!({"phase": "Pending"});
         }
         self.admit(t, &mut obj, None, &name)?;
         let m = meta_mut(&mut obj);
@@ -1259,6 +1311,31 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.code, 409);
         assert_eq!(err.reason, "Conflict");
+    }
+
+    #[test]
+    fn invalid_labels_are_refused_with_the_field_named() {
+        let store = Store::new(100);
+        let t = configmaps(&store);
+        let mut bad = cm("a");
+        bad["metadata"]["labels"] = json!({"good/key": "ok", "bad key": "v", "k": "-bad"});
+        let err = store.create(&t, "default", bad).unwrap_err();
+        assert_eq!(err.code, 422);
+        assert!(
+            err.message
+                .contains("metadata.labels: Invalid value: \"bad key\""),
+            "{}",
+            err.message
+        );
+        assert!(
+            err.message
+                .contains("Invalid value: \"-bad\": a valid label"),
+            "{}",
+            err.message
+        );
+        let mut fine = cm("b");
+        fine["metadata"]["labels"] = json!({"ipledger.io/pool": "p-1", "empty": ""});
+        store.create(&t, "default", fine).unwrap();
     }
 
     #[test]
