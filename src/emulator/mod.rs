@@ -196,13 +196,18 @@ impl Emulator {
             path: path.display().to_string(),
             source,
         };
-        std::fs::write(path, yaml).map_err(io)?;
+        // Written aside and renamed, so a reader never sees half a kubeconfig.
+        let mut partial = path.as_os_str().to_owned();
+        partial.push(".partial");
+        let partial = std::path::PathBuf::from(partial);
+        std::fs::write(&partial, yaml).map_err(io)?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+            std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o600))
+                .map_err(io)?;
         }
-        Ok(())
+        std::fs::rename(&partial, path).map_err(io)
     }
 
     /// A kube client talking to this emulator.

@@ -177,7 +177,7 @@ impl Server {
     async fn route(&self, req: Request<Incoming>) -> ApiResult<Response<Body>> {
         // Authorization (RBAC) is the packaging issue's work; it will use this user and sit
         // here, before any resource is touched.
-        let _user = self.authenticate(&req)?;
+        let user = self.authenticate(&req)?;
         let path = req.uri().path().to_string();
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         let registry = self.store.registry();
@@ -280,8 +280,15 @@ impl Server {
                 }
             }
             (&Method::POST, None) if is_review(&t) => {
-                let body = self.body(req).await?;
-                Ok(json_response(201, &review(&t, parse_json(&body)?)))
+                // The answer does not depend on the question, so a protobuf body (kubectl's
+                // typed clients send one) need not be decoded.
+                let body = http_body_util::Limited::new(req.into_body(), self.max_body)
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let question = parse_json(&body).unwrap_or_else(|_| json!({}));
+                Ok(json_response(201, &review(&t, question, &user)))
             }
             (&Method::POST, None) => {
                 let body = self.body(req).await?;
@@ -683,15 +690,15 @@ fn is_review(t: &ResourceType) -> bool {
     )
 }
 
-/// Answers a self-review: everything is allowed until RBAC enforcement arrives, and
-/// every token is the emulator's administrator.
-fn review(t: &ResourceType, mut obj: Value) -> Value {
+/// Answers a self-review: everything is allowed until RBAC enforcement arrives; the user
+/// is the one the bearer token authenticated.
+fn review(t: &ResourceType, mut obj: Value, user: &str) -> Value {
     obj["apiVersion"] = t.api_version(t.storage_version()).into();
     obj["kind"] = t.kind.clone().into();
     obj["status"] = if t.group == "authorization.k8s.io" {
         json!({"allowed": true, "reason": "the ipledger emulator does not enforce RBAC yet"})
     } else {
-        json!({"userInfo": {"username": "admin", "groups": ["system:masters", "system:authenticated"]}})
+        json!({"userInfo": {"username": user, "groups": ["system:authenticated"]}})
     };
     obj
 }
