@@ -1274,3 +1274,95 @@ async fn unknown_bearer_tokens_are_refused_when_configured() {
     let err = api_error(stranger.list(&ListParams::default()).await);
     assert_eq!((err.code, err.reason.as_str()), (401, "Unauthorized"));
 }
+
+#[tokio::test]
+async fn continued_lists_are_consistent_with_their_first_page() {
+    let c = cluster().await;
+    let ns = namespace(&c.client).await;
+    let api: Api<ConfigMap> = Api::namespaced(c.client.clone(), &ns);
+    for name in ["a", "b", "c"] {
+        api.create(&PostParams::default(), &configmap(name, json!({})))
+            .await
+            .unwrap();
+    }
+    let first = api.list(&ListParams::default().limit(2)).await.unwrap();
+    let names: Vec<_> = first.iter().map(|c| c.name_any()).collect();
+    assert_eq!(names, ["a", "b"]);
+    api.delete("c", &DeleteParams::default()).await.unwrap();
+    api.create(&PostParams::default(), &configmap("d", json!({})))
+        .await
+        .unwrap();
+    let token = first.metadata.continue_.unwrap();
+    let rest = api
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+        .unwrap();
+    let names: Vec<_> = rest.iter().map(|c| c.name_any()).collect();
+    assert_eq!(
+        names,
+        ["c"],
+        "the second page reads the first page's snapshot"
+    );
+    assert_eq!(
+        rest.metadata.resource_version,
+        first.metadata.resource_version
+    );
+    support::delete_namespace(&c.client, &ns).await;
+}
+
+#[tokio::test]
+async fn delete_collection_removes_what_the_selector_matches() {
+    let c = cluster().await;
+    let ns = namespace(&c.client).await;
+    let api: Api<ConfigMap> = Api::namespaced(c.client.clone(), &ns);
+    for (name, labels) in [
+        ("a", json!({"drop": "yes"})),
+        ("b", json!({"drop": "yes"})),
+        ("c", json!({})),
+    ] {
+        api.create(&PostParams::default(), &configmap(name, labels))
+            .await
+            .unwrap();
+    }
+    api.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels("drop=yes"),
+    )
+    .await
+    .unwrap();
+    let left: Vec<_> = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.name_any())
+        .collect();
+    assert_eq!(left, ["c"]);
+    support::delete_namespace(&c.client, &ns).await;
+}
+
+#[tokio::test]
+async fn builtin_status_subresource_keeps_spec_and_status_apart() {
+    let c = cluster().await;
+    let ns = namespace(&c.client).await;
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), &ns);
+    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a", "image": "one"}]}, "status": {"phase": "Running"}})).unwrap();
+    let created = pods.create(&PostParams::default(), &pod).await.unwrap();
+    assert_eq!(
+        created.status.unwrap().phase.as_deref(),
+        Some("Pending"),
+        "create ignores status"
+    );
+    let running = pods
+        .patch_status(
+            "p",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Running"}, "spec": {"containers": [{"name": "a", "image": "two"}]}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(running.status.unwrap().phase.as_deref(), Some("Running"));
+    let image = running.spec.unwrap().containers[0].image.clone();
+    assert_eq!(image.as_deref(), Some("one"), "status writes ignore spec");
+    support::delete_namespace(&c.client, &ns).await;
+}
