@@ -473,6 +473,11 @@ impl Store {
             .cloned()
             .ok_or_else(|| ApiError::not_found(&t.group_resource(), name))?;
         let mut changed = change(&current)?;
+        if !changed.is_object() {
+            return Err(ApiError::unprocessable(
+                "the server rejected our request due to an error in our request: the patched object is not a JSON object",
+            ));
+        }
         // A patch that does not mention resourceVersion applies to the current version.
         if str_of(meta(&changed), "resourceVersion").is_empty() {
             let rv = str_of(meta(&current), "resourceVersion").to_string();
@@ -594,8 +599,18 @@ impl State {
                 .or_else(|| t.versions.first())
                 .and_then(|v| v.schema.clone());
             if let Some(schema) = schema {
-                schema.prune_and_default(obj);
-                let causes = schema.validate(obj, old);
+                // CEL evaluation is third-party code: a panic in it must not take down the
+                // connection or poison the store (nothing has been written yet).
+                let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    schema.prune_and_default(obj);
+                    schema.validate(obj, old)
+                }));
+                let causes = checked.map_err(|_| {
+                    ApiError::internal(format!(
+                        "Internal error occurred: validating {} \"{name}\" failed",
+                        t.qualified_kind()
+                    ))
+                })?;
                 if !causes.is_empty() {
                     return Err(Self::invalid(t, name, causes));
                 }
@@ -1336,6 +1351,20 @@ mod tests {
         let mut fine = cm("b");
         fine["metadata"]["labels"] = json!({"ipledger.io/pool": "p-1", "empty": ""});
         store.create(&t, "default", fine).unwrap();
+    }
+
+    #[test]
+    fn a_patch_that_replaces_the_whole_object_is_refused() {
+        let store = Store::new(100);
+        let t = configmaps(&store);
+        store.create(&t, "default", cm("a")).unwrap();
+        let err = store
+            .modify(&t, "default", "a", Part::Main, &|_| {
+                Ok(json!("not an object"))
+            })
+            .unwrap_err();
+        assert_eq!(err.code, 422);
+        assert!(store.get(&t, "default", "a").is_ok());
     }
 
     #[test]
