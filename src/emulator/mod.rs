@@ -7,6 +7,7 @@ pub mod discovery;
 pub mod error;
 pub mod faults;
 pub mod patch;
+pub mod protobuf;
 pub mod resources;
 pub mod schema;
 pub mod selectors;

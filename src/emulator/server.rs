@@ -16,6 +16,7 @@ use super::discovery;
 use super::error::{ApiError, ApiResult};
 use super::faults::Faults;
 use super::patch::{self, PatchType};
+use super::protobuf;
 use super::resources::ResourceType;
 use super::selectors::{FieldSelector, LabelSelector, supported_fields};
 use super::store::{DeleteOptions, Event, EventType, Part, Store};
@@ -291,8 +292,8 @@ impl Server {
                 Ok(json_response(201, &review(&t, question, &user)))
             }
             (&Method::POST, None) => {
-                let body = self.body(req).await?;
-                let mut obj = parse_json(&body)?;
+                let (body, content_type) = self.body(req).await?;
+                let mut obj = parse_object(&t, &content_type, &body)?;
                 let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
                 self.injected_failure(&t, &name)?;
                 let warnings = field_validation(&t, &rp.version, &mut obj, &query)?;
@@ -303,8 +304,8 @@ impl Server {
                 ))
             }
             (&Method::PUT, Some(name)) => {
-                let body = self.body(req).await?;
-                let mut obj = parse_json(&body)?;
+                let (body, content_type) = self.body(req).await?;
+                let mut obj = parse_object(&t, &content_type, &body)?;
                 self.injected_failure(&t, name)?;
                 let warnings = field_validation(&t, &rp.version, &mut obj, &query)?;
                 let updated = self.store.update(&t, &namespace, name, obj, part)?;
@@ -321,7 +322,7 @@ impl Server {
                     .unwrap_or("")
                     .to_string();
                 let patch_type = PatchType::from_content_type(&content_type)?;
-                let body = self.body(req).await?;
+                let (body, _) = self.body(req).await?;
                 self.injected_failure(&t, name)?;
                 let warnings = Mutex::new(Vec::new());
                 let version = rp.version.clone();
@@ -344,7 +345,7 @@ impl Server {
                 ))
             }
             (&Method::DELETE, Some(name)) => {
-                let body = self.body(req).await?;
+                let (body, _) = self.body(req).await?;
                 self.injected_failure(&t, name)?;
                 let opts = delete_options(&body, &query)?;
                 let (obj, gone) = self.store.delete(&t, &namespace, name, &opts)?;
@@ -366,7 +367,7 @@ impl Server {
                 Ok(json_response(200, &for_version(&t, &rp.version, &obj)))
             }
             (&Method::DELETE, None) => {
-                let body = self.body(req).await?;
+                let (body, _) = self.body(req).await?;
                 let opts = delete_options(&body, &query)?;
                 let filter = selector_filter(&t, &query)?;
                 let page =
@@ -434,23 +435,20 @@ impl Server {
         }
     }
 
-    async fn body(&self, req: Request<Incoming>) -> ApiResult<Bytes> {
+    /// The request body and its media type.
+    async fn body(&self, req: Request<Incoming>) -> ApiResult<(Bytes, String)> {
         let content_type = req
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|c| c.to_str().ok())
-            .unwrap_or("");
-        if content_type.contains("protobuf") || content_type.contains("cbor") {
-            return Err(ApiError::unsupported_media_type(format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json (the ipledger emulator does not speak {content_type})"
-            )));
-        }
+            .unwrap_or("")
+            .to_string();
         let limited = http_body_util::Limited::new(req.into_body(), self.max_body);
         let collected = limited
             .collect()
             .await
             .map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
-        Ok(collected.to_bytes())
+        Ok((collected.to_bytes(), content_type))
     }
 
     fn table(
@@ -747,6 +745,25 @@ fn selector_filter(t: &ResourceType, query: &HashMap<String, String>) -> ApiResu
     Ok(Box::new(move |o| labels.matches(o) && fields.matches(o)))
 }
 
+/// A request body as an object: JSON, or protobuf for the few core types kubectl's and
+/// helm's typed clients send that way.
+fn parse_object(t: &ResourceType, content_type: &str, body: &[u8]) -> ApiResult<Value> {
+    if content_type.contains("protobuf") && t.group.is_empty() {
+        return protobuf::decode(&t.kind, body).map_err(|e| {
+            ApiError::unsupported_media_type(format!(
+                "the ipledger emulator cannot read this {content_type} body: {e}; send application/json"
+            ))
+        });
+    }
+    if content_type.contains("protobuf") || content_type.contains("cbor") {
+        return Err(ApiError::unsupported_media_type(format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json (the ipledger emulator does not speak {content_type} for {})",
+            t.group_resource()
+        )));
+    }
+    parse_json(body)
+}
+
 fn parse_json(body: &[u8]) -> ApiResult<Value> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request(format!(
@@ -813,7 +830,21 @@ fn with_warnings(mut resp: Response<Body>, warnings: &[String]) -> Response<Body
 
 fn delete_options(body: &[u8], query: &HashMap<String, String>) -> ApiResult<DeleteOptions> {
     let mut opts = DeleteOptions::default();
-    if !body.iter().all(u8::is_ascii_whitespace) {
+    if body.starts_with(b"k8s\0") {
+        let v = protobuf::decode("DeleteOptions", body).map_err(|e| {
+            ApiError::unsupported_media_type(format!(
+                "the ipledger emulator cannot read this protobuf DeleteOptions: {e}"
+            ))
+        })?;
+        opts.uid = v["preconditions"]["uid"].as_str().map(str::to_string);
+        opts.resource_version = v["preconditions"]["resourceVersion"]
+            .as_str()
+            .map(str::to_string);
+        opts.propagation = v["propagationPolicy"].as_str().map(str::to_string);
+        if opts.propagation.is_none() && v["orphanDependents"] == true {
+            opts.propagation = Some("Orphan".into());
+        }
+    } else if !body.iter().all(u8::is_ascii_whitespace) {
         let v: Value = serde_json::from_slice(body).map_err(|e| {
             ApiError::bad_request(format!(
                 "the body of the request was in an unknown format: {e}"

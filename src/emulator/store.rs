@@ -809,6 +809,9 @@ impl State {
         if t.status_subresource {
             obj.as_object_mut().expect("checked above").remove("status");
         }
+        if t.group.is_empty() && t.plural == "secrets" && str_of(&obj, "type").is_empty() {
+            obj["type"] = "Opaque".into();
+        }
         if t.group.is_empty() && t.plural == "pods" {
             // A new pod is Pending until a kubelet says otherwise, as the real server sets.
             obj["status"] = json!({"phase": "Pending"});

@@ -70,6 +70,11 @@ fn builtin_columns(t: &ResourceType) -> Vec<(PrinterColumn, bool)> {
             col("Age", "date", ".metadata.creationTimestamp"),
             col("Version", "string", ".status.nodeInfo.kubeletVersion"),
         ],
+        ("", "secrets") => vec![
+            col("Type", "string", ".type"),
+            col("Data", "integer", "@data-count"),
+            col("Age", "date", ".metadata.creationTimestamp"),
+        ],
         ("", "configmaps") => vec![
             col("Data", "integer", "@data-count"),
             col("Age", "date", ".metadata.creationTimestamp"),
