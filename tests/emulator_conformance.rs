@@ -1366,3 +1366,54 @@ async fn builtin_status_subresource_keeps_spec_and_status_apart() {
     assert_eq!(image.as_deref(), Some("one"), "status writes ignore spec");
     support::delete_namespace(&c.client, &ns).await;
 }
+
+#[tokio::test]
+async fn server_side_apply_creates_merges_and_drops_what_is_no_longer_applied() {
+    let c = cluster().await;
+    let ns = namespace(&c.client).await;
+    let api: Api<ConfigMap> = Api::namespaced(c.client.clone(), &ns);
+    let ssa = PatchParams::apply("conformance");
+    let first = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": {"k": "v", "old": "x"}});
+    let created = api.patch("ssa", &ssa, &Patch::Apply(&first)).await.unwrap();
+    assert_eq!(created.data.clone().unwrap().len(), 2);
+    let managers: Vec<_> = created
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .iter()
+        .map(|m| m.manager.clone().unwrap_or_default())
+        .collect();
+    assert!(
+        managers.contains(&"conformance".to_string()),
+        "{managers:?}"
+    );
+    api.patch(
+        "ssa",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"theirs": "y"}})),
+    )
+    .await
+    .unwrap();
+    let second = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": {"k": "v2"}});
+    let applied = api
+        .patch("ssa", &ssa, &Patch::Apply(&second))
+        .await
+        .unwrap();
+    let data = applied.data.unwrap();
+    assert_eq!(data.get("k").map(String::as_str), Some("v2"));
+    assert!(
+        !data.contains_key("old"),
+        "a field no longer applied is removed"
+    );
+    assert_eq!(
+        data.get("theirs").map(String::as_str),
+        Some("y"),
+        "fields of other writers stay"
+    );
+    let err = api_error(
+        api.patch("ssa", &PatchParams::default(), &Patch::Apply(&second))
+            .await,
+    );
+    assert_eq!(err.code, 422, "apply needs a field manager");
+    support::delete_namespace(&c.client, &ns).await;
+}

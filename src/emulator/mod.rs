@@ -3,6 +3,7 @@
 //! 410 Gone, CRDs with schema validation and CEL, finalizers, garbage collection, Tables),
 //! so ipledger and kubectl run against it unchanged. See `docs/emulator.md`.
 
+pub mod apply;
 pub mod discovery;
 pub mod error;
 pub mod faults;

@@ -12,6 +12,7 @@ use hyper::body::{Frame, Incoming};
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
+use super::apply;
 use super::discovery;
 use super::error::{ApiError, ApiResult};
 use super::faults::Faults;
@@ -324,6 +325,9 @@ impl Server {
                 let patch_type = PatchType::from_content_type(&content_type)?;
                 let (body, _) = self.body(req).await?;
                 self.injected_failure(&t, name)?;
+                if patch_type == PatchType::Apply {
+                    return self.server_side_apply(&t, &rp, &namespace, name, part, &body, &query);
+                }
                 let warnings = Mutex::new(Vec::new());
                 let version = rp.version.clone();
                 let change = |current: &Value| {
@@ -395,6 +399,79 @@ impl Server {
             _ => Err(ApiError::method_not_allowed(format!(
                 "the server does not allow this method on the requested resource ({method} {path})"
             ))),
+        }
+    }
+
+    /// PATCH with `application/apply-patch+yaml`: merges the applied configuration for its
+    /// field manager, creating the object when it does not exist.
+    #[allow(clippy::too_many_arguments)]
+    fn server_side_apply(
+        &self,
+        t: &ResourceType,
+        rp: &ResourcePath,
+        namespace: &str,
+        name: &str,
+        part: Part,
+        body: &[u8],
+        query: &HashMap<String, String>,
+    ) -> ApiResult<Response<Body>> {
+        let manager = query.get("fieldManager").map(String::as_str).unwrap_or("");
+        if manager.is_empty() {
+            return Err(ApiError::invalid(
+                "PatchOptions.meta.k8s.io",
+                "meta.k8s.io",
+                "PatchOptions",
+                "",
+                vec![super::error::Cause {
+                    reason: "FieldValueRequired",
+                    field: "fieldManager".into(),
+                    message: "Required value: is required for apply patch".into(),
+                }],
+            ));
+        }
+        let applied: Value = serde_yaml_ng::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+        if !applied.is_object() {
+            return Err(ApiError::bad_request(
+                "the applied configuration must be an object",
+            ));
+        }
+        let applied_name = applied["metadata"]["name"].as_str().unwrap_or("");
+        if applied_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({applied_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let subresource = rp.subresource.as_deref();
+        let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let warnings = Mutex::new(Vec::new());
+        let change = |current: &Value| {
+            let current = for_version(t, &rp.version, current);
+            let mut merged = apply::apply(&current, &applied, manager, subresource, t.custom, &now);
+            *warnings.lock().unwrap_or_else(|e| e.into_inner()) =
+                field_validation(t, &rp.version, &mut merged, query)?;
+            Ok(merged)
+        };
+        match self.store.modify(t, namespace, name, part, &change) {
+            Ok(updated) => {
+                let warnings = warnings.into_inner().unwrap_or_else(|e| e.into_inner());
+                Ok(with_warnings(
+                    json_response(200, &for_version(t, &rp.version, &updated)),
+                    &warnings,
+                ))
+            }
+            // Apply creates what does not exist yet (not through /status).
+            Err(e) if e.code == 404 && part == Part::Main => {
+                let mut created =
+                    apply::apply(&Value::Null, &applied, manager, None, t.custom, &now);
+                let warnings = field_validation(t, &rp.version, &mut created, query)?;
+                let created = self.store.create(t, namespace, created)?;
+                Ok(with_warnings(
+                    json_response(201, &for_version(t, &rp.version, &created)),
+                    &warnings,
+                ))
+            }
+            Err(e) => Err(e),
         }
     }
 
