@@ -1417,3 +1417,19 @@ async fn server_side_apply_creates_merges_and_drops_what_is_no_longer_applied() 
     assert_eq!(err.code, 422, "apply needs a field manager");
     support::delete_namespace(&c.client, &ns).await;
 }
+
+#[tokio::test]
+async fn creating_with_a_resource_version_is_refused() {
+    let c = cluster().await;
+    let api = pools(&c.client).await;
+    let mut p = pool(&unique("withrv"), "10.25.0.0/16");
+    p.metadata.resource_version = Some("12345".into());
+    let err = api_error(api.create(&PostParams::default(), &p).await);
+    assert_eq!(err.code, 500);
+    assert!(
+        err.message
+            .contains("resourceVersion should not be set on objects to be created"),
+        "{}",
+        err.message
+    );
+}

@@ -730,9 +730,12 @@ impl State {
             meta_mut(&mut obj).remove("namespace");
         }
         if !str_of(meta(&obj), "resourceVersion").is_empty() {
-            return Err(ApiError::internal(
-                "resourceVersion should not be set on objects to be created",
-            ));
+            // The storage layer refuses it with a plain error, which the real server
+            // reports as a 500 with no reason.
+            return Err(ApiError {
+                reason: "",
+                ..ApiError::internal("resourceVersion should not be set on objects to be created")
+            });
         }
         let mut name = str_of(meta(&obj), "name").to_string();
         let generate = str_of(meta(&obj), "generateName").to_string();
