@@ -331,3 +331,148 @@ async fn builtins_work_with_apply_and_get() {
     k.ok(&["delete", "namespace", &ns]).await;
     assert!(!Path::new(&k.kubeconfig).as_os_str().is_empty());
 }
+
+#[tokio::test]
+async fn typed_client_commands_send_protobuf_that_is_understood() {
+    let Some(k) = Kubectl::start().await else {
+        return;
+    };
+    let ns = unique("proto");
+    k.ok(&["create", "namespace", &ns]).await;
+    k.ok(&[
+        "-n",
+        &ns,
+        "create",
+        "configmap",
+        "settings",
+        "--from-literal=mode=fast",
+        "--from-literal=size=3",
+    ])
+    .await;
+    k.ok(&[
+        "-n",
+        &ns,
+        "create",
+        "secret",
+        "generic",
+        "creds",
+        "--from-literal=password=hunter2",
+    ])
+    .await;
+    let data = k
+        .ok(&[
+            "-n",
+            &ns,
+            "get",
+            "configmap",
+            "settings",
+            "-o",
+            "jsonpath={.data.mode} {.data.size}",
+        ])
+        .await;
+    assert_eq!(data, "fast 3");
+    let secret = k
+        .ok(&[
+            "-n",
+            &ns,
+            "get",
+            "secret",
+            "creds",
+            "-o",
+            "jsonpath={.type} {.data.password}",
+        ])
+        .await;
+    assert_eq!(secret, "Opaque aHVudGVyMg==");
+    let phase = k
+        .ok(&["get", "namespace", &ns, "-o", "jsonpath={.status.phase}"])
+        .await;
+    assert_eq!(phase, "Active");
+    k.ok(&["delete", "namespace", &ns]).await;
+}
+
+#[tokio::test]
+async fn helm_installs_and_uninstalls_a_chart() {
+    let Some(k) = Kubectl::start().await else {
+        return;
+    };
+    let helm = std::env::var("HELM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from("/usr/local/bin/helm"));
+    if !helm.exists() {
+        eprintln!(
+            "skipped: no helm ($HELM unset and /usr/local/bin/helm missing; run .ci/install-kube-tools.sh)"
+        );
+        return;
+    }
+    let ns = unique("helm");
+    k.ok(&["create", "namespace", &ns]).await;
+    let chart = k.dir.join("chart");
+    std::fs::create_dir_all(chart.join("templates")).unwrap();
+    std::fs::write(
+        chart.join("Chart.yaml"),
+        "apiVersion: v2\nname: demo\nversion: 0.1.0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        chart.join("templates/pool.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: demo-settings\ndata:\n  mode: fast\n",
+    )
+    .unwrap();
+    let run_helm = |args: Vec<String>| {
+        let mut cmd = Command::new(&helm);
+        cmd.args(&args)
+            .env("KUBECONFIG", &k.kubeconfig)
+            .env("HOME", &k.dir);
+        async move {
+            tokio::task::spawn_blocking(move || cmd.output().expect("helm runs"))
+                .await
+                .unwrap()
+        }
+    };
+    // Helm 4 applies server-side by default, which the emulator does not implement.
+    let install = run_helm(vec![
+        "install".into(),
+        "demo".into(),
+        chart.display().to_string(),
+        "-n".into(),
+        ns.clone(),
+        "--server-side=false".into(),
+    ])
+    .await;
+    assert!(
+        install.status.success(),
+        "{}",
+        String::from_utf8_lossy(&install.stderr)
+    );
+    let listed = run_helm(vec!["list".into(), "-n".into(), ns.clone()]).await;
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("deployed"));
+    let data = k
+        .ok(&[
+            "-n",
+            &ns,
+            "get",
+            "configmap",
+            "demo-settings",
+            "-o",
+            "jsonpath={.data.mode}",
+        ])
+        .await;
+    assert_eq!(data, "fast");
+    let uninstall = run_helm(vec![
+        "uninstall".into(),
+        "demo".into(),
+        "-n".into(),
+        ns.clone(),
+    ])
+    .await;
+    assert!(
+        uninstall.status.success(),
+        "{}",
+        String::from_utf8_lossy(&uninstall.stderr)
+    );
+    let gone = k
+        .run(&["-n", &ns, "get", "configmap", "demo-settings"])
+        .await;
+    assert!(!gone.status.success());
+    k.ok(&["delete", "namespace", &ns]).await;
+}

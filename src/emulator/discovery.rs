@@ -85,12 +85,18 @@ pub fn resources(registry: &Registry, group: &str, version: &str) -> Option<Valu
         .all()
         .filter(|t| t.group == group && t.version(version).is_some())
     {
+        // Reviews can only be created (and are never stored).
+        let review = matches!(
+            t.group.as_str(),
+            "authorization.k8s.io" | "authentication.k8s.io"
+        );
+        let verbs: &[&str] = if review { &["create"] } else { &VERBS };
         list.push(json!({
             "name": t.plural,
             "singularName": t.singular,
             "namespaced": t.namespaced,
             "kind": t.kind,
-            "verbs": VERBS,
+            "verbs": verbs,
             "shortNames": t.short_names,
             "categories": t.categories,
         }));

@@ -179,6 +179,11 @@ impl ApiError {
         Self::new(400, "BadRequest", message)
     }
 
+    /// 401: no valid credentials.
+    pub fn unauthorized() -> Self {
+        Self::new(401, "Unauthorized", "Unauthorized")
+    }
+
     /// 403: refused, for example creating in a terminating namespace.
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(403, "Forbidden", message)
@@ -232,6 +237,12 @@ impl ApiError {
         });
         if let Some(details) = &self.details {
             status["details"] = details.clone();
+        }
+        // `StatusReasonUnknown` is the empty string, which the server leaves out.
+        if self.reason.is_empty()
+            && let Some(map) = status.as_object_mut()
+        {
+            map.remove("reason");
         }
         status
     }

@@ -3,10 +3,12 @@
 //! 410 Gone, CRDs with schema validation and CEL, finalizers, garbage collection, Tables),
 //! so ipledger and kubectl run against it unchanged. See `docs/emulator.md`.
 
+pub mod apply;
 pub mod discovery;
 pub mod error;
 pub mod faults;
 pub mod patch;
+pub mod protobuf;
 pub mod resources;
 pub mod schema;
 pub mod selectors;
@@ -72,6 +74,11 @@ pub struct Config {
     pub bookmark_interval: Duration,
     /// Largest request body accepted, in bytes (the real server's limit is 3 MiB).
     pub max_body: usize,
+    /// Bearer tokens and the users they authenticate; [`ADMIN_TOKEN`] is `admin`.
+    pub tokens: std::collections::BTreeMap<String, String>,
+    /// Accept tokens not in `tokens` (and requests without one). On by default: until RBAC
+    /// is enforced, the emulator trusts its loopback clients.
+    pub accept_unknown_tokens: bool,
 }
 
 impl Default for Config {
@@ -81,6 +88,8 @@ impl Default for Config {
             history_window: 10_000,
             bookmark_interval: Duration::from_secs(1),
             max_body: 3 * 1024 * 1024,
+            tokens: [(ADMIN_TOKEN.to_string(), "admin".to_string())].into(),
+            accept_unknown_tokens: true,
         }
     }
 }
@@ -117,6 +126,8 @@ impl Emulator {
             address: addr.to_string(),
             bookmark_interval: config.bookmark_interval,
             max_body: config.max_body,
+            tokens: config.tokens,
+            accept_unknown_tokens: config.accept_unknown_tokens,
         });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(serve(listener, server, stopped));
@@ -187,13 +198,18 @@ impl Emulator {
             path: path.display().to_string(),
             source,
         };
-        std::fs::write(path, yaml).map_err(io)?;
+        // Written aside and renamed, so a reader never sees half a kubeconfig.
+        let mut partial = path.as_os_str().to_owned();
+        partial.push(".partial");
+        let partial = std::path::PathBuf::from(partial);
+        std::fs::write(&partial, yaml).map_err(io)?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+            std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o600))
+                .map_err(io)?;
         }
-        Ok(())
+        std::fs::rename(&partial, path).map_err(io)
     }
 
     /// A kube client talking to this emulator.

@@ -68,8 +68,9 @@ pub fn apply(
             let patch = parse_object(body)?;
             Ok(strategic_merge(current, &patch, ""))
         }
-        PatchType::Apply => Err(ApiError::unsupported_media_type(
-            "server-side apply (application/apply-patch+yaml) is not implemented by the ipledger emulator",
+        // Needs the field manager: the server handles it (`apply.rs`).
+        PatchType::Apply => Err(ApiError::bad_request(
+            "server-side apply is handled with its field manager, not as a plain patch",
         )),
     }
 }

@@ -122,7 +122,9 @@ impl Schema {
             // Transition rules compare only the parts of the object the schema declares.
             if let Err(errors) = validator.validate_compiled(cel, object, old) {
                 for e in errors.iter() {
-                    let kind = self.type_at(&e.field_path);
+                    // The real server reports the type of the schema the rule sits on.
+                    let kind = rule_owner_type(&self.root, &e.rule)
+                        .unwrap_or_else(|| self.type_at(&e.field_path));
                     causes.push(Cause {
                         reason: "FieldValueInvalid",
                         field: e.field_path.clone(),
@@ -304,6 +306,28 @@ impl Schema {
     }
 }
 
+/// The `type` of the schema node that declares `rule`.
+fn rule_owner_type(schema: &Value, rule: &str) -> Option<String> {
+    let declares = schema["x-kubernetes-validations"]
+        .as_array()
+        .is_some_and(|rules| rules.iter().any(|r| r["rule"] == rule));
+    if declares {
+        return Some(schema["type"].as_str().unwrap_or("object").to_string());
+    }
+    let children = schema["properties"]
+        .as_object()
+        .into_iter()
+        .flat_map(|p| p.values())
+        .chain(schema.get("items"))
+        .chain(schema.get("additionalProperties").filter(|a| a.is_object()));
+    for child in children {
+        if let Some(found) = rule_owner_type(child, rule) {
+            return Some(found);
+        }
+    }
+    None
+}
+
 fn first_compile_error(compiled: &CompiledSchema) -> Option<String> {
     if let Some(e) = compiled.compilation_errors().first() {
         return Some(e.to_string());
@@ -476,6 +500,21 @@ mod tests {
             causes[0].message.ends_with(
                 "cidr must be a network address in CIDR notation, such as 10.244.0.0/16"
             )
+        );
+    }
+
+    #[test]
+    fn rules_with_a_field_path_report_the_type_of_their_own_schema() {
+        let schema = ippool_schema();
+        let old = pool(json!({"cidr": "10.0.0.0/16", "blockSize": 26}));
+        let causes = schema.validate(
+            &pool(json!({"cidr": "10.0.0.0/16", "blockSize": 27})),
+            Some(&old),
+        );
+        assert_eq!(causes.len(), 1, "{causes:?}");
+        assert_eq!(
+            causes[0].render(),
+            "spec.blockSize: Invalid value: \"object\": blockSize is immutable"
         );
     }
 

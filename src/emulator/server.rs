@@ -12,10 +12,12 @@ use hyper::body::{Frame, Incoming};
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
+use super::apply;
 use super::discovery;
 use super::error::{ApiError, ApiResult};
 use super::faults::Faults;
 use super::patch::{self, PatchType};
+use super::protobuf;
 use super::resources::ResourceType;
 use super::selectors::{FieldSelector, LabelSelector, supported_fields};
 use super::store::{DeleteOptions, Event, EventType, Part, Store};
@@ -36,6 +38,10 @@ pub struct Server {
     pub bookmark_interval: Duration,
     /// Largest request body accepted.
     pub max_body: usize,
+    /// Known bearer tokens and the user each one authenticates.
+    pub tokens: std::collections::BTreeMap<String, String>,
+    /// Whether a token not in `tokens` is accepted (as `system:anonymous`).
+    pub accept_unknown_tokens: bool,
 }
 
 /// Which part of the API a path names.
@@ -171,8 +177,9 @@ impl Server {
     }
 
     async fn route(&self, req: Request<Incoming>) -> ApiResult<Response<Body>> {
-        // Bearer tokens are accepted as they come; authorization (RBAC) is the packaging
-        // issue's work and will sit here, before any resource is touched.
+        // Authorization (RBAC) is the packaging issue's work; it will use this user and sit
+        // here, before any resource is touched.
+        let user = self.authenticate(&req)?;
         let path = req.uri().path().to_string();
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         let registry = self.store.registry();
@@ -274,9 +281,20 @@ impl Server {
                     self.list(&t, &rp.version, ns, &query, table)
                 }
             }
+            (&Method::POST, None) if is_review(&t) => {
+                // The answer does not depend on the question, so a protobuf body (kubectl's
+                // typed clients send one) need not be decoded.
+                let body = http_body_util::Limited::new(req.into_body(), self.max_body)
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let question = parse_json(&body).unwrap_or_else(|_| json!({}));
+                Ok(json_response(201, &review(&t, question, &user)))
+            }
             (&Method::POST, None) => {
-                let body = self.body(req).await?;
-                let mut obj = parse_json(&body)?;
+                let (body, content_type) = self.body(req).await?;
+                let mut obj = parse_object(&t, &content_type, &body)?;
                 let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
                 self.injected_failure(&t, &name)?;
                 let warnings = field_validation(&t, &rp.version, &mut obj, &query)?;
@@ -287,8 +305,8 @@ impl Server {
                 ))
             }
             (&Method::PUT, Some(name)) => {
-                let body = self.body(req).await?;
-                let mut obj = parse_json(&body)?;
+                let (body, content_type) = self.body(req).await?;
+                let mut obj = parse_object(&t, &content_type, &body)?;
                 self.injected_failure(&t, name)?;
                 let warnings = field_validation(&t, &rp.version, &mut obj, &query)?;
                 let updated = self.store.update(&t, &namespace, name, obj, part)?;
@@ -305,8 +323,11 @@ impl Server {
                     .unwrap_or("")
                     .to_string();
                 let patch_type = PatchType::from_content_type(&content_type)?;
-                let body = self.body(req).await?;
+                let (body, _) = self.body(req).await?;
                 self.injected_failure(&t, name)?;
+                if patch_type == PatchType::Apply {
+                    return self.server_side_apply(&t, &rp, &namespace, name, part, &body, &query);
+                }
                 let warnings = Mutex::new(Vec::new());
                 let version = rp.version.clone();
                 let change = |current: &Value| {
@@ -328,7 +349,7 @@ impl Server {
                 ))
             }
             (&Method::DELETE, Some(name)) => {
-                let body = self.body(req).await?;
+                let (body, _) = self.body(req).await?;
                 self.injected_failure(&t, name)?;
                 let opts = delete_options(&body, &query)?;
                 let (obj, gone) = self.store.delete(&t, &namespace, name, &opts)?;
@@ -350,7 +371,7 @@ impl Server {
                 Ok(json_response(200, &for_version(&t, &rp.version, &obj)))
             }
             (&Method::DELETE, None) => {
-                let body = self.body(req).await?;
+                let (body, _) = self.body(req).await?;
                 let opts = delete_options(&body, &query)?;
                 let filter = selector_filter(&t, &query)?;
                 let page =
@@ -381,6 +402,106 @@ impl Server {
         }
     }
 
+    /// PATCH with `application/apply-patch+yaml`: merges the applied configuration for its
+    /// field manager, creating the object when it does not exist.
+    #[allow(clippy::too_many_arguments)]
+    fn server_side_apply(
+        &self,
+        t: &ResourceType,
+        rp: &ResourcePath,
+        namespace: &str,
+        name: &str,
+        part: Part,
+        body: &[u8],
+        query: &HashMap<String, String>,
+    ) -> ApiResult<Response<Body>> {
+        let manager = query.get("fieldManager").map(String::as_str).unwrap_or("");
+        if manager.is_empty() {
+            return Err(ApiError::invalid(
+                "PatchOptions.meta.k8s.io",
+                "meta.k8s.io",
+                "PatchOptions",
+                "",
+                vec![super::error::Cause {
+                    reason: "FieldValueRequired",
+                    field: "fieldManager".into(),
+                    message: "Required value: is required for apply patch".into(),
+                }],
+            ));
+        }
+        let applied: Value = serde_yaml_ng::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+        if !applied.is_object() {
+            return Err(ApiError::bad_request(
+                "the applied configuration must be an object",
+            ));
+        }
+        let applied_name = applied["metadata"]["name"].as_str().unwrap_or("");
+        if applied_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({applied_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let subresource = rp.subresource.as_deref();
+        let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let warnings = Mutex::new(Vec::new());
+        let change = |current: &Value| {
+            let current = for_version(t, &rp.version, current);
+            let mut merged = apply::apply(&current, &applied, manager, subresource, t.custom, &now);
+            *warnings.lock().unwrap_or_else(|e| e.into_inner()) =
+                field_validation(t, &rp.version, &mut merged, query)?;
+            Ok(merged)
+        };
+        match self.store.modify(t, namespace, name, part, &change) {
+            Ok(updated) => {
+                let warnings = warnings.into_inner().unwrap_or_else(|e| e.into_inner());
+                Ok(with_warnings(
+                    json_response(200, &for_version(t, &rp.version, &updated)),
+                    &warnings,
+                ))
+            }
+            // Apply creates what does not exist yet (not through /status).
+            Err(e) if e.code == 404 && part == Part::Main => {
+                let mut created =
+                    apply::apply(&Value::Null, &applied, manager, None, t.custom, &now);
+                let warnings = field_validation(t, &rp.version, &mut created, query)?;
+                let created = self.store.create(t, namespace, created)?;
+                Ok(with_warnings(
+                    json_response(201, &for_version(t, &rp.version, &created)),
+                    &warnings,
+                ))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The user a request's bearer token names; 401 for a malformed header or, when
+    /// unknown tokens are refused, an unknown token.
+    fn authenticate(&self, req: &Request<Incoming>) -> ApiResult<String> {
+        let Some(header) = req.headers().get(header::AUTHORIZATION) else {
+            return self.unknown_token();
+        };
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(ApiError::unauthorized)?;
+        match self.tokens.get(token) {
+            Some(user) => Ok(user.clone()),
+            None => self.unknown_token(),
+        }
+    }
+
+    fn unknown_token(&self) -> ApiResult<String> {
+        if self.accept_unknown_tokens {
+            Ok("system:anonymous".to_string())
+        } else {
+            Err(ApiError::unauthorized())
+        }
+    }
+
     fn injected_failure(&self, t: &ResourceType, name: &str) -> ApiResult<()> {
         match self
             .faults
@@ -391,23 +512,20 @@ impl Server {
         }
     }
 
-    async fn body(&self, req: Request<Incoming>) -> ApiResult<Bytes> {
+    /// The request body and its media type.
+    async fn body(&self, req: Request<Incoming>) -> ApiResult<(Bytes, String)> {
         let content_type = req
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|c| c.to_str().ok())
-            .unwrap_or("");
-        if content_type.contains("protobuf") || content_type.contains("cbor") {
-            return Err(ApiError::unsupported_media_type(format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json (the ipledger emulator does not speak {content_type})"
-            )));
-        }
+            .unwrap_or("")
+            .to_string();
         let limited = http_body_util::Limited::new(req.into_body(), self.max_body);
         let collected = limited
             .collect()
             .await
             .map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
-        Ok(collected.to_bytes())
+        Ok((collected.to_bytes(), content_type))
     }
 
     fn table(
@@ -639,6 +757,27 @@ impl Server {
     }
 }
 
+/// Reviews are answered, never stored.
+fn is_review(t: &ResourceType) -> bool {
+    matches!(
+        t.group.as_str(),
+        "authorization.k8s.io" | "authentication.k8s.io"
+    )
+}
+
+/// Answers a self-review: everything is allowed until RBAC enforcement arrives; the user
+/// is the one the bearer token authenticated.
+fn review(t: &ResourceType, mut obj: Value, user: &str) -> Value {
+    obj["apiVersion"] = t.api_version(t.storage_version()).into();
+    obj["kind"] = t.kind.clone().into();
+    obj["status"] = if t.group == "authorization.k8s.io" {
+        json!({"allowed": true, "reason": "the ipledger emulator does not enforce RBAC yet"})
+    } else {
+        json!({"userInfo": {"username": user, "groups": ["system:authenticated"]}})
+    };
+    obj
+}
+
 /// The event a watcher with a selector sees: an object entering the selection is ADDED,
 /// one leaving it is DELETED, as in the real server.
 fn visible<'a>(
@@ -674,13 +813,32 @@ type Filter = Box<dyn Fn(&Value) -> bool + Send + Sync>;
 
 fn selector_filter(t: &ResourceType, query: &HashMap<String, String>) -> ApiResult<Filter> {
     let labels = LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))
-        .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
+        .map_err(ApiError::bad_request)?;
     let fields = FieldSelector::parse(
         query.get("fieldSelector").map(String::as_str).unwrap_or(""),
         supported_fields(&t.group, &t.plural),
     )
-    .map_err(|e| ApiError::bad_request(e))?;
+    .map_err(ApiError::bad_request)?;
     Ok(Box::new(move |o| labels.matches(o) && fields.matches(o)))
+}
+
+/// A request body as an object: JSON, or protobuf for the few core types kubectl's and
+/// helm's typed clients send that way.
+fn parse_object(t: &ResourceType, content_type: &str, body: &[u8]) -> ApiResult<Value> {
+    if content_type.contains("protobuf") && t.group.is_empty() {
+        return protobuf::decode(&t.kind, body).map_err(|e| {
+            ApiError::unsupported_media_type(format!(
+                "the ipledger emulator cannot read this {content_type} body: {e}; send application/json"
+            ))
+        });
+    }
+    if content_type.contains("protobuf") || content_type.contains("cbor") {
+        return Err(ApiError::unsupported_media_type(format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json (the ipledger emulator does not speak {content_type} for {})",
+            t.group_resource()
+        )));
+    }
+    parse_json(body)
 }
 
 fn parse_json(body: &[u8]) -> ApiResult<Value> {
@@ -722,8 +880,9 @@ fn field_validation(
                 .map(|f| format!("unknown field \"{f}\""))
                 .collect();
             Err(ApiError::bad_request(format!(
-                "strict decoding error: {}",
-                listed.join(", ")
+                "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
+                listed.join(", "),
+                kind = t.kind
             )))
         }
         "Strict" | "Warn" | "" => Ok(unknown
@@ -748,7 +907,21 @@ fn with_warnings(mut resp: Response<Body>, warnings: &[String]) -> Response<Body
 
 fn delete_options(body: &[u8], query: &HashMap<String, String>) -> ApiResult<DeleteOptions> {
     let mut opts = DeleteOptions::default();
-    if !body.iter().all(u8::is_ascii_whitespace) {
+    if body.starts_with(b"k8s\0") {
+        let v = protobuf::decode("DeleteOptions", body).map_err(|e| {
+            ApiError::unsupported_media_type(format!(
+                "the ipledger emulator cannot read this protobuf DeleteOptions: {e}"
+            ))
+        })?;
+        opts.uid = v["preconditions"]["uid"].as_str().map(str::to_string);
+        opts.resource_version = v["preconditions"]["resourceVersion"]
+            .as_str()
+            .map(str::to_string);
+        opts.propagation = v["propagationPolicy"].as_str().map(str::to_string);
+        if opts.propagation.is_none() && v["orphanDependents"] == true {
+            opts.propagation = Some("Orphan".into());
+        }
+    } else if !body.iter().all(u8::is_ascii_whitespace) {
         let v: Value = serde_json::from_slice(body).map_err(|e| {
             ApiError::bad_request(format!(
                 "the body of the request was in an unknown format: {e}"

@@ -198,6 +198,50 @@ fn spec_part(t: &ResourceType, obj: &Value) -> Value {
     v
 }
 
+/// A label key's name part, or a label value (which may also be empty).
+fn is_label_token(s: &str) -> bool {
+    s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && s.chars().next().is_none_or(|c| c.is_ascii_alphanumeric())
+        && s.chars().last().is_none_or(|c| c.is_ascii_alphanumeric())
+}
+
+/// Label keys (`[prefix/]name`) and values, checked as the real server checks them.
+fn validate_labels(meta: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let Some(labels) = meta["labels"].as_object() else {
+        return causes;
+    };
+    for (key, value) in labels {
+        let (prefix, name) = key.rsplit_once('/').unwrap_or(("", key));
+        let prefix_ok = prefix.is_empty() || is_dns_subdomain(prefix);
+        if name.is_empty() || !is_label_token(name) || !prefix_ok || key.matches('/').count() > 1 {
+            causes.push(Cause {
+                reason: "FieldValueInvalid",
+                field: "metadata.labels".into(),
+                message: format!(
+                    "Invalid value: \"{key}\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"
+                ),
+            });
+        }
+        let text = value.as_str();
+        if text.is_none_or(|v| !is_label_token(v)) {
+            let shown = text
+                .map(str::to_string)
+                .unwrap_or_else(|| value.to_string());
+            causes.push(Cause {
+                reason: "FieldValueInvalid",
+                field: "metadata.labels".into(),
+                message: format!(
+                    "Invalid value: \"{shown}\": a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"
+                ),
+            });
+        }
+    }
+    causes
+}
+
 fn generate_suffix() -> String {
     // The alphabet of the real server's name generator (no vowels, no confusable digits).
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
@@ -429,6 +473,11 @@ impl Store {
             .cloned()
             .ok_or_else(|| ApiError::not_found(&t.group_resource(), name))?;
         let mut changed = change(&current)?;
+        if !changed.is_object() {
+            return Err(ApiError::unprocessable(
+                "the server rejected our request due to an error in our request: the patched object is not a JSON object",
+            ));
+        }
         // A patch that does not mention resourceVersion applies to the current version.
         if str_of(meta(&changed), "resourceVersion").is_empty() {
             let rv = str_of(meta(&current), "resourceVersion").to_string();
@@ -457,7 +506,7 @@ fn encode_continue(rv: u64, key: &ObjectKey) -> String {
 }
 
 fn decode_continue(token: &str) -> Option<(u64, ObjectKey)> {
-    if token.len() % 2 != 0 {
+    if !token.len().is_multiple_of(2) {
         return None;
     }
     let bytes: Option<Vec<u8>> = (0..token.len())
@@ -535,6 +584,10 @@ impl State {
         old: Option<&Value>,
         name: &str,
     ) -> ApiResult<()> {
+        let causes = validate_labels(meta(obj));
+        if !causes.is_empty() {
+            return Err(Self::invalid(t, name, causes));
+        }
         if t.custom {
             let version = str_of(obj, "apiVersion")
                 .rsplit('/')
@@ -546,8 +599,18 @@ impl State {
                 .or_else(|| t.versions.first())
                 .and_then(|v| v.schema.clone());
             if let Some(schema) = schema {
-                schema.prune_and_default(obj);
-                let causes = schema.validate(obj, old);
+                // CEL evaluation is third-party code: a panic in it must not take down the
+                // connection or poison the store (nothing has been written yet).
+                let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    schema.prune_and_default(obj);
+                    schema.validate(obj, old)
+                }));
+                let causes = checked.map_err(|_| {
+                    ApiError::internal(format!(
+                        "Internal error occurred: validating {} \"{name}\" failed",
+                        t.qualified_kind()
+                    ))
+                })?;
                 if !causes.is_empty() {
                     return Err(Self::invalid(t, name, causes));
                 }
@@ -667,9 +730,12 @@ impl State {
             meta_mut(&mut obj).remove("namespace");
         }
         if !str_of(meta(&obj), "resourceVersion").is_empty() {
-            return Err(ApiError::internal(
-                "resourceVersion should not be set on objects to be created",
-            ));
+            // The storage layer refuses it with a plain error, which the real server
+            // reports as a 500 with no reason.
+            return Err(ApiError {
+                reason: "",
+                ..ApiError::internal("resourceVersion should not be set on objects to be created")
+            });
         }
         let mut name = str_of(meta(&obj), "name").to_string();
         let generate = str_of(meta(&obj), "generateName").to_string();
@@ -725,9 +791,9 @@ impl State {
             }
         }
         if t.custom && self.crd_terminating(t) {
-            return Err(ApiError::method_not_allowed(format!(
-                "create not allowed while custom resource definition is terminating"
-            )));
+            return Err(ApiError::method_not_allowed(
+                "create not allowed while custom resource definition is terminating",
+            ));
         }
         let key = ObjectKey::new(if t.namespaced { namespace } else { "" }, &name);
         if self.object(&gr, &key).is_some() {
@@ -745,6 +811,13 @@ impl State {
         obj["kind"] = t.kind.clone().into();
         if t.status_subresource {
             obj.as_object_mut().expect("checked above").remove("status");
+        }
+        if t.group.is_empty() && t.plural == "secrets" && str_of(&obj, "type").is_empty() {
+            obj["type"] = "Opaque".into();
+        }
+        if t.group.is_empty() && t.plural == "pods" {
+            // A new pod is Pending until a kubelet says otherwise, as the real server sets.
+            obj["status"] = json!({"phase": "Pending"});
         }
         self.admit(t, &mut obj, None, &name)?;
         let m = meta_mut(&mut obj);
@@ -1259,6 +1332,45 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.code, 409);
         assert_eq!(err.reason, "Conflict");
+    }
+
+    #[test]
+    fn invalid_labels_are_refused_with_the_field_named() {
+        let store = Store::new(100);
+        let t = configmaps(&store);
+        let mut bad = cm("a");
+        bad["metadata"]["labels"] = json!({"good/key": "ok", "bad key": "v", "k": "-bad"});
+        let err = store.create(&t, "default", bad).unwrap_err();
+        assert_eq!(err.code, 422);
+        assert!(
+            err.message
+                .contains("metadata.labels: Invalid value: \"bad key\""),
+            "{}",
+            err.message
+        );
+        assert!(
+            err.message
+                .contains("Invalid value: \"-bad\": a valid label"),
+            "{}",
+            err.message
+        );
+        let mut fine = cm("b");
+        fine["metadata"]["labels"] = json!({"ipledger.io/pool": "p-1", "empty": ""});
+        store.create(&t, "default", fine).unwrap();
+    }
+
+    #[test]
+    fn a_patch_that_replaces_the_whole_object_is_refused() {
+        let store = Store::new(100);
+        let t = configmaps(&store);
+        store.create(&t, "default", cm("a")).unwrap();
+        let err = store
+            .modify(&t, "default", "a", Part::Main, &|_| {
+                Ok(json!("not an object"))
+            })
+            .unwrap_err();
+        assert_eq!(err.code, 422);
+        assert!(store.get(&t, "default", "a").is_ok());
     }
 
     #[test]

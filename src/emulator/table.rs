@@ -47,17 +47,48 @@ fn builtin_columns(t: &ResourceType) -> Vec<(PrinterColumn, bool)> {
             true,
         )
     };
+    let wide = |(mut c, b): (PrinterColumn, bool)| {
+        c.priority = 1;
+        (c, b)
+    };
     match (t.group.as_str(), t.plural.as_str()) {
         ("", "namespaces") => vec![
             col("Status", "string", ".status.phase"),
             col("Age", "date", ".metadata.creationTimestamp"),
         ],
         ("", "pods") => vec![
-            col("Status", "string", ".status.phase"),
-            col("Node", "string", ".spec.nodeName"),
+            col("Ready", "string", "@pod-ready"),
+            col("Status", "string", "@pod-status"),
+            col("Restarts", "string", "@pod-restarts"),
+            col("Age", "date", ".metadata.creationTimestamp"),
+            wide(col("IP", "string", ".status.podIP")),
+            wide(col("Node", "string", ".spec.nodeName")),
+        ],
+        ("", "nodes") => vec![
+            col("Status", "string", "@node-status"),
+            col("Roles", "string", "@node-roles"),
+            col("Age", "date", ".metadata.creationTimestamp"),
+            col("Version", "string", ".status.nodeInfo.kubeletVersion"),
+        ],
+        ("", "secrets") => vec![
+            col("Type", "string", ".type"),
+            col("Data", "integer", "@data-count"),
             col("Age", "date", ".metadata.creationTimestamp"),
         ],
-        ("", "nodes") => vec![col("Age", "date", ".metadata.creationTimestamp")],
+        ("", "configmaps") => vec![
+            col("Data", "integer", "@data-count"),
+            col("Age", "date", ".metadata.creationTimestamp"),
+        ],
+        ("apps", "deployments") => vec![
+            col("Ready", "string", "@replicas-ready"),
+            col("Up-to-date", "integer", ".status.updatedReplicas"),
+            col("Available", "integer", ".status.availableReplicas"),
+            col("Age", "date", ".metadata.creationTimestamp"),
+        ],
+        ("coordination.k8s.io", "leases") => vec![
+            col("Holder", "string", ".spec.holderIdentity"),
+            col("Age", "date", ".metadata.creationTimestamp"),
+        ],
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
             vec![col("Created At", "date", ".metadata.creationTimestamp")]
         }
@@ -135,9 +166,15 @@ fn row(
 ) -> Value {
     let mut cells = vec![obj["metadata"]["name"].clone()];
     for c in cols {
+        if let Some(computed) = c.json_path.strip_prefix('@') {
+            cells.push(computed_cell(computed, obj));
+            continue;
+        }
         let found = find(obj, &c.json_path);
         let cell = match found.first() {
             None => Value::Null,
+            // The built-in "Created At" column shows the timestamp itself.
+            Some(v) if c.type_ == "date" && c.name == "Created At" => (*v).clone(),
             Some(v) if c.type_ == "date" => v
                 .as_str()
                 .map(|s| human_age(s, now))
@@ -170,6 +207,70 @@ fn row(
         r["object"] = object;
     }
     r
+}
+
+/// Cells the real server's printers compute rather than read (`@name` columns).
+fn computed_cell(name: &str, obj: &Value) -> Value {
+    let count = |v: &Value| v.as_object().map_or(0, |m| m.len()) as u64;
+    match name {
+        "pod-ready" => {
+            let statuses = obj["status"]["containerStatuses"].as_array();
+            let ready = statuses.map_or(0, |s| s.iter().filter(|c| c["ready"] == true).count());
+            let total = obj["spec"]["containers"].as_array().map_or(0, Vec::len);
+            format!("{ready}/{total}").into()
+        }
+        "pod-status" if !obj["metadata"]["deletionTimestamp"].is_null() => "Terminating".into(),
+        "pod-status" => obj["status"]["reason"]
+            .as_str()
+            .or(obj["status"]["phase"].as_str())
+            .unwrap_or("Pending")
+            .into(),
+        "pod-restarts" => {
+            let statuses = obj["status"]["containerStatuses"].as_array();
+            statuses
+                .map_or(0, |s| {
+                    s.iter()
+                        .filter_map(|c| c["restartCount"].as_u64())
+                        .sum::<u64>()
+                })
+                .to_string()
+                .into()
+        }
+        "node-status" => {
+            let ready = obj["status"]["conditions"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+                .and_then(|c| c["status"].as_str());
+            match ready {
+                Some("True") => "Ready",
+                Some("False") => "NotReady",
+                _ => "Unknown",
+            }
+            .into()
+        }
+        "node-roles" => {
+            let roles: Vec<&str> = obj["metadata"]["labels"]
+                .as_object()
+                .map(|l| {
+                    l.keys()
+                        .filter_map(|k| k.strip_prefix("node-role.kubernetes.io/"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if roles.is_empty() {
+                "<none>".into()
+            } else {
+                roles.join(",").into()
+            }
+        }
+        "data-count" => (count(&obj["data"]) + count(&obj["binaryData"])).into(),
+        "replicas-ready" => {
+            let ready = obj["status"]["readyReplicas"].as_u64().unwrap_or(0);
+            let wanted = obj["spec"]["replicas"].as_u64().unwrap_or(1);
+            format!("{ready}/{wanted}").into()
+        }
+        _ => Value::Null,
+    }
 }
 
 /// Evaluates the JSONPath subset printer columns use: `.a.b`, `[0]`, `[*]`,
@@ -213,8 +314,12 @@ pub fn find<'a>(obj: &'a Value, path: &str) -> Vec<&'a Value> {
                     .flat_map(|v| v.as_array().into_iter().flatten())
                     .filter(|item| {
                         let got = find(item, &format!(".{}", field.trim()));
-                        got.first()
-                            .is_some_and(|g| g.as_str() == Some(value) || g.to_string() == value)
+                        got.first().is_some_and(|g| match g {
+                            Value::String(s) => s == value,
+                            other => {
+                                serde_json::from_str::<Value>(value).is_ok_and(|v| &v == *other)
+                            }
+                        })
                     })
                     .collect();
             } else {
@@ -327,5 +432,27 @@ mod tests {
             json!(["p", "10.0.0.0/16", "3", null, null, "30s"])
         );
         assert_eq!(tbl["rows"][0]["object"]["kind"], "PartialObjectMetadata");
+    }
+
+    #[test]
+    fn pod_rows_compute_ready_status_and_restarts() {
+        let t = crate::emulator::resources::Registry::builtin()
+            .lookup("", "v1", "pods")
+            .unwrap();
+        let pod = json!({
+            "metadata": {"name": "p", "creationTimestamp": "2024-01-01T00:00:00Z"},
+            "spec": {"nodeName": "n1", "containers": [{"name": "a"}, {"name": "b"}]},
+            "status": {"phase": "Running", "podIP": "10.0.0.5", "containerStatuses": [{"ready": true, "restartCount": 2}, {"ready": false, "restartCount": 1}]},
+        });
+        let now = chrono::DateTime::parse_from_rfc3339("2024-01-01T00:01:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let tbl = table(&t, "v1", &[pod], json!({}), IncludeObject::None, now);
+        assert_eq!(
+            tbl["rows"][0]["cells"],
+            json!(["p", "1/2", "Running", "3", "60s", "10.0.0.5", "n1"])
+        );
+        assert_eq!(tbl["columnDefinitions"][5]["priority"], 1);
+        assert!(tbl["rows"][0].get("object").is_none());
     }
 }

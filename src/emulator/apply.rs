@@ -1,0 +1,220 @@
+//! Server-side apply, for one field manager at a time: the applied configuration is merged
+//! into the object, fields this manager applied before and no longer applies are removed,
+//! and `metadata.managedFields` records what each manager applied.
+//!
+//! Not modelled: conflicts between managers (every apply behaves as if `force=true`),
+//! ownership of fields written by non-apply operations, and per-item ownership inside
+//! lists (lists are owned whole).
+
+use std::collections::BTreeSet;
+
+use serde_json::{Map, Value, json};
+
+use super::patch::strategic_merge;
+
+/// A path of field names from the object root.
+type FieldPath = Vec<String>;
+
+/// The leaves (and whole lists) a configuration sets, leaving out identity fields.
+pub fn field_set(applied: &Value) -> BTreeSet<FieldPath> {
+    let mut out = BTreeSet::new();
+    if let Value::Object(map) = applied {
+        for (k, v) in map {
+            if matches!(k.as_str(), "apiVersion" | "kind") {
+                continue;
+            }
+            if k == "metadata" {
+                if let Value::Object(meta) = v {
+                    for (mk, mv) in meta {
+                        if matches!(
+                            mk.as_str(),
+                            "labels" | "annotations" | "finalizers" | "ownerReferences"
+                        ) {
+                            collect(mv, vec!["metadata".into(), mk.clone()], &mut out);
+                        }
+                    }
+                }
+                continue;
+            }
+            collect(v, vec![k.clone()], &mut out);
+        }
+    }
+    out
+}
+
+fn collect(value: &Value, path: FieldPath, out: &mut BTreeSet<FieldPath>) {
+    match value {
+        Value::Object(map) if !map.is_empty() => {
+            for (k, v) in map {
+                let mut p = path.clone();
+                p.push(k.clone());
+                collect(v, p, out);
+            }
+        }
+        _ => {
+            out.insert(path);
+        }
+    }
+}
+
+/// `fieldsV1` of a field set: `{"f:spec": {"f:cidr": {}}}`.
+pub fn fields_v1(set: &BTreeSet<FieldPath>) -> Value {
+    let mut root = Map::new();
+    for path in set {
+        let mut node = &mut root;
+        for part in path {
+            let entry = node.entry(format!("f:{part}")).or_insert_with(|| json!({}));
+            node = entry.as_object_mut().expect("inserted as an object");
+        }
+    }
+    Value::Object(root)
+}
+
+/// The field set a `fieldsV1` describes (inverse of [`fields_v1`]).
+pub fn from_fields_v1(v: &Value) -> BTreeSet<FieldPath> {
+    fn walk(v: &Value, path: FieldPath, out: &mut BTreeSet<FieldPath>) {
+        match v.as_object() {
+            Some(map) if !map.is_empty() => {
+                for (k, child) in map {
+                    if let Some(name) = k.strip_prefix("f:") {
+                        let mut p = path.clone();
+                        p.push(name.to_string());
+                        walk(child, p, out);
+                    }
+                }
+            }
+            _ if !path.is_empty() => {
+                out.insert(path);
+            }
+            _ => {}
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(v, Vec::new(), &mut out);
+    out
+}
+
+fn remove_path(obj: &mut Value, path: &[String]) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut node = obj;
+    for p in parents {
+        match node.get_mut(p) {
+            Some(n) => node = n,
+            None => return,
+        }
+    }
+    if let Some(map) = node.as_object_mut() {
+        map.remove(last);
+    }
+}
+
+/// Applies `applied` for `manager` to `current` (Null when the object does not exist yet).
+/// `custom` resources merge like JSON merge patch, built-ins like strategic merge.
+pub fn apply(
+    current: &Value,
+    applied: &Value,
+    manager: &str,
+    subresource: Option<&str>,
+    custom: bool,
+    now: &str,
+) -> Value {
+    let entries: Vec<Value> = current["metadata"]["managedFields"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let is_mine = |e: &Value| {
+        e["manager"] == manager
+            && e["operation"] == "Apply"
+            && e["subresource"].as_str() == subresource
+    };
+    let before = entries
+        .iter()
+        .find(|e| is_mine(e))
+        .map(|e| from_fields_v1(&e["fieldsV1"]))
+        .unwrap_or_default();
+    let others: BTreeSet<FieldPath> = entries
+        .iter()
+        .filter(|e| !is_mine(e))
+        .flat_map(|e| from_fields_v1(&e["fieldsV1"]))
+        .collect();
+    let now_set = field_set(applied);
+    let mut merged = if current.is_null() {
+        applied.clone()
+    } else if custom {
+        let mut m = current.clone();
+        json_patch::merge(&mut m, applied);
+        m
+    } else {
+        strategic_merge(current, applied, "")
+    };
+    for gone in before.difference(&now_set) {
+        if !others.contains(gone) {
+            remove_path(&mut merged, gone);
+        }
+    }
+    let mut entry = json!({
+        "manager": manager,
+        "operation": "Apply",
+        "apiVersion": applied["apiVersion"],
+        "time": now,
+        "fieldsType": "FieldsV1",
+        "fieldsV1": fields_v1(&now_set),
+    });
+    if let Some(sub) = subresource {
+        entry["subresource"] = sub.into();
+    }
+    let mut kept: Vec<Value> = entries.into_iter().filter(|e| !is_mine(e)).collect();
+    kept.push(entry);
+    if !merged["metadata"].is_object() {
+        merged["metadata"] = json!({});
+    }
+    merged["metadata"]["managedFields"] = Value::Array(kept);
+    merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_v1_round_trips() {
+        let applied = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "labels": {"x": "1"}}, "data": {"k": "v", "j": "w"}});
+        let set = field_set(&applied);
+        assert_eq!(
+            fields_v1(&set),
+            json!({"f:data": {"f:j": {}, "f:k": {}}, "f:metadata": {"f:labels": {"f:x": {}}}})
+        );
+        assert_eq!(from_fields_v1(&fields_v1(&set)), set);
+    }
+
+    #[test]
+    fn fields_no_longer_applied_are_removed_but_others_are_kept() {
+        let first = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "v", "old": "x"}});
+        let created = apply(&Value::Null, &first, "me", None, false, "t");
+        let mut live = created.clone();
+        live["data"]["theirs"] = "y".into();
+        let second = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "v2"}});
+        let out = apply(&live, &second, "me", None, false, "t");
+        assert_eq!(out["data"], json!({"k": "v2", "theirs": "y"}));
+        let managers: Vec<_> = out["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["manager"].clone())
+            .collect();
+        assert_eq!(managers, [json!("me")]);
+    }
+
+    #[test]
+    fn another_managers_fields_survive_my_removal() {
+        let a = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"shared": "1"}});
+        let live = apply(&Value::Null, &a, "one", None, false, "t");
+        let live = apply(&live, &a, "two", None, false, "t");
+        let b =
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {}});
+        let out = apply(&live, &b, "one", None, false, "t");
+        assert_eq!(out["data"]["shared"], "1");
+    }
+}
