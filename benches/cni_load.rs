@@ -120,6 +120,7 @@ fn main() {
         );
     }
     let _ = agent.kill();
+    let _ = agent.wait();
     runtime.block_on(emulator.shutdown());
 }
 
