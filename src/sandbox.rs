@@ -89,9 +89,7 @@ pub async fn run(
         node_name: NODE.into(),
         socket: socket.clone(),
         kubeconfig: Some(kubeconfig.clone()),
-        metrics_addr: "127.0.0.1:0"
-            .parse()
-            .unwrap_or_else(|_| unreachable!("a valid literal")),
+        metrics_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         install_cni_bin_dir: None,
         cni_binary: None,
         request_timeout: Duration::from_secs(25),

@@ -365,7 +365,10 @@ impl Allocator {
         };
         // Idempotent ADD: the attachment may hold an address in any block we know of.
         for block in self.known_blocks(Some(pool.name())) {
-            if self.latest(&block).find(attachment).is_some() {
+            if self
+                .latest(&block)
+                .is_some_and(|b| b.find(attachment).is_some())
+            {
                 return self
                     .expect_address(&block, allocate(self.borrower_of(&block)))
                     .await;
@@ -585,7 +588,10 @@ impl Allocator {
             let Some(block) = self.block_named(&pool.block_name(&cidr)).await? else {
                 continue;
             };
-            return Ok(self.latest(&block).holder(ip).map(|a| a.attachment.clone()));
+            let model = self.latest(&block).ok_or_else(|| {
+                AgentError::Corrupt(format!("IPBlock {} does not parse", block.name_any()))
+            })?;
+            return Ok(model.holder(ip).map(|a| a.attachment.clone()));
         }
         Ok(None)
     }
@@ -628,13 +634,14 @@ impl Allocator {
     }
 
     /// The freshest model of `block`: the copy its writer wrote last, else `block`.
-    fn latest(&self, block: &IPBlock) -> Block {
+    /// A record that does not parse is answered by the writer itself (as corrupt, code
+    /// 11) when a change reaches it; read-only lookups skip it.
+    fn latest(&self, block: &IPBlock) -> Option<Block> {
         let object = self
             .writers
             .latest(&block.name_any())
             .unwrap_or_else(|| block.clone());
-        Block::from_spec(&object.spec)
-            .unwrap_or_else(|_| Block::from_spec(&block.spec).unwrap_or_else(|_| empty_like(block)))
+        Block::from_spec(&object.spec).ok()
     }
 
     fn borrower_of(&self, block: &IPBlock) -> Option<String> {
@@ -752,15 +759,6 @@ fn unreachable_outcome<T>() -> Result<T, AgentError> {
     Err(AgentError::Corrupt(
         "a block writer answered an allocation with a release".into(),
     ))
-}
-
-fn empty_like(block: &IPBlock) -> Block {
-    let mut spec = block.spec.clone();
-    spec.allocations.clear();
-    spec.released.clear();
-    spec.last_allocated = None;
-    Block::from_spec(&spec)
-        .unwrap_or_else(|_| unreachable!("an empty block of a valid CIDR always parses"))
 }
 
 /// The ADD answer: each address with its pool's prefix length and gateway, the pools'
