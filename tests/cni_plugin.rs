@@ -5,6 +5,8 @@
 //! real ipledger agent: it speaks the real protocol types of `ipledger::agent::protocol`
 //! but allocates nothing; each test scripts its answers.
 
+mod support;
+
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -18,6 +20,7 @@ use ipledger::agent::protocol::{
     Dns, ErrorBody, GcRequest, GcResponse, Route, StatusQuery, StatusResponse,
 };
 use serde_json::{Value, json};
+use support::netns::{NetNs, reference_plugin_missing};
 
 const PLUGIN: &str = env!("CARGO_BIN_EXE_ipledger-cni");
 const VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
@@ -718,62 +721,7 @@ fn an_agent_speaking_another_protocol_is_code_109() {
 
 // ---------------------------------------------------------------- through bridge
 
-/// A network namespace made for one test, deleted on drop.
-struct NetNs(String);
-
-impl NetNs {
-    fn new(role: &str) -> NetNs {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "ipl-{role}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let status = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .expect("run ip netns add");
-        assert!(status.success(), "ip netns add {name}");
-        NetNs(name)
-    }
-
-    fn path(&self) -> String {
-        format!("/var/run/netns/{}", self.0)
-    }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
 const BRIDGE: &str = "/usr/lib/cni/bridge";
-
-/// Why the bridge test cannot run here, if it cannot.
-fn bridge_prerequisites_missing() -> Option<String> {
-    if !Path::new(BRIDGE).exists() {
-        return Some(format!(
-            "{BRIDGE} not found (Debian package containernetworking-plugins)"
-        ));
-    }
-    let ip = Command::new("ip").arg("-V").output();
-    if ip.map(|o| !o.status.success()).unwrap_or(true) {
-        return Some("the ip command (iproute2) is not available".into());
-    }
-    let probe = format!("ipl-probe-{}", std::process::id());
-    let made = Command::new("ip")
-        .args(["netns", "add", &probe])
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !made {
-        return Some("cannot create a network namespace (needs root)".into());
-    }
-    let _ = Command::new("ip").args(["netns", "del", &probe]).status();
-    None
-}
 
 /// Runs the reference bridge plugin inside `host` (a namespace standing in for the
 /// node, so no device is made in the real host namespace).
@@ -803,7 +751,7 @@ fn run_bridge(host: &NetNs, env: &[(&str, &str)], stdin: &[u8]) -> Run {
 
 #[test]
 fn bridge_delegates_to_ipledger_in_a_network_namespace() {
-    if let Some(why) = bridge_prerequisites_missing() {
+    if let Some(why) = reference_plugin_missing("bridge") {
         eprintln!("skipped: {why}");
         return;
     }

@@ -397,26 +397,12 @@ impl Allocator {
             let Some(cidr) = pool.next_free_block(&self.node, &existing) else {
                 break;
             };
-            let name = pool.block_name(&cidr);
-            self.metrics
-                .api_writes
-                .get_or_create(&WriteLabels {
-                    operation: "create".into(),
-                })
-                .inc();
-            match claim_block(&self.blocks, &name, object, cidr, &self.node).await? {
+            match self.claim(object, pool, cidr).await? {
                 Claim::Won(block) => {
                     let block = *block;
-                    tracing::info!(block = %name, pool = pool.name(), %cidr, "claimed block");
-                    self.claimed
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(name.clone(), block.clone());
-                    match self.submit(&block, allocate(None)).await? {
-                        Outcome::Allocated(ip) => return Ok(ip),
-                        Outcome::Refused(AllocError::BlockFull { .. }) => blocks.push(block),
-                        Outcome::Refused(e) => return Err(e.into()),
-                        Outcome::Released(_) => unreachable_outcome()?,
+                    match allocated(self.submit(&block, allocate(None)).await?)? {
+                        Some(ip) => return Ok(ip),
+                        None => blocks.push(block),
                     }
                 }
                 // Another node won it; search again with the pool's current blocks.
@@ -433,17 +419,12 @@ impl Allocator {
             // The emptiest first: borrowing where there is the most room conflicts least.
             foreign.sort_by_key(|b| b.spec.allocations.len());
             for block in foreign {
-                match self
+                let outcome = self
                     .submit(block, allocate(Some(self.node.clone())))
-                    .await?
-                {
-                    Outcome::Allocated(ip) => {
-                        tracing::info!(block = %block.name_any(), %ip, "borrowed an address from another node's block");
-                        return Ok(ip);
-                    }
-                    Outcome::Refused(AllocError::BlockFull { .. }) => continue,
-                    Outcome::Refused(e) => return Err(e.into()),
-                    Outcome::Released(_) => unreachable_outcome()?,
+                    .await?;
+                if let Some(ip) = allocated(outcome)? {
+                    tracing::info!(block = %block.name_any(), %ip, "borrowed an address from another node's block");
+                    return Ok(ip);
                 }
             }
         }
@@ -469,11 +450,8 @@ impl Allocator {
             if !tried.insert(block.name_any()) {
                 continue;
             }
-            match self.submit(&block, allocate(None)).await? {
-                Outcome::Allocated(ip) => return Ok(Some(ip)),
-                Outcome::Refused(AllocError::BlockFull { .. }) => continue,
-                Outcome::Refused(e) => return Err(e.into()),
-                Outcome::Released(_) => unreachable_outcome()?,
+            if let Some(ip) = allocated(self.submit(&block, allocate(None)).await?)? {
+                return Ok(Some(ip));
             }
         }
         Ok(None)
@@ -495,29 +473,12 @@ impl Allocator {
         let name = pool.block_name(&cidr);
         let block = match self.block_named(&name).await? {
             Some(block) => block,
-            None => {
-                self.metrics
-                    .api_writes
-                    .get_or_create(&WriteLabels {
-                        operation: "create".into(),
-                    })
-                    .inc();
-                match claim_block(&self.blocks, &name, object, cidr, &self.node).await? {
-                    Claim::Won(block) => {
-                        let block = *block;
-                        self.claimed
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(name.clone(), block.clone());
-                        block
-                    }
-                    Claim::Taken => self.block_named(&name).await?.ok_or_else(|| {
-                        AgentError::Unavailable(format!(
-                            "IPBlock {name} vanished while claiming it"
-                        ))
-                    })?,
-                }
-            }
+            None => match self.claim(object, pool, cidr).await? {
+                Claim::Won(block) => *block,
+                Claim::Taken => self.block_named(&name).await?.ok_or_else(|| {
+                    AgentError::Unavailable(format!("IPBlock {name} vanished while claiming it"))
+                })?,
+            },
         };
         // A requested address is honoured in whichever node's block it lies: a pod with a
         // fixed address may move between nodes.
@@ -536,6 +497,27 @@ impl Allocator {
             Outcome::Refused(e) => Err(e.into()),
             Outcome::Released(_) => unreachable_outcome(),
         }
+    }
+
+    /// Claims block `cidr` of `pool` for this node by creating its IPBlock.
+    async fn claim(&self, object: &IPPool, pool: &Pool, cidr: IpNet) -> Result<Claim, AgentError> {
+        let name = pool.block_name(&cidr);
+        self.metrics
+            .api_writes
+            .get_or_create(&WriteLabels {
+                operation: "create".into(),
+            })
+            .inc();
+        let claim = claim_block(&self.blocks, &name, object, cidr, &self.node).await?;
+        if let Claim::Won(block) = &claim {
+            tracing::info!(block = %name, pool = pool.name(), %cidr, "claimed block");
+            // Until the watch shows the new block, this is how DEL and ADD find it.
+            self.claimed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name, (**block).clone());
+        }
+        Ok(claim)
     }
 
     async fn submit(&self, block: &IPBlock, change: Change) -> Result<Outcome, AgentError> {
@@ -753,6 +735,17 @@ fn attachment(wire: &crate::agent::protocol::Attachment) -> Result<Attachment, A
         &wire.container_id,
         &wire.if_name,
     )?)
+}
+
+/// The address an allocation got, `None` when the block was full (try the next one), or
+/// the refusal.
+fn allocated(outcome: Outcome) -> Result<Option<IpAddr>, AgentError> {
+    match outcome {
+        Outcome::Allocated(ip) => Ok(Some(ip)),
+        Outcome::Refused(AllocError::BlockFull { .. }) => Ok(None),
+        Outcome::Refused(e) => Err(e.into()),
+        Outcome::Released(_) => unreachable_outcome(),
+    }
 }
 
 fn unreachable_outcome<T>() -> Result<T, AgentError> {
