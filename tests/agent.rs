@@ -453,6 +453,21 @@ async fn four_agents_fifty_concurrent_adds_never_duplicate() {
         62,
         "a /26 has 62 usable addresses and all were handed out ({failures} failed)"
     );
+    // One agent writes its own blocks alone, so without retries an ADD costs at most one
+    // replace; batching makes it fewer. Conflicts come only from borrowers.
+    let mut replaces = 0.0;
+    let mut conflicts = 0.0;
+    for agent in &agents {
+        replaces += agent
+            .metric(r#"ipledger_agent_api_writes_total{operation="replace"}"#)
+            .await;
+        conflicts += agent.metric("ipledger_agent_cas_conflicts_total").await;
+    }
+    assert!(
+        replaces <= 62.0 + conflicts,
+        "{replaces} replaces for 62 allocations and {conflicts} conflicts"
+    );
+    eprintln!("group commit: {replaces} replaces for 62 allocations");
     // Diagnostics only: how the race played out does not change what must hold.
     let borrowed = ledger
         .iter()

@@ -14,6 +14,8 @@ pub struct Agent {
     pub node: String,
     /// Its socket.
     pub socket: PathBuf,
+    /// The port of its metrics endpoint on 127.0.0.1.
+    pub metrics_port: u16,
     kubeconfig: PathBuf,
     child: Option<Child>,
 }
@@ -24,6 +26,7 @@ impl Agent {
         let mut agent = Agent {
             node: node.to_string(),
             socket: dir.join(format!("{node}.sock")),
+            metrics_port: free_port(),
             kubeconfig: kubeconfig.to_path_buf(),
             child: None,
         };
@@ -33,14 +36,23 @@ impl Agent {
 
     /// Starts the process again (after [`Agent::kill`]).
     pub async fn restart(&mut self) {
+        // The metrics port was free when chosen; another process may have taken it since.
+        // The agent then exits at once, and a new port is tried.
+        for _ in 0..3 {
+            if self.spawn().await {
+                return;
+            }
+            self.metrics_port = free_port();
+        }
+        panic!("agent {} exited at start three times", self.node);
+    }
+
+    /// Spawns the agent and waits for its socket; false when it exited at start.
+    async fn spawn(&mut self) -> bool {
         let child = Command::new(env!("CARGO_BIN_EXE_ipledger"))
-            .args([
-                "agent",
-                "--node-name",
-                &self.node,
-                "--metrics-addr",
-                "127.0.0.1:0",
-            ])
+            .args(["agent", "--node-name", &self.node])
+            .arg("--metrics-addr")
+            .arg(format!("127.0.0.1:{}", self.metrics_port))
             .arg("--socket")
             .arg(&self.socket)
             .arg("--kubeconfig")
@@ -56,14 +68,15 @@ impl Agent {
         self.child = Some(child);
         for _ in 0..300 {
             if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
-                return;
+                return true;
             }
             if let Some(status) = self
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                panic!("agent {} exited at start: {status}", self.node);
+                eprintln!("agent {} exited at start: {status}", self.node);
+                return false;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -72,6 +85,23 @@ impl Agent {
             self.node,
             self.socket.display()
         );
+    }
+
+    /// The value of the metric sample `name` (with its labels, as exposed), or 0.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.metrics_port))
+            .await
+            .expect("metrics endpoint");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).await.unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
     }
 
     /// SIGKILL: the agent dies at once, mid-request if it is in one.
@@ -94,6 +124,12 @@ impl Agent {
             .expect("the agent exits within 20 s of SIGTERM")
             .expect("wait for the agent")
     }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("a local address").port()
 }
 
 /// What the plugin printed and how it exited.
