@@ -689,6 +689,21 @@ async fn borrowing_from_a_full_pool_and_strict_affinity() {
         "exhaustion names the pool and its capacity: {msg}"
     );
 
+    let mut status = borrower_net.clone();
+    status["cniVersion"] = "1.1.0".into();
+    let full = plugin("STATUS", &status, "", "", "").await;
+    assert_eq!(
+        full.error_code(),
+        50,
+        "STATUS of a full pool: {}",
+        full.result
+    );
+    assert!(
+        full.result["msg"].as_str().unwrap().contains(&pool),
+        "{}",
+        full.result
+    );
+
     lender.stop().await;
     borrower.stop().await;
     h.delete_pool(&pool).await;

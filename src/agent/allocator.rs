@@ -259,7 +259,10 @@ impl Allocator {
             .iter()
             .map(|p| (**p).clone())
             .collect();
-        let node_labels = self.node_labels().await?;
+        let node_labels = self
+            .node_labels()
+            .await
+            .map_err(|e| cannot(e.to_string()))?;
         let input = ChoiceInput {
             config_pools: &named,
             node_labels: Some(&node_labels),
@@ -294,6 +297,16 @@ impl Allocator {
         let (_, pool) = self.pools.get(name)?;
         if pool.is_disabled() {
             return Ok(false);
+        }
+        // Room in a block of this node answers without a list: runtimes ask often.
+        let own_room = self
+            .known_blocks(Some(name))
+            .iter()
+            .filter(|b| b.spec.node == self.node)
+            .filter_map(|b| self.latest(b))
+            .any(|b| (b.in_use() as u128) < pool.block_capacity(&b.cidr()));
+        if own_room {
+            return Ok(true);
         }
         let blocks = pool_blocks(&self.blocks, name).await?;
         let existing: Vec<IpNet> = blocks.iter().map(|b| b.spec.cidr).collect();
