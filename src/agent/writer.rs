@@ -217,16 +217,28 @@ async fn commit(
         }
         Ok(Decision::Replace(new, outcomes))
     };
-    ledger::cas::update(api, name, policy, cached, decide)
+    let map_err = |e| match e {
+        CasError::Refused(e) => e,
+        CasError::NotFound { .. } => CommitError::Gone(format!("IPBlock {name} no longer exists")),
+        e @ (CasError::Contended { .. } | CasError::Api { .. }) => {
+            CommitError::Unavailable(e.to_string())
+        }
+    };
+    let from_cache = cached.is_some();
+    let written = ledger::cas::update(api, name, policy, cached, decide)
         .await
-        .map_err(|e| match e {
-            CasError::Refused(e) => e,
-            CasError::NotFound { .. } => {
-                CommitError::Gone(format!("IPBlock {name} no longer exists"))
-            }
-            CasError::Contended { .. } => CommitError::Unavailable(e.to_string()),
-            CasError::Api { .. } => CommitError::Unavailable(e.to_string()),
-        })
+        .map_err(map_err)?;
+    // "Already held" decided on the cached copy alone could hand out an address that
+    // someone else (the controller's leak GC) released meanwhile: confirm it on the
+    // record itself. Releases need no such check: only this node allocates for its own
+    // attachments, so a copy that lacks one is not missing a newer allocation.
+    let answered_from_cache = from_cache && !written.wrote && written.conflicts == 0;
+    if answered_from_cache && changes.iter().any(|c| matches!(c, Change::Allocate { .. })) {
+        return ledger::cas::update(api, name, policy, None, decide)
+            .await
+            .map_err(map_err);
+    }
+    Ok(written)
 }
 
 /// Applies one change to the block model; pure, so a retry after a conflict re-decides
