@@ -548,8 +548,8 @@ impl Allocator {
             match answer {
                 Ok(Outcome::Released(ips)) => released.extend(ips),
                 Ok(_) => {}
-                // A block deleted meanwhile holds nothing any more.
-                Err(AgentError::Unavailable(msg)) if msg.contains("no longer exists") => {}
+                // A block deleted meanwhile holds nothing any more: stop tracking it.
+                Err(AgentError::BlockGone(_)) => self.forget(&block.name_any()),
                 Err(e) => failures.push(format!("IPBlock {}: {e}", block.name_any())),
             }
         }
@@ -637,6 +637,15 @@ impl Allocator {
             .latest(&block.name_any())
             .unwrap_or_else(|| block.clone());
         Block::from_spec(&object.spec).ok()
+    }
+
+    /// Stops tracking a deleted block.
+    fn forget(&self, name: &str) {
+        self.claimed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        self.writers.forget(name);
     }
 
     fn borrower_of(&self, block: &IPBlock) -> Option<String> {

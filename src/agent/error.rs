@@ -46,13 +46,17 @@ pub enum AgentError {
     /// The ledger holds a record ipledger cannot read.
     #[error("{0}")]
     Corrupt(String),
+    /// A block was deleted while the agent was using it.
+    #[error("{0}")]
+    BlockGone(String),
 }
 
 impl From<CommitError> for AgentError {
     fn from(error: CommitError) -> Self {
         match error {
             CommitError::Invalid(msg) => AgentError::Corrupt(msg),
-            CommitError::Gone(msg) | CommitError::Unavailable(msg) => AgentError::Unavailable(msg),
+            CommitError::Gone(msg) => AgentError::BlockGone(msg),
+            CommitError::Unavailable(msg) => AgentError::Unavailable(msg),
         }
     }
 }
@@ -107,7 +111,9 @@ impl AgentError {
             AgentError::Missing(_) => ErrorCode::AllocationMissing,
             AgentError::GcIncomplete(_) => ErrorCode::GcIncomplete,
             AgentError::CannotAllocate(_) => ErrorCode::PluginNotAvailable,
-            AgentError::Unavailable(_) | AgentError::Corrupt(_) => ErrorCode::TryAgainLater,
+            AgentError::Unavailable(_) | AgentError::Corrupt(_) | AgentError::BlockGone(_) => {
+                ErrorCode::TryAgainLater
+            }
         };
         code.as_u32()
     }
@@ -116,9 +122,10 @@ impl AgentError {
     /// when a later try may.
     pub fn http_status(&self) -> StatusCode {
         match self {
-            AgentError::Unavailable(_) | AgentError::Corrupt(_) | AgentError::CannotAllocate(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            AgentError::Unavailable(_)
+            | AgentError::Corrupt(_)
+            | AgentError::BlockGone(_)
+            | AgentError::CannotAllocate(_) => StatusCode::SERVICE_UNAVAILABLE,
             AgentError::Alloc(
                 AllocError::PoolExhausted { .. } | AllocError::CoolingDown { .. },
             ) => StatusCode::CONFLICT,
@@ -156,6 +163,7 @@ impl AgentError {
             AgentError::CannotAllocate(_) => "cannot_allocate",
             AgentError::Unavailable(_) => "unavailable",
             AgentError::Corrupt(_) => "corrupt_ledger",
+            AgentError::BlockGone(_) => "block_gone",
         }
     }
 }
