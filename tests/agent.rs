@@ -223,7 +223,21 @@ fn with_prev(net: &Value, result: &Value) -> Value {
 async fn requested_unknown_and_stopped_agent_get_their_documented_codes() {
     let h = Harness::new().await;
     let pool = h.pool("req", v4_pool("10.61.0.0/24", 28)).await;
-    let mut agent = h.agent(&support::unique("node")).await;
+    let bin = h.dir.path().join("opt-cni-bin");
+    let install = ["--install-cni-bin-dir", bin.to_str().unwrap()];
+    let mut agent = Agent::start_with(
+        &h.kubeconfig,
+        &support::unique("node"),
+        h.dir.path(),
+        &install,
+    )
+    .await;
+    let installed = std::fs::read(bin.join("ipledger")).expect("the agent installed the plugin");
+    assert_eq!(
+        installed,
+        std::fs::read(env!("CARGO_BIN_EXE_ipledger-cni")).unwrap(),
+        "the installed plugin is ipledger-cni"
+    );
     let net = network("pods", "0.4.0", &agent.socket, &[&pool]);
 
     let wanted = plugin(

@@ -17,17 +17,29 @@ pub struct Agent {
     /// The port of its metrics endpoint on 127.0.0.1.
     pub metrics_port: u16,
     kubeconfig: PathBuf,
+    extra_args: Vec<String>,
     child: Option<Child>,
 }
 
 impl Agent {
     /// Starts an agent for `node`, with its socket under `dir`, and waits until it serves.
     pub async fn start(kubeconfig: &Path, node: &str, dir: &Path) -> Agent {
+        Self::start_with(kubeconfig, node, dir, &[]).await
+    }
+
+    /// Like [`Agent::start`], with more command-line arguments.
+    pub async fn start_with(
+        kubeconfig: &Path,
+        node: &str,
+        dir: &Path,
+        extra_args: &[&str],
+    ) -> Agent {
         let mut agent = Agent {
             node: node.to_string(),
             socket: dir.join(format!("{node}.sock")),
             metrics_port: free_port(),
             kubeconfig: kubeconfig.to_path_buf(),
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
             child: None,
         };
         agent.restart().await;
@@ -57,6 +69,7 @@ impl Agent {
             .arg(&self.socket)
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
+            .args(&self.extra_args)
             .env(
                 "IPLEDGER_LOG",
                 std::env::var("IPLEDGER_TEST_AGENT_LOG").unwrap_or_else(|_| "warn".into()),
