@@ -19,7 +19,7 @@ use crate::agent::protocol::{
     Dns, ErrorBody, GcRequest, GcResponse, Route, StatusQuery, StatusResponse,
 };
 use crate::agent::writer::{Change, CommitError, Outcome, PoolLookup, Writers};
-use crate::api::{IPBlock, IPPool, PodRef};
+use crate::api::{IPBlock, IPBlockSpec, IPPool, PodRef};
 use crate::cni::ErrorCode;
 use crate::ipam::{AllocError, Attachment, Block, Pool};
 use crate::ledger::RetryPolicy;
@@ -303,8 +303,7 @@ impl Allocator {
             .known_blocks(Some(name))
             .iter()
             .filter(|b| b.spec.node == self.node)
-            .filter_map(|b| self.latest(b))
-            .any(|b| (b.in_use() as u128) < pool.block_capacity(&b.cidr()));
+            .any(|b| room(&pool, &self.freshest(b).spec) > 0);
         if own_room {
             return Ok(true);
         }
@@ -378,10 +377,7 @@ impl Allocator {
         };
         // Idempotent ADD: the attachment may hold an address in any block we know of.
         for block in self.known_blocks(Some(pool.name())) {
-            if self
-                .latest(&block)
-                .is_some_and(|b| b.find(attachment).is_some())
-            {
+            if holds(&self.freshest(&block).spec, attachment) {
                 return self
                     .expect_address(&block, allocate(self.borrower_of(&block)))
                     .await;
@@ -455,14 +451,18 @@ impl Allocator {
         tried: &mut HashSet<String>,
         allocate: &impl Fn(Option<String>) -> Change,
     ) -> Result<Option<IpAddr>, AgentError> {
-        for block in self
+        // The roomiest first, going by this agent's freshest copies: no request waits on
+        // a block that is full, and a stale count costs only a BlockFull answer.
+        let mut candidates: Vec<(u128, IPBlock)> = self
             .known_blocks(Some(pool.name()))
             .into_iter()
-            .filter(|b| b.spec.node == self.node)
-        {
-            if !tried.insert(block.name_any()) {
-                continue;
-            }
+            .filter(|b| b.spec.node == self.node && !tried.contains(&b.name_any()))
+            .map(|b| (room(pool, &self.freshest(&b).spec), b))
+            .filter(|(room, _)| *room > 0)
+            .collect();
+        candidates.sort_by_key(|(room, _)| std::cmp::Reverse(*room));
+        for (_, block) in candidates {
+            tried.insert(block.name_any());
             if let Some(ip) = allocated(self.submit(&block, allocate(None)).await?)? {
                 return Ok(Some(ip));
             }
@@ -540,7 +540,16 @@ impl Allocator {
     /// Submits `change` to every block that may hold this node's allocations: its own and
     /// those it borrowed from. Returns what was released and the failures.
     async fn submit_everywhere(&self, change: &Change) -> (Vec<(Attachment, IpAddr)>, Vec<String>) {
-        let blocks = self.known_blocks(None);
+        self.submit_to(self.known_blocks(None), change).await
+    }
+
+    /// Submits `change` to each of `blocks` at once; returns what was released and the
+    /// failures.
+    async fn submit_to(
+        &self,
+        blocks: Vec<IPBlock>,
+        change: &Change,
+    ) -> (Vec<(Attachment, IpAddr)>, Vec<String>) {
         let answers = join_all(blocks.iter().map(|b| self.submit(b, change.clone()))).await;
         let mut released = Vec::new();
         let mut failures = Vec::new();
@@ -557,11 +566,22 @@ impl Allocator {
     }
 
     async fn release_everywhere(&self, attachment: &Attachment) -> Result<Vec<IpAddr>, AgentError> {
-        let (released, failures) = self
-            .submit_everywhere(&Change::Release {
-                attachment: attachment.clone(),
+        // Only blocks that may hold the attachment: every allocation this agent made is in
+        // its writer's copy or, for blocks it has not written since it started, in the
+        // watch cache. A writer without a copy (its last write failed) is asked anyway.
+        let candidates = self
+            .known_blocks(None)
+            .into_iter()
+            .filter(|block| match self.writers.knowledge(&block.name_any()) {
+                None => holds(&block.spec, attachment),
+                Some(None) => true,
+                Some(Some(copy)) => holds(&copy.spec, attachment),
             })
-            .await;
+            .collect();
+        let release = Change::Release {
+            attachment: attachment.clone(),
+        };
+        let (released, failures) = self.submit_to(candidates, &release).await;
         if !failures.is_empty() {
             return Err(AgentError::Unavailable(format!(
                 "could not release {attachment}: {}",
@@ -626,6 +646,13 @@ impl Allocator {
             .into_values()
             .filter(|b| pool.is_none_or(|p| b.spec.pool == p))
             .collect()
+    }
+
+    /// The freshest copy of `block` at hand: what its writer wrote last, else `block`.
+    fn freshest(&self, block: &IPBlock) -> IPBlock {
+        self.writers
+            .latest(&block.name_any())
+            .unwrap_or_else(|| block.clone())
     }
 
     /// The freshest model of `block`: the copy its writer wrote last, else `block`.
@@ -757,6 +784,21 @@ fn attachment(wire: &crate::agent::protocol::Attachment) -> Result<Attachment, A
         &wire.container_id,
         &wire.if_name,
     )?)
+}
+
+/// Whether the ledger record holds an address for `attachment`.
+fn holds(spec: &IPBlockSpec, attachment: &Attachment) -> bool {
+    spec.allocations.iter().any(|r| {
+        r.container_id == attachment.container_id()
+            && r.if_name == attachment.if_name()
+            && r.network == attachment.network()
+    })
+}
+
+/// Allocatable addresses of the block not held (cooling-down ones included).
+fn room(pool: &Pool, spec: &IPBlockSpec) -> u128 {
+    pool.block_capacity(&spec.cidr)
+        .saturating_sub(spec.allocations.len() as u128)
 }
 
 /// The address an allocation got, `None` when the block was full (try the next one), or

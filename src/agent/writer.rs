@@ -233,7 +233,11 @@ async fn commit(
     // record itself. Releases need no such check: only this node allocates for its own
     // attachments, so a copy that lacks one is not missing a newer allocation.
     let answered_from_cache = from_cache && !written.wrote && written.conflicts == 0;
-    if answered_from_cache && changes.iter().any(|c| matches!(c, Change::Allocate { .. })) {
+    let already_held = written
+        .value
+        .iter()
+        .any(|o| matches!(o, Outcome::Allocated(_)));
+    if answered_from_cache && already_held {
         return ledger::cas::update(api, name, policy, None, decide)
             .await
             .map_err(map_err);
@@ -367,6 +371,17 @@ impl Writers {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .get(name)
             .and_then(BlockWriter::latest)
+    }
+
+    /// What this agent knows of block `name` beyond its watch cache: `None` when no writer
+    /// runs for it (the cache holds every allocation this agent made), `Some(None)` when its
+    /// writer holds no copy (its last write failed: only a read can tell), `Some(copy)`.
+    pub fn knowledge(&self, name: &str) -> Option<Option<IPBlock>> {
+        self.writers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(name)
+            .map(BlockWriter::latest)
     }
 
     /// Stops writing `name` (the block was deleted); a later use starts a new writer.
