@@ -451,8 +451,10 @@ impl Allocator {
         tried: &mut HashSet<String>,
         allocate: &impl Fn(Option<String>) -> Change,
     ) -> Result<Option<IpAddr>, AgentError> {
-        // The roomiest first, going by this agent's freshest copies: no request waits on
-        // a block that is full, and a stale count costs only a BlockFull answer.
+        // The fullest block with room first, going by this agent's freshest copies: blocks
+        // fill one by one (concurrent requests meet in one batch, and emptied blocks can be
+        // given back), no request waits on a full block, and a stale count costs only a
+        // BlockFull answer.
         let mut candidates: Vec<(u128, IPBlock)> = self
             .known_blocks(Some(pool.name()))
             .into_iter()
@@ -460,7 +462,7 @@ impl Allocator {
             .map(|b| (room(pool, &self.freshest(&b).spec), b))
             .filter(|(room, _)| *room > 0)
             .collect();
-        candidates.sort_by_key(|(room, _)| std::cmp::Reverse(*room));
+        candidates.sort_by_key(|(room, _)| *room);
         for (_, block) in candidates {
             tried.insert(block.name_any());
             if let Some(ip) = allocated(self.submit(&block, allocate(None)).await?)? {
