@@ -680,13 +680,7 @@ async fn borrowing_from_a_full_pool_and_strict_affinity() {
         "the borrower's DEL found its borrowed address"
     );
 
-    // Fill the pool again from the lender, then make it strict: the borrower is refused.
-    for i in 0..14 {
-        let id = format!("m{i}");
-        plugin("ADD", &lender_net, &id, "eth0", &pod_args(&id))
-            .await
-            .addresses();
-    }
+    // With strictAffinity the borrower is refused although the lender's blocks have room.
     let pools = Api::<IPPool>::all(h.client());
     let mut strict = pools.get(&pool).await.unwrap();
     strict.spec.strict_affinity = true;
@@ -694,18 +688,46 @@ async fn borrowing_from_a_full_pool_and_strict_affinity() {
         .replace(&pool, &PostParams::default(), &strict)
         .await
         .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     let refused = plugin("ADD", &borrower_net, "b1", "eth0", &pod_args("b1")).await;
     assert_eq!(refused.error_code(), 100, "{}", refused.result);
     let msg = refused.result["msg"].as_str().unwrap();
     assert!(
-        msg.contains(&pool) && msg.contains("14"),
-        "exhaustion names the pool and its capacity: {msg}"
+        msg.contains(&pool) && msg.contains(&borrower.node) && msg.contains("strictAffinity"),
+        "the refusal names the pool, the node and why: {msg}"
     );
-
     let mut status = borrower_net.clone();
     status["cniVersion"] = "1.1.0".into();
-    let full = plugin("STATUS", &status, "", "", "").await;
+    let cannot = plugin("STATUS", &status, "", "", "").await;
+    assert_eq!(
+        cannot.error_code(),
+        50,
+        "STATUS of the borrower: {}",
+        cannot.result
+    );
+    let mut lender_status = lender_net.clone();
+    lender_status["cniVersion"] = "1.1.0".into();
+    assert_eq!(
+        plugin("STATUS", &lender_status, "", "", "").await.code,
+        0,
+        "the lender has room"
+    );
+
+    // Full: every address in use, and the error says so with the pool's capacity.
+    for i in 0..14 {
+        let id = format!("m{i}");
+        plugin("ADD", &lender_net, &id, "eth0", &pod_args(&id))
+            .await
+            .addresses();
+    }
+    let full = plugin("ADD", &lender_net, "m14", "eth0", &pod_args("m14")).await;
+    assert_eq!(full.error_code(), 100, "{}", full.result);
+    let msg = full.result["msg"].as_str().unwrap();
+    assert!(
+        msg.contains(&pool) && msg.contains("all 14 of its 14"),
+        "exhaustion names pool and capacity: {msg}"
+    );
+    let full = plugin("STATUS", &lender_status, "", "", "").await;
     assert_eq!(
         full.error_code(),
         50,

@@ -350,9 +350,10 @@ impl Allocator {
                 Ok(ip) => return Ok((object, pool, ip)),
                 // The next pool of the family may have room.
                 Err(
-                    e @ AgentError::Alloc(
+                    e @ (AgentError::Alloc(
                         AllocError::PoolExhausted { .. } | AllocError::PoolDisabled { .. },
-                    ),
+                    )
+                    | AgentError::NoBlockForNode { .. }),
                 ) => last = Some(e),
                 Err(e) => return Err(e),
             }
@@ -442,6 +443,14 @@ impl Allocator {
             .iter()
             .map(|b| b.spec.allocations.len() as u128)
             .sum();
+        if pool.strict_affinity() && in_use < pool.capacity() {
+            return Err(AgentError::NoBlockForNode {
+                pool: pool.name().to_string(),
+                node: self.node.clone(),
+                in_use,
+                capacity: pool.capacity(),
+            });
+        }
         Err(pool.exhausted(in_use).into())
     }
 

@@ -24,6 +24,17 @@ pub enum AgentError {
     /// The allocation core refused.
     #[error(transparent)]
     Alloc(#[from] AllocError),
+    /// The pool has free addresses, but only in other nodes' blocks, and `strictAffinity`
+    /// forbids borrowing them.
+    #[error(
+        "IPPool {pool} has no free block for node {node} and strictAffinity forbids borrowing: {in_use} of its {capacity} addresses are in use, the free ones in other nodes' blocks"
+    )]
+    NoBlockForNode {
+        pool: String,
+        node: String,
+        in_use: u128,
+        capacity: u128,
+    },
     /// A requested address lies in no pool chosen for the attachment.
     #[error("requested address {address} is outside the pools chosen from {source_name} ({pools})")]
     RequestedOutsidePools {
@@ -108,6 +119,7 @@ impl AgentError {
                 AllocError::Invalid(_) => ErrorCode::InvalidNetworkConfig,
             },
             AgentError::RequestedOutsidePools { .. } => ErrorCode::RequestedAddressOutsidePool,
+            AgentError::NoBlockForNode { .. } => ErrorCode::PoolExhausted,
             AgentError::Missing(_) => ErrorCode::AllocationMissing,
             AgentError::GcIncomplete(_) => ErrorCode::GcIncomplete,
             AgentError::CannotAllocate(_) => ErrorCode::PluginNotAvailable,
@@ -128,7 +140,8 @@ impl AgentError {
             | AgentError::CannotAllocate(_) => StatusCode::SERVICE_UNAVAILABLE,
             AgentError::Alloc(
                 AllocError::PoolExhausted { .. } | AllocError::CoolingDown { .. },
-            ) => StatusCode::CONFLICT,
+            )
+            | AgentError::NoBlockForNode { .. } => StatusCode::CONFLICT,
             AgentError::Alloc(AllocError::Taken { .. } | AllocError::HoldsOther { .. }) => {
                 StatusCode::CONFLICT
             }
@@ -157,6 +170,7 @@ impl AgentError {
             AgentError::Choice(_) => "pool_choice",
             AgentError::InvalidPool(_) => "invalid_pool",
             AgentError::Alloc(AllocError::PoolExhausted { .. }) => "exhausted",
+            AgentError::NoBlockForNode { .. } => "no_block_for_node",
             AgentError::Alloc(_) | AgentError::RequestedOutsidePools { .. } => "refused",
             AgentError::Missing(_) => "missing",
             AgentError::GcIncomplete(_) => "gc_incomplete",

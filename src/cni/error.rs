@@ -32,7 +32,8 @@ pub enum ErrorCode {
     PluginNotAvailable = 50,
     /// STATUS: the plugin cannot service ADD requests and existing pods may be affected.
     PluginNotAvailableLimitedConnectivity = 51,
-    /// Every address of the pool is in use.
+    /// Every address of the pool is in use (with `strictAffinity`: every free one is in
+    /// other nodes' blocks).
     PoolExhausted = 100,
     /// A pool named in the config or an annotation does not exist.
     UnknownPool = 101,
