@@ -595,11 +595,12 @@ async fn deleting_an_owner_deletes_its_dependents_in_the_background() {
     }))
     .unwrap();
     blocks.create(&PostParams::default(), &block).await.unwrap();
-    let orphan_name = format!("{name}-orphan");
-    let mut orphan = block.clone();
-    orphan.metadata.name = Some(orphan_name.clone());
+    let second_name = format!("{name}-second");
+    let mut second = block.clone();
+    second.metadata.name = Some(second_name.clone());
+    second.metadata.owner_references = None;
     blocks
-        .create(&PostParams::default(), &orphan)
+        .create(&PostParams::default(), &second)
         .await
         .unwrap();
 
@@ -624,14 +625,13 @@ async fn deleting_an_owner_deletes_its_dependents_in_the_background() {
     .await;
     assert!(gone.is_some(), "the dependent block is garbage collected");
     assert!(
-        wait_for(|| {
-            let blocks = blocks.clone();
-            let n = orphan_name.clone();
-            async move { blocks.get_opt(&n).await.unwrap().is_none().then_some(()) }
-        })
-        .await
-        .is_some()
+        blocks.get_opt(&second_name).await.unwrap().is_some(),
+        "a block without an owner reference stays"
     );
+    blocks
+        .delete(&second_name, &DeleteParams::default())
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
