@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use ipledger::api::{IPBlock, IPPool};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
@@ -30,6 +31,10 @@ fn pool(name: &str, cidr: &str) -> IPPool {
         "spec": {"cidr": cidr},
     }))
     .unwrap()
+}
+
+fn lease(name: &str, labels: Value) -> Lease {
+    serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}, "spec": {"holderIdentity": "conformance"}})).unwrap()
 }
 
 fn configmap(name: &str, labels: Value) -> ConfigMap {
@@ -223,14 +228,15 @@ async fn resource_versions_increase_across_resources_and_updates() {
 async fn list_filters_by_label_and_field_selectors_and_pages() {
     let c = cluster().await;
     let ns = namespace(&c.client).await;
-    let api: Api<ConfigMap> = Api::namespaced(c.client.clone(), &ns);
+    // Leases: no controller adds any to a new namespace (a real one gets a ConfigMap).
+    let api: Api<Lease> = Api::namespaced(c.client.clone(), &ns);
     for (name, labels) in [
         ("a", json!({"app": "web", "tier": "front"})),
         ("b", json!({"app": "db"})),
         ("c", json!({"app": "web", "tier": "back"})),
         ("d", json!({})),
     ] {
-        api.create(&PostParams::default(), &configmap(name, labels))
+        api.create(&PostParams::default(), &lease(name, labels))
             .await
             .unwrap();
     }
@@ -330,12 +336,16 @@ async fn watch_streams_changes_from_a_resource_version() {
     api.delete("w", &DeleteParams::default()).await.unwrap();
     let mut seen = Vec::new();
     while seen.len() < 3 {
-        match stream.try_next().await.unwrap().expect("stream open") {
-            WatchEvent::Added(o) => seen.push(("ADDED", o)),
-            WatchEvent::Modified(o) => seen.push(("MODIFIED", o)),
-            WatchEvent::Deleted(o) => seen.push(("DELETED", o)),
-            WatchEvent::Bookmark(_) => {}
+        // Only our object: a real cluster adds its own ConfigMap to new namespaces.
+        let (kind, o) = match stream.try_next().await.unwrap().expect("stream open") {
+            WatchEvent::Added(o) => ("ADDED", o),
+            WatchEvent::Modified(o) => ("MODIFIED", o),
+            WatchEvent::Deleted(o) => ("DELETED", o),
+            WatchEvent::Bookmark(_) => continue,
             WatchEvent::Error(e) => panic!("watch error {e:?}"),
+        };
+        if o.name_any() == "w" {
+            seen.push((kind, o));
         }
     }
     let kinds: Vec<_> = seen.iter().map(|(k, _)| *k).collect();
@@ -1279,9 +1289,10 @@ async fn unknown_bearer_tokens_are_refused_when_configured() {
 async fn continued_lists_are_consistent_with_their_first_page() {
     let c = cluster().await;
     let ns = namespace(&c.client).await;
-    let api: Api<ConfigMap> = Api::namespaced(c.client.clone(), &ns);
+    // Leases: no controller adds any to a new namespace (a real one gets a ConfigMap).
+    let api: Api<Lease> = Api::namespaced(c.client.clone(), &ns);
     for name in ["a", "b", "c"] {
-        api.create(&PostParams::default(), &configmap(name, json!({})))
+        api.create(&PostParams::default(), &lease(name, json!({})))
             .await
             .unwrap();
     }
@@ -1289,7 +1300,7 @@ async fn continued_lists_are_consistent_with_their_first_page() {
     let names: Vec<_> = first.iter().map(|c| c.name_any()).collect();
     assert_eq!(names, ["a", "b"]);
     api.delete("c", &DeleteParams::default()).await.unwrap();
-    api.create(&PostParams::default(), &configmap("d", json!({})))
+    api.create(&PostParams::default(), &lease("d", json!({})))
         .await
         .unwrap();
     let token = first.metadata.continue_.unwrap();
@@ -1314,13 +1325,14 @@ async fn continued_lists_are_consistent_with_their_first_page() {
 async fn delete_collection_removes_what_the_selector_matches() {
     let c = cluster().await;
     let ns = namespace(&c.client).await;
-    let api: Api<ConfigMap> = Api::namespaced(c.client.clone(), &ns);
+    // Leases: no controller adds any to a new namespace (a real one gets a ConfigMap).
+    let api: Api<Lease> = Api::namespaced(c.client.clone(), &ns);
     for (name, labels) in [
         ("a", json!({"drop": "yes"})),
         ("b", json!({"drop": "yes"})),
         ("c", json!({})),
     ] {
-        api.create(&PostParams::default(), &configmap(name, labels))
+        api.create(&PostParams::default(), &lease(name, labels))
             .await
             .unwrap();
     }

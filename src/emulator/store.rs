@@ -851,7 +851,32 @@ impl State {
             }
             self.establish(&mut obj);
         }
-        Ok(self.put(events, &gr, key, obj, EventType::Added))
+        let created = self.put(events, &gr, key, obj, EventType::Added);
+        if label {
+            self.populate_namespace(events, &name);
+        }
+        Ok(created)
+    }
+
+    /// What a real cluster's controllers put into every new namespace: the `default`
+    /// ServiceAccount and the `kube-root-ca.crt` ConfigMap (empty here: plain HTTP, no CA).
+    fn populate_namespace(&mut self, events: &broadcast::Sender<Arc<Event>>, namespace: &str) {
+        let seeds = [
+            (
+                "serviceaccounts",
+                json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}}),
+            ),
+            (
+                "configmaps",
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kube-root-ca.crt", "annotations": {"kubernetes.io/description": "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters."}}, "data": {"ca.crt": ""}}),
+            ),
+        ];
+        for (plural, obj) in seeds {
+            if let Some(t) = self.registry.get(&GroupResource::new("", plural)) {
+                // Cannot fail: the namespace was just created and is empty.
+                let _ = self.create(&t, namespace, obj, events);
+            }
+        }
     }
 
     fn crd_terminating(&self, t: &ResourceType) -> bool {
@@ -1374,6 +1399,29 @@ mod tests {
     }
 
     #[test]
+    fn new_namespaces_get_their_default_service_account_and_root_ca() {
+        let store = Store::new(100);
+        let ns = store.registry().lookup("", "v1", "namespaces").unwrap();
+        store
+            .create(
+                &ns,
+                "",
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "fresh"}}),
+            )
+            .unwrap();
+        let sa = store
+            .registry()
+            .lookup("", "v1", "serviceaccounts")
+            .unwrap();
+        assert!(store.get(&sa, "fresh", "default").is_ok());
+        assert!(
+            store
+                .get(&configmaps(&store), "fresh", "kube-root-ca.crt")
+                .is_ok()
+        );
+    }
+
+    #[test]
     fn history_window_bounds_watches() {
         let store = Store::new(2);
         let t = configmaps(&store);
@@ -1389,7 +1437,8 @@ mod tests {
     #[test]
     fn continued_lists_read_the_first_page_snapshot() {
         let store = Store::new(100);
-        let t = configmaps(&store);
+        // Leases: namespaces are created with a ConfigMap of their own.
+        let t = store.registry().lookup("coordination.k8s.io", "v1", "leases").unwrap();
         for n in ["a", "b", "c"] {
             store.create(&t, "default", cm(n)).unwrap();
         }
