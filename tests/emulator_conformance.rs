@@ -999,7 +999,14 @@ async fn injected_write_failures_come_back_as_statuses() {
         404,
         "failed creates store nothing"
     );
-    // kube-rs retries 503 on its own: one injected 503 is invisible to the caller.
+    // Without retries a 503 surfaces; kube-rs's default client retries it away.
+    let bare: Api<IPPool> = Api::all(support::client_without_retries(&c).await);
+    emulator.faults().fail_next_writes("ippools", 1, 503);
+    let err = api_error(
+        bare.create(&PostParams::default(), &pool(&name, "10.23.0.0/16"))
+            .await,
+    );
+    assert_eq!((err.code, err.reason.as_str()), (503, "ServiceUnavailable"));
     emulator.faults().fail_next_writes("ippools", 1, 503);
     api.create(&PostParams::default(), &pool(&name, "10.23.0.0/16"))
         .await
@@ -1444,4 +1451,51 @@ async fn creating_with_a_resource_version_is_refused() {
         "{}",
         err.message
     );
+}
+
+#[tokio::test]
+async fn lists_read_an_exact_resource_version_and_refuse_future_ones() {
+    let c = cluster().await;
+    let ns = namespace(&c.client).await;
+    let api: Api<Lease> = Api::namespaced(c.client.clone(), &ns);
+    api.create(&PostParams::default(), &lease("a", json!({})))
+        .await
+        .unwrap();
+    let at = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    api.create(&PostParams::default(), &lease("b", json!({})))
+        .await
+        .unwrap();
+    let exact = api
+        .list(
+            &ListParams::default()
+                .at(&at)
+                .matching(kube::api::VersionMatch::Exact),
+        )
+        .await
+        .unwrap();
+    let names: Vec<_> = exact.iter().map(|l| l.name_any()).collect();
+    assert_eq!(names, ["a"], "the list at {at} does not see b yet");
+    let future = (at.parse::<u64>().unwrap() + 1_000_000).to_string();
+    let api: Api<Lease> = Api::namespaced(support::client_without_retries(&c).await, &ns);
+    let err = api_error(
+        api.list(
+            &ListParams::default()
+                .at(&future)
+                .matching(kube::api::VersionMatch::NotOlderThan),
+        )
+        .await,
+    );
+    assert_eq!(err.code, 504);
+    assert!(
+        err.message.contains("Too large resource version"),
+        "{}",
+        err.message
+    );
+    support::delete_namespace(&c.client, &ns).await;
 }

@@ -204,6 +204,11 @@ impl ApiError {
         Self::new(410, "Expired", message)
     }
 
+    /// 504: the request could not be answered in time.
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Self::new(504, "Timeout", message)
+    }
+
     /// 415: a patch type or body media type that is not supported.
     pub fn unsupported_media_type(message: impl Into<String>) -> Self {
         Self::new(415, "UnsupportedMediaType", message)

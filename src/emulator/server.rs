@@ -20,7 +20,7 @@ use super::patch::{self, PatchType};
 use super::protobuf;
 use super::resources::ResourceType;
 use super::selectors::{FieldSelector, LabelSelector, supported_fields};
-use super::store::{DeleteOptions, Event, EventType, Part, Store};
+use super::store::{DeleteOptions, Event, EventType, ListFrom, Part, Store};
 use super::table::{self, IncludeObject};
 
 /// The body type of every response.
@@ -374,9 +374,14 @@ impl Server {
                 let (body, _) = self.body(req).await?;
                 let opts = delete_options(&body, &query)?;
                 let filter = selector_filter(&t, &query)?;
-                let page =
-                    self.store
-                        .list(&t, rp.namespace.as_deref(), &*filter, true, None, None)?;
+                let page = self.store.list(
+                    &t,
+                    rp.namespace.as_deref(),
+                    &*filter,
+                    true,
+                    None,
+                    ListFrom::Latest,
+                )?;
                 let mut deleted = Vec::new();
                 for obj in page.items {
                     let ns = obj["metadata"]["namespace"].as_str().unwrap_or("");
@@ -574,10 +579,7 @@ impl Server {
             &*filter,
             has_selector,
             limit,
-            query
-                .get("continue")
-                .map(String::as_str)
-                .filter(|c| !c.is_empty()),
+            list_from(query)?,
         )?;
         let mut meta = json!({"resourceVersion": page.rv.to_string()});
         if let Some(c) = &page.continue_token {
@@ -754,6 +756,38 @@ impl Server {
             HeaderValue::from_static("application/json"),
         );
         Ok(resp)
+    }
+}
+
+/// Which state a list reads, from `continue`, `resourceVersion` and `resourceVersionMatch`.
+fn list_from(query: &HashMap<String, String>) -> ApiResult<ListFrom<'_>> {
+    let get = |k: &str| query.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let rv = match get("resourceVersion") {
+        None => None,
+        Some(v) => Some(v.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(format!(
+                "resourceVersion: Invalid value: \"{v}\": must be a non-negative integer"
+            ))
+        })?),
+    };
+    if let Some(token) = get("continue") {
+        if rv.is_some_and(|v| v != 0) {
+            return Err(ApiError::bad_request(
+                "specifying resource version is not allowed when using continue",
+            ));
+        }
+        return Ok(ListFrom::Continue(token));
+    }
+    match (get("resourceVersionMatch"), rv) {
+        (Some("Exact"), Some(v)) if v > 0 => Ok(ListFrom::Exact(v)),
+        (Some("Exact"), _) => Err(ApiError::bad_request(
+            "resourceVersionMatch: Forbidden: resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+        )),
+        (Some("NotOlderThan") | None, Some(v)) if v > 0 => Ok(ListFrom::NotOlderThan(v)),
+        (Some("NotOlderThan") | None, _) => Ok(ListFrom::Latest),
+        (Some(other), _) => Err(ApiError::bad_request(format!(
+            "resourceVersionMatch: Unsupported value: \"{other}\": supported values: \"Exact\", \"NotOlderThan\""
+        ))),
     }
 }
 

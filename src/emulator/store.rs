@@ -105,6 +105,19 @@ pub struct ListPage {
     pub remaining: Option<u64>,
 }
 
+/// Which state a list reads.
+#[derive(Clone, Copy, Debug)]
+pub enum ListFrom<'a> {
+    /// The current state.
+    Latest,
+    /// The snapshot a `continue` token was issued for, after its last key.
+    Continue(&'a str),
+    /// `resourceVersionMatch=Exact`: the snapshot at that version.
+    Exact(u64),
+    /// `resourceVersion=N` (NotOlderThan): the current state, if it is at least N.
+    NotOlderThan(u64),
+}
+
 /// Where a watch starts.
 #[derive(Debug)]
 pub struct WatchStart {
@@ -323,12 +336,35 @@ impl Store {
         filter: &dyn Fn(&Value) -> bool,
         has_selector: bool,
         limit: Option<usize>,
-        continue_token: Option<&str>,
+        from: ListFrom<'_>,
     ) -> ApiResult<ListPage> {
         let s = self.lock();
         let gr = t.group_resource();
-        let (at_rv, start_after) = match continue_token {
-            Some(token) => {
+        let too_large = |rv: u64| {
+            // The real server waits a moment for its cache, then answers 504 like this.
+            ApiError {
+                details: Some(
+                    json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1}),
+                ),
+                ..ApiError::timeout(format!(
+                    "Too large resource version: {rv}, current: {}",
+                    s.rv
+                ))
+            }
+        };
+        let (at_rv, start_after) = match from {
+            ListFrom::Latest => (s.rv, None),
+            ListFrom::NotOlderThan(rv) if rv > s.rv => return Err(too_large(rv)),
+            ListFrom::NotOlderThan(_) => (s.rv, None),
+            ListFrom::Exact(rv) if rv > s.rv => return Err(too_large(rv)),
+            ListFrom::Exact(rv) if rv < s.history_start => {
+                return Err(ApiError::expired(format!(
+                    "too old resource version: {rv} ({})",
+                    s.history_start + 1
+                )));
+            }
+            ListFrom::Exact(rv) => (rv, None),
+            ListFrom::Continue(token) => {
                 let (rv, key) = decode_continue(token)
                     .ok_or_else(|| ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)"))?;
                 if rv < s.history_start {
@@ -338,7 +374,6 @@ impl Store {
                 }
                 (rv, Some(key))
             }
-            None => (s.rv, None),
         };
         let empty = BTreeMap::new();
         let current = s.objects.get(&gr).unwrap_or(&empty);
@@ -1438,13 +1473,16 @@ mod tests {
     fn continued_lists_read_the_first_page_snapshot() {
         let store = Store::new(100);
         // Leases: namespaces are created with a ConfigMap of their own.
-        let t = store.registry().lookup("coordination.k8s.io", "v1", "leases").unwrap();
+        let t = store
+            .registry()
+            .lookup("coordination.k8s.io", "v1", "leases")
+            .unwrap();
         for n in ["a", "b", "c"] {
             store.create(&t, "default", cm(n)).unwrap();
         }
         let all = |_: &Value| true;
         let first = store
-            .list(&t, Some("default"), &all, false, Some(2), None)
+            .list(&t, Some("default"), &all, false, Some(2), ListFrom::Latest)
             .unwrap();
         assert_eq!(first.items.len(), 2);
         assert_eq!(first.remaining, Some(1));
@@ -1458,7 +1496,7 @@ mod tests {
                 &all,
                 false,
                 Some(2),
-                first.continue_token.as_deref(),
+                ListFrom::Continue(first.continue_token.as_deref().unwrap()),
             )
             .unwrap();
         assert_eq!(second.items.len(), 1);
