@@ -130,6 +130,8 @@ pub struct WatchStart {
 }
 
 const CRD_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
+const ORPHAN_FINALIZER: &str = "orphan";
+const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
 
 struct State {
     rv: u64,
@@ -1071,6 +1073,7 @@ impl State {
             self.objects.remove(&declared.group_resource());
         }
         self.collect_dependents(events, &uid);
+        self.release_foreground_owners(events, &removed);
         if !key.namespace.is_empty() {
             self.finish_namespace(events, &key.namespace);
         }
@@ -1216,12 +1219,39 @@ impl State {
             ));
         }
         let uid = str_of(m, "uid").to_string();
-        match opts.propagation.as_deref() {
-            Some("Orphan") => self.orphan_dependents(events, &uid),
-            Some("Foreground") => self.delete_dependents(events, &uid),
-            _ => {}
-        }
         let is_namespace = t.group.is_empty() && t.plural == "namespaces";
+        // Orphan and Foreground go through a finalizer the garbage collector removes once
+        // it has orphaned or deleted the dependents, as in the real server.
+        let propagation_finalizer = match opts.propagation.as_deref() {
+            Some("Orphan") => Some(ORPHAN_FINALIZER),
+            Some("Foreground") => Some(FOREGROUND_FINALIZER),
+            _ => None,
+        };
+        if let Some(fin) = propagation_finalizer
+            && !is_namespace
+            && m["deletionTimestamp"].is_null()
+        {
+            let mut obj = (*current).clone();
+            let mm = meta_mut(&mut obj);
+            mm.insert("deletionTimestamp".into(), now().into());
+            mm.insert("deletionGracePeriodSeconds".into(), 0.into());
+            if let Some(g) = mm.get("generation").and_then(Value::as_i64) {
+                mm.insert("generation".into(), (g + 1).into());
+            }
+            let fins = mm.entry("finalizers").or_insert_with(|| json!([]));
+            if let Some(a) = fins.as_array_mut() {
+                a.push(fin.into());
+            }
+            let marked = self.put(events, &gr, key.clone(), obj, EventType::Modified);
+            if fin == ORPHAN_FINALIZER {
+                self.orphan_dependents(events, &uid);
+            } else {
+                self.delete_dependents(events, &uid);
+            }
+            self.finish_propagation(events, &gr, &key, fin);
+            let gone = self.object(&gr, &key).is_none();
+            return Ok((marked, gone));
+        }
         let is_crd = t.group == "apiextensions.k8s.io" && t.plural == "customresourcedefinitions";
         if finalizers(&current).is_empty() && !is_namespace {
             let removed = self.remove(events, t, &key, (*current).clone());
@@ -1269,6 +1299,73 @@ impl State {
             return Ok((stored, gone));
         }
         Ok((stored, false))
+    }
+
+    /// Removes a propagation finalizer once its work is done: at once for `orphan`, when
+    /// no dependent is left for `foregroundDeletion`.
+    fn finish_propagation(
+        &mut self,
+        events: &broadcast::Sender<Arc<Event>>,
+        gr: &GroupResource,
+        key: &ObjectKey,
+        fin: &str,
+    ) {
+        let Some(obj) = self.object(gr, key) else {
+            return;
+        };
+        if !finalizers(&obj).iter().any(|f| f == fin) {
+            return;
+        }
+        let uid = str_of(meta(&obj), "uid").to_string();
+        if fin == FOREGROUND_FINALIZER && self.has_dependents(&uid) {
+            return;
+        }
+        let mut obj = (*obj).clone();
+        if let Some(fins) = meta_mut(&mut obj)
+            .get_mut("finalizers")
+            .and_then(Value::as_array_mut)
+        {
+            fins.retain(|f| f != fin);
+        }
+        let stored = self.put(events, gr, key.clone(), obj, EventType::Modified);
+        if finalizers(&stored).is_empty()
+            && let Some(t) = self.registry.get(gr)
+        {
+            self.remove(events, &t, key, stored);
+        }
+    }
+
+    fn has_dependents(&self, owner_uid: &str) -> bool {
+        self.objects.values().flat_map(|m| m.values()).any(|v| {
+            meta(v)["ownerReferences"]
+                .as_array()
+                .is_some_and(|os| os.iter().any(|o| o["uid"] == owner_uid))
+        })
+    }
+
+    /// After a dependent goes, owners waiting in foreground deletion may finish.
+    fn release_foreground_owners(
+        &mut self,
+        events: &broadcast::Sender<Arc<Event>>,
+        removed: &Value,
+    ) {
+        let Some(owners) = meta(removed)["ownerReferences"].as_array() else {
+            return;
+        };
+        let uids: HashSet<&str> = owners.iter().filter_map(|o| o["uid"].as_str()).collect();
+        let mut waiting = Vec::new();
+        for (gr, objects) in &self.objects {
+            for (k, v) in objects {
+                if uids.contains(str_of(meta(v), "uid"))
+                    && finalizers(v).iter().any(|f| f == FOREGROUND_FINALIZER)
+                {
+                    waiting.push((gr.clone(), k.clone()));
+                }
+            }
+        }
+        for (gr, k) in waiting {
+            self.finish_propagation(events, &gr, &k, FOREGROUND_FINALIZER);
+        }
     }
 
     fn delete_namespace_content(
@@ -1454,6 +1551,38 @@ mod tests {
                 .get(&configmaps(&store), "fresh", "kube-root-ca.crt")
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn foreground_deletion_waits_for_dependents_held_by_finalizers() {
+        let store = Store::new(100);
+        let t = configmaps(&store);
+        let owner = store.create(&t, "default", cm("owner")).unwrap();
+        let mut dep = cm("dep");
+        dep["metadata"]["ownerReferences"] = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner["metadata"]["uid"]}]);
+        dep["metadata"]["finalizers"] = json!(["example.com/hold"]);
+        store.create(&t, "default", dep).unwrap();
+        let foreground = DeleteOptions {
+            propagation: Some("Foreground".into()),
+            ..Default::default()
+        };
+        let (marked, gone) = store.delete(&t, "default", "owner", &foreground).unwrap();
+        assert!(!gone);
+        assert_eq!(
+            marked["metadata"]["finalizers"],
+            json!(["foregroundDeletion"])
+        );
+        let waiting = store.get(&t, "default", "owner").unwrap();
+        assert!(!waiting["metadata"]["deletionTimestamp"].is_null());
+        store
+            .modify(&t, "default", "dep", Part::Main, &|d| {
+                let mut d = d.clone();
+                d["metadata"]["finalizers"] = json!([]);
+                Ok(d)
+            })
+            .unwrap();
+        assert_eq!(store.get(&t, "default", "dep").unwrap_err().code, 404);
+        assert_eq!(store.get(&t, "default", "owner").unwrap_err().code, 404);
     }
 
     #[test]
