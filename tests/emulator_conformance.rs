@@ -1499,3 +1499,40 @@ async fn lists_read_an_exact_resource_version_and_refuse_future_ones() {
     );
     support::delete_namespace(&c.client, &ns).await;
 }
+
+#[tokio::test]
+async fn server_side_apply_reports_conflicts_between_managers_unless_forced() {
+    let c = cluster().await;
+    let ns = namespace(&c.client).await;
+    let api: Api<ConfigMap> = Api::namespaced(c.client.clone(), &ns);
+    let mine = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shared"}, "data": {"k": "1"}});
+    api.patch("shared", &PatchParams::apply("first"), &Patch::Apply(&mine))
+        .await
+        .unwrap();
+    let theirs = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shared"}, "data": {"k": "2"}});
+    let err = api_error(
+        api.patch(
+            "shared",
+            &PatchParams::apply("second"),
+            &Patch::Apply(&theirs),
+        )
+        .await,
+    );
+    assert_eq!((err.code, err.reason.as_str()), (409, "Conflict"));
+    assert!(
+        err.message
+            .starts_with("Apply failed with 1 conflict: conflict with \"first\""),
+        "{}",
+        err.message
+    );
+    let forced = api
+        .patch(
+            "shared",
+            &PatchParams::apply("second").force(),
+            &Patch::Apply(&theirs),
+        )
+        .await
+        .unwrap();
+    assert_eq!(forced.data.unwrap()["k"], "2");
+    support::delete_namespace(&c.client, &ns).await;
+}

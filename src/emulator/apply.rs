@@ -2,9 +2,9 @@
 //! into the object, fields this manager applied before and no longer applies are removed,
 //! and `metadata.managedFields` records what each manager applied.
 //!
-//! Not modelled: conflicts between managers (every apply behaves as if `force=true`),
-//! ownership of fields written by non-apply operations, and per-item ownership inside
-//! lists (lists are owned whole).
+//! Conflicts are detected between apply managers (a field another manager applied with a
+//! different value, unless `force`). Not modelled: ownership of fields written by
+//! non-apply operations, and per-item ownership inside lists (lists are owned whole).
 
 use std::collections::BTreeSet;
 
@@ -118,8 +118,9 @@ pub fn apply(
     manager: &str,
     subresource: Option<&str>,
     custom: bool,
+    force: bool,
     now: &str,
-) -> Value {
+) -> Result<Value, Vec<Conflict>> {
     let entries: Vec<Value> = current["metadata"]["managedFields"]
         .as_array()
         .cloned()
@@ -140,6 +141,12 @@ pub fn apply(
         .flat_map(|e| from_fields_v1(&e["fieldsV1"]))
         .collect();
     let now_set = field_set(applied);
+    if !force && !current.is_null() {
+        let conflicts = conflicts(current, applied, &now_set, &entries, &is_mine);
+        if !conflicts.is_empty() {
+            return Err(conflicts);
+        }
+    }
     let mut merged = if current.is_null() {
         applied.clone()
     } else if custom {
@@ -165,13 +172,89 @@ pub fn apply(
     if let Some(sub) = subresource {
         entry["subresource"] = sub.into();
     }
-    let mut kept: Vec<Value> = entries.into_iter().filter(|e| !is_mine(e)).collect();
+    // A forced apply takes the fields it changes away from the managers that had them.
+    let taken: BTreeSet<FieldPath> = now_set
+        .iter()
+        .filter(|p| value_at(current, p) != value_at(applied, p))
+        .cloned()
+        .collect();
+    let mut kept: Vec<Value> = entries
+        .into_iter()
+        .filter(|e| !is_mine(e))
+        .map(|mut e| {
+            if e["operation"] == "Apply" && !taken.is_empty() {
+                let left: BTreeSet<FieldPath> = from_fields_v1(&e["fieldsV1"])
+                    .difference(&taken)
+                    .cloned()
+                    .collect();
+                e["fieldsV1"] = fields_v1(&left);
+            }
+            e
+        })
+        .collect();
     kept.push(entry);
     if !merged["metadata"].is_object() {
         merged["metadata"] = json!({});
     }
     merged["metadata"]["managedFields"] = Value::Array(kept);
-    merged
+    Ok(merged)
+}
+
+/// A field another manager applied with a different value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conflict {
+    /// The other manager.
+    pub manager: String,
+    /// The field, as the server prints it (`.spec.cidr`).
+    pub field: String,
+}
+
+fn value_at<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter().try_fold(obj, |v, p| v.get(p))
+}
+
+fn conflicts(
+    current: &Value,
+    applied: &Value,
+    fields: &BTreeSet<FieldPath>,
+    entries: &[Value],
+    is_mine: &dyn Fn(&Value) -> bool,
+) -> Vec<Conflict> {
+    let mut out = Vec::new();
+    for e in entries
+        .iter()
+        .filter(|e| !is_mine(e) && e["operation"] == "Apply")
+    {
+        let theirs = from_fields_v1(&e["fieldsV1"]);
+        for path in fields.intersection(&theirs) {
+            if value_at(current, path) != value_at(applied, path) {
+                out.push(Conflict {
+                    manager: e["manager"].as_str().unwrap_or("").to_string(),
+                    field: format!(".{}", path.join(".")),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The real server's message for apply conflicts.
+pub fn conflict_message(conflicts: &[Conflict]) -> String {
+    if let [only] = conflicts {
+        return format!(
+            "Apply failed with 1 conflict: conflict with \"{}\": {}",
+            only.manager, only.field
+        );
+    }
+    let lines: Vec<String> = conflicts
+        .iter()
+        .map(|c| format!("conflict with \"{}\": {}", c.manager, c.field))
+        .collect();
+    format!(
+        "Apply failed with {} conflicts: {}",
+        conflicts.len(),
+        lines.join("\n")
+    )
 }
 
 #[cfg(test)]
@@ -192,11 +275,11 @@ mod tests {
     #[test]
     fn fields_no_longer_applied_are_removed_but_others_are_kept() {
         let first = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "v", "old": "x"}});
-        let created = apply(&Value::Null, &first, "me", None, false, "t");
+        let created = apply(&Value::Null, &first, "me", None, false, false, "t").unwrap();
         let mut live = created.clone();
         live["data"]["theirs"] = "y".into();
         let second = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "v2"}});
-        let out = apply(&live, &second, "me", None, false, "t");
+        let out = apply(&live, &second, "me", None, false, false, "t").unwrap();
         assert_eq!(out["data"], json!({"k": "v2", "theirs": "y"}));
         let managers: Vec<_> = out["metadata"]["managedFields"]
             .as_array()
@@ -210,11 +293,39 @@ mod tests {
     #[test]
     fn another_managers_fields_survive_my_removal() {
         let a = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"shared": "1"}});
-        let live = apply(&Value::Null, &a, "one", None, false, "t");
-        let live = apply(&live, &a, "two", None, false, "t");
+        let live = apply(&Value::Null, &a, "one", None, false, false, "t").unwrap();
+        let live = apply(&live, &a, "two", None, false, false, "t").unwrap();
         let b =
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {}});
-        let out = apply(&live, &b, "one", None, false, "t");
+        let out = apply(&live, &b, "one", None, false, false, "t").unwrap();
         assert_eq!(out["data"]["shared"], "1");
+    }
+
+    #[test]
+    fn applying_another_managers_field_with_a_new_value_conflicts_unless_forced() {
+        let a = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "1"}});
+        let live = apply(&Value::Null, &a, "one", None, false, false, "t").unwrap();
+        let b = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "2"}});
+        let err = apply(&live, &b, "two", None, false, false, "t").unwrap_err();
+        assert_eq!(
+            conflict_message(&err),
+            "Apply failed with 1 conflict: conflict with \"one\": .data.k"
+        );
+        assert!(
+            apply(&live, &a, "two", None, false, false, "t").is_ok(),
+            "the same value is shared"
+        );
+        let forced = apply(&live, &b, "two", None, false, true, "t").unwrap();
+        assert_eq!(forced["data"]["k"], "2");
+        let first = forced["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["manager"] == "one")
+            .unwrap();
+        assert!(
+            from_fields_v1(&first["fieldsV1"]).is_empty(),
+            "the forced field changed hands"
+        );
     }
 }

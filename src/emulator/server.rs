@@ -448,11 +448,21 @@ impl Server {
             )));
         }
         let subresource = rp.subresource.as_deref();
+        let force = query.get("force").is_some_and(|f| f == "true");
         let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
         let warnings = Mutex::new(Vec::new());
         let change = |current: &Value| {
             let current = for_version(t, &rp.version, current);
-            let mut merged = apply::apply(&current, &applied, manager, subresource, t.custom, &now);
+            let mut merged = apply::apply(
+                &current,
+                &applied,
+                manager,
+                subresource,
+                t.custom,
+                force,
+                &now,
+            )
+            .map_err(|c| apply_conflict(t, name, &c))?;
             *warnings.lock().unwrap_or_else(|e| e.into_inner()) =
                 field_validation(t, &rp.version, &mut merged, query)?;
             Ok(merged)
@@ -468,7 +478,8 @@ impl Server {
             // Apply creates what does not exist yet (not through /status).
             Err(e) if e.code == 404 && part == Part::Main => {
                 let mut created =
-                    apply::apply(&Value::Null, &applied, manager, None, t.custom, &now);
+                    apply::apply(&Value::Null, &applied, manager, None, t.custom, force, &now)
+                        .map_err(|c| apply_conflict(t, name, &c))?;
                 let warnings = field_validation(t, &rp.version, &mut created, query)?;
                 let created = self.store.create(t, namespace, created)?;
                 Ok(with_warnings(
@@ -788,6 +799,20 @@ fn list_from(query: &HashMap<String, String>) -> ApiResult<ListFrom<'_>> {
         (Some(other), _) => Err(ApiError::bad_request(format!(
             "resourceVersionMatch: Unsupported value: \"{other}\": supported values: \"Exact\", \"NotOlderThan\""
         ))),
+    }
+}
+
+/// 409 for apply conflicts, with one cause per field, as the real server reports them.
+fn apply_conflict(t: &ResourceType, name: &str, conflicts: &[apply::Conflict]) -> ApiError {
+    let causes: Vec<Value> = conflicts
+        .iter()
+        .map(|c| json!({"reason": "FieldManagerConflict", "message": format!("conflict with \"{}\"", c.manager), "field": c.field}))
+        .collect();
+    ApiError {
+        code: 409,
+        reason: "Conflict",
+        message: apply::conflict_message(conflicts),
+        details: Some(json!({"name": name, "group": t.group, "kind": t.plural, "causes": causes})),
     }
 }
 
