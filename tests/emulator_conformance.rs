@@ -1536,3 +1536,39 @@ async fn server_side_apply_reports_conflicts_between_managers_unless_forced() {
     assert_eq!(forced.data.unwrap()["k"], "2");
     support::delete_namespace(&c.client, &ns).await;
 }
+
+#[tokio::test]
+async fn events_are_one_resource_in_two_api_groups() {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use k8s_openapi::api::events::v1::Event;
+    let c = cluster().await;
+    let ns = namespace(&c.client).await;
+    let events: Api<Event> = Api::namespaced(c.client.clone(), &ns);
+    let core: Api<CoreEvent> = Api::namespaced(c.client.clone(), &ns);
+    let event: Event = serde_json::from_value(json!({
+        "metadata": {"name": "pool-full"},
+        "eventTime": "2024-01-01T00:00:00.000000Z",
+        "regarding": {"apiVersion": "ipledger.io/v1alpha1", "kind": "IPPool", "name": "p"},
+        "reason": "PoolExhausted", "note": "all 254 addresses are in use", "type": "Warning",
+        "action": "Allocate", "reportingController": "ipledger.io/controller", "reportingInstance": "controller-0",
+    }))
+    .unwrap();
+    events.create(&PostParams::default(), &event).await.unwrap();
+    let seen = core
+        .list(&ListParams::default().fields("involvedObject.name=p"))
+        .await
+        .unwrap();
+    assert_eq!(seen.items.len(), 1);
+    assert_eq!(
+        seen.items[0].message.as_deref(),
+        Some("all 254 addresses are in use")
+    );
+    assert_eq!(
+        seen.items[0].involved_object.kind.as_deref(),
+        Some("IPPool")
+    );
+    let back = events.get("pool-full").await.unwrap();
+    assert_eq!(back.note.as_deref(), Some("all 254 addresses are in use"));
+    assert_eq!(back.regarding.unwrap().name.as_deref(), Some("p"));
+    support::delete_namespace(&c.client, &ns).await;
+}

@@ -6,6 +6,7 @@
 pub mod apply;
 pub mod discovery;
 pub mod error;
+pub mod events;
 pub mod faults;
 pub mod patch;
 pub mod protobuf;

@@ -15,6 +15,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::apply;
 use super::discovery;
 use super::error::{ApiError, ApiResult};
+use super::events;
 use super::faults::Faults;
 use super::patch::{self, PatchType};
 use super::protobuf;
@@ -252,7 +253,7 @@ impl Server {
                 if !rp.watch_prefix
                     && query.get("watch").is_none_or(|w| w == "false" || w == "0") =>
             {
-                let obj = self.store.get(&t, &namespace, name)?;
+                let obj = self.store.get(&self.stored(&t), &namespace, name)?;
                 let obj = for_version(&t, &rp.version, &obj);
                 if table {
                     return Ok(json_response(
@@ -298,7 +299,9 @@ impl Server {
                 let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
                 self.injected_failure(&t, &name)?;
                 let warnings = field_validation(&t, &rp.version, &mut obj, &query)?;
-                let created = self.store.create(&t, &namespace, obj)?;
+                let created =
+                    self.store
+                        .create(&self.stored(&t), &namespace, to_storage(&t, obj))?;
                 Ok(with_warnings(
                     json_response(201, &for_version(&t, &rp.version, &created)),
                     &warnings,
@@ -309,7 +312,13 @@ impl Server {
                 let mut obj = parse_object(&t, &content_type, &body)?;
                 self.injected_failure(&t, name)?;
                 let warnings = field_validation(&t, &rp.version, &mut obj, &query)?;
-                let updated = self.store.update(&t, &namespace, name, obj, part)?;
+                let updated = self.store.update(
+                    &self.stored(&t),
+                    &namespace,
+                    name,
+                    to_storage(&t, obj),
+                    part,
+                )?;
                 Ok(with_warnings(
                     json_response(200, &for_version(&t, &rp.version, &updated)),
                     &warnings,
@@ -339,9 +348,11 @@ impl Server {
                     )?;
                     *warnings.lock().unwrap_or_else(|e| e.into_inner()) =
                         field_validation(&t, &version, &mut patched, &query)?;
-                    Ok(patched)
+                    Ok(to_storage(&t, &patched))
                 };
-                let updated = self.store.modify(&t, &namespace, name, part, &change)?;
+                let updated =
+                    self.store
+                        .modify(&self.stored(&t), &namespace, name, part, &change)?;
                 let warnings = warnings.into_inner().unwrap_or_else(|e| e.into_inner());
                 Ok(with_warnings(
                     json_response(200, &for_version(&t, &rp.version, &updated)),
@@ -352,7 +363,9 @@ impl Server {
                 let (body, _) = self.body(req).await?;
                 self.injected_failure(&t, name)?;
                 let opts = delete_options(&body, &query)?;
-                let (obj, gone) = self.store.delete(&t, &namespace, name, &opts)?;
+                let (obj, gone) = self
+                    .store
+                    .delete(&self.stored(&t), &namespace, name, &opts)?;
                 // Like the real server: a pending deletion answers with the object; a
                 // completed one with a Success Status, except for the few resources whose
                 // storage returns the deleted object (pods, serviceaccounts).
@@ -375,7 +388,7 @@ impl Server {
                 let opts = delete_options(&body, &query)?;
                 let filter = selector_filter(&t, &query)?;
                 let page = self.store.list(
-                    &t,
+                    &self.stored(&t),
                     rp.namespace.as_deref(),
                     &*filter,
                     true,
@@ -387,7 +400,7 @@ impl Server {
                     let ns = obj["metadata"]["namespace"].as_str().unwrap_or("");
                     let name = obj["metadata"]["name"].as_str().unwrap_or("");
                     self.injected_failure(&t, name)?;
-                    match self.store.delete(&t, ns, name, &opts) {
+                    match self.store.delete(&self.stored(&t), ns, name, &opts) {
                         Ok((o, _)) => deleted.push(for_version(&t, &rp.version, &o)),
                         Err(e) if e.code == 404 => {}
                         Err(e) => return Err(e),
@@ -465,9 +478,12 @@ impl Server {
             .map_err(|c| apply_conflict(t, name, &c))?;
             *warnings.lock().unwrap_or_else(|e| e.into_inner()) =
                 field_validation(t, &rp.version, &mut merged, query)?;
-            Ok(merged)
+            Ok(to_storage(t, &merged))
         };
-        match self.store.modify(t, namespace, name, part, &change) {
+        match self
+            .store
+            .modify(&self.stored(t), namespace, name, part, &change)
+        {
             Ok(updated) => {
                 let warnings = warnings.into_inner().unwrap_or_else(|e| e.into_inner());
                 Ok(with_warnings(
@@ -481,7 +497,9 @@ impl Server {
                     apply::apply(&Value::Null, &applied, manager, None, t.custom, force, &now)
                         .map_err(|c| apply_conflict(t, name, &c))?;
                 let warnings = field_validation(t, &rp.version, &mut created, query)?;
-                let created = self.store.create(t, namespace, created)?;
+                let created =
+                    self.store
+                        .create(&self.stored(t), namespace, to_storage(t, &created))?;
                 Ok(with_warnings(
                     json_response(201, &for_version(t, &rp.version, &created)),
                     &warnings,
@@ -489,6 +507,19 @@ impl Server {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// The type the store keeps `t`'s objects under (core Events for the events.k8s.io
+    /// view, `t` itself otherwise).
+    fn stored(&self, t: &ResourceType) -> Arc<ResourceType> {
+        let registry = self.store.registry();
+        let found = if events::is_view(t) {
+            registry.lookup("", "v1", "events")
+        } else {
+            registry.get(&t.group_resource())
+        };
+        // A CRD deleted meanwhile: its type as this request saw it.
+        found.unwrap_or_else(|| Arc::new(t.clone()))
     }
 
     /// The user a request's bearer token names; 401 for a malformed header or, when
@@ -585,7 +616,7 @@ impl Server {
             None => None,
         };
         let page = self.store.list(
-            t,
+            &self.stored(t),
             namespace,
             &*filter,
             has_selector,
@@ -645,13 +676,14 @@ impl Server {
         let include = IncludeObject::parse(query.get("includeObject").map(String::as_str))
             .map_err(ApiError::bad_request)?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
+        let stored = self.stored(&t);
         let start = self
             .store
-            .watch(&t, if initial_events { None } else { from });
+            .watch(&stored, if initial_events { None } else { from });
         let mut drops = self.faults.watch_drops();
         drops.mark_unchanged();
         let interval = self.bookmark_interval;
-        let gr = t.group_resource();
+        let gr = stored.group_resource();
         let render = {
             let t = t.clone();
             let version = version.clone();
@@ -816,6 +848,16 @@ fn apply_conflict(t: &ResourceType, name: &str, conflicts: &[apply::Conflict]) -
     }
 }
 
+/// An object as the store keeps it: events.k8s.io Events become core Events.
+fn to_storage(t: &ResourceType, obj: impl std::borrow::Borrow<Value>) -> Value {
+    let obj = obj.borrow();
+    if events::is_view(t) {
+        events::to_core(obj)
+    } else {
+        obj.clone()
+    }
+}
+
 /// Reviews are answered, never stored.
 fn is_review(t: &ResourceType) -> bool {
     matches!(
@@ -861,6 +903,9 @@ fn visible<'a>(
 /// The object as the requested version presents it. Versions of a CRD share one schema
 /// shape here (conversion strategy `None`), so only `apiVersion` changes.
 fn for_version(t: &ResourceType, version: &str, obj: &Value) -> Value {
+    if events::is_view(t) {
+        return events::to_events_v1(obj);
+    }
     let mut out = obj.clone();
     if t.versions.len() > 1 {
         out["apiVersion"] = t.api_version(version).into();
@@ -878,6 +923,13 @@ fn selector_filter(t: &ResourceType, query: &HashMap<String, String>) -> ApiResu
         supported_fields(&t.group, &t.plural),
     )
     .map_err(ApiError::bad_request)?;
+    if events::is_view(t) {
+        // Stored as core Events; selected by the fields of the view.
+        return Ok(Box::new(move |o| {
+            let o = events::to_events_v1(o);
+            labels.matches(&o) && fields.matches(&o)
+        }));
+    }
     Ok(Box::new(move |o| labels.matches(o) && fields.matches(o)))
 }
 
