@@ -1189,16 +1189,29 @@ async fn kube_runtime_watcher_lists_then_follows_changes() {
         let streaming = config.initial_list_strategy == watcher::InitialListStrategy::StreamingList;
         let mut events = watcher(api.clone(), config).boxed();
         let mut initial = Vec::new();
-        loop {
-            match events.try_next().await.unwrap().unwrap() {
-                watcher::Event::Init => {}
-                watcher::Event::InitApply(o) => initial.push(o.name_any()),
-                watcher::Event::InitDone => break,
-                other => {
-                    panic!("unexpected {other:?} before InitDone (streaming lists: {streaming})")
+        let listed = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                match events.try_next().await.unwrap().unwrap() {
+                    watcher::Event::Init => {}
+                    watcher::Event::InitApply(o) => initial.push(o.name_any()),
+                    watcher::Event::InitDone => break,
+                    other => {
+                        panic!(
+                            "unexpected {other:?} before InitDone (streaming lists: {streaming})"
+                        )
+                    }
                 }
             }
+        })
+        .await;
+        if listed.is_err() && streaming && !c.is_emulator() {
+            // Streaming lists need the server's WatchList feature, off in some versions.
+            eprintln!(
+                "skipped: this cluster does not finish streaming lists (WatchList feature off?)"
+            );
+            continue;
         }
+        listed.expect("the initial list completes");
         assert!(initial.contains(&"before".to_string()), "{initial:?}");
         let name = format!("after-{streaming}");
         api.create(&PostParams::default(), &configmap(&name, json!({})))

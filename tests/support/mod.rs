@@ -87,6 +87,15 @@ pub async fn namespace(client: &Client) -> String {
         .create(&PostParams::default(), &ns)
         .await
         .expect("namespace created");
+    // A real cluster refuses pods until its controller has made the default ServiceAccount.
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(client.clone(), &name);
+    wait_for(|| {
+        let accounts = accounts.clone();
+        async move { accounts.get_opt("default").await.ok().flatten() }
+    })
+    .await
+    .expect("the namespace's default ServiceAccount appears");
     name
 }
 
