@@ -1585,3 +1585,75 @@ async fn events_are_one_resource_in_two_api_groups() {
     assert_eq!(back.regarding.unwrap().name.as_deref(), Some("p"));
     support::delete_namespace(&c.client, &ns).await;
 }
+
+#[tokio::test]
+async fn a_watch_sees_every_concurrent_write_once_in_resource_version_order() {
+    let c = cluster().await;
+    let ns = namespace(&c.client).await;
+    let api: Api<ConfigMap> = Api::namespaced(c.client.clone(), &ns);
+    let (writers, each) = (4usize, 15usize);
+    for w in 0..writers {
+        api.create(
+            &PostParams::default(),
+            &configmap(&format!("w{w}"), json!({})),
+        )
+        .await
+        .unwrap();
+    }
+    let from = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut stream = api
+        .watch(&WatchParams::default().timeout(60), &from)
+        .await
+        .unwrap()
+        .boxed();
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let api = api.clone();
+            tokio::spawn(async move {
+                let mut written = Vec::new();
+                for i in 0..each {
+                    let mut cm = api.get(&format!("w{w}")).await.unwrap();
+                    cm.data
+                        .get_or_insert_default()
+                        .insert("i".into(), i.to_string());
+                    let out = api
+                        .replace(&format!("w{w}"), &PostParams::default(), &cm)
+                        .await
+                        .unwrap();
+                    written.push(rv(&out));
+                }
+                written
+            })
+        })
+        .collect();
+    let mut written = Vec::new();
+    for t in tasks {
+        written.extend(t.await.unwrap());
+    }
+    written.sort_unstable();
+    let mut seen = Vec::new();
+    while seen.len() < written.len() {
+        let event = tokio::time::timeout(Duration::from_secs(30), stream.try_next())
+            .await
+            .expect("the watch keeps up")
+            .unwrap()
+            .expect("stream open");
+        if let WatchEvent::Modified(o) = event
+            && o.name_any().starts_with('w')
+        {
+            seen.push(rv(&o));
+        }
+    }
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "events arrive in resourceVersion order"
+    );
+    assert_eq!(seen, written, "every write is seen exactly once");
+    support::delete_namespace(&c.client, &ns).await;
+}
