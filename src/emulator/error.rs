@@ -95,11 +95,15 @@ impl ApiError {
 
     /// 404 for a path that names no known resource.
     pub fn no_route(path: &str) -> Self {
-        Self::new(
-            404,
-            "NotFound",
-            format!("the server could not find the requested resource ({path})"),
-        )
+        tracing::debug!(path, "no such resource");
+        Self {
+            details: Some(json!({})),
+            ..Self::new(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            )
+        }
     }
 
     /// 409: an object of that name exists.
