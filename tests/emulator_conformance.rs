@@ -891,9 +891,34 @@ async fn a_deleted_crd_takes_its_objects_and_resource_with_it() {
     })
     .await;
     assert_eq!(created.unwrap().data["spec"]["size"], 3);
+    let from = widgets
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut watch = widgets
+        .watch(&WatchParams::default().timeout(60), &from)
+        .await
+        .unwrap()
+        .boxed();
     crds.delete(&format!("{plural}.{group}"), &DeleteParams::default())
         .await
         .unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut deleted = false;
+        while let Ok(Some(event)) = watch.try_next().await {
+            deleted |= matches!(event, WatchEvent::Deleted(_));
+        }
+        deleted
+    })
+    .await;
+    assert_eq!(
+        ended,
+        Ok(true),
+        "the watch sees the object go, then ends with its resource"
+    );
     let gone = wait_for(|| {
         let widgets = widgets.clone();
         async move {

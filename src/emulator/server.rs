@@ -773,6 +773,14 @@ impl Server {
                             }
                             last_rv = e.rv;
                             if e.gr != gr {
+                                // The resource itself went away with its CRD: end the watch,
+                                // as the real server does.
+                                let crd_removed = e.kind == EventType::Deleted
+                                    && e.gr.group == "apiextensions.k8s.io"
+                                    && e.key.name == format!("{}.{}", gr.resource, gr.group);
+                                if crd_removed {
+                                    return;
+                                }
                                 continue;
                             }
                             if let Some((kind, obj)) = visible(&e, &matches)
