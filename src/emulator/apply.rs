@@ -182,7 +182,7 @@ pub fn apply(
         .into_iter()
         .filter(|e| !is_mine(e))
         .map(|mut e| {
-            if e["operation"] == "Apply" && !taken.is_empty() {
+            if !taken.is_empty() {
                 let left: BTreeSet<FieldPath> = from_fields_v1(&e["fieldsV1"])
                     .difference(&taken)
                     .cloned()
@@ -191,6 +191,7 @@ pub fn apply(
             }
             e
         })
+        .filter(|e| !from_fields_v1(&e["fieldsV1"]).is_empty())
         .collect();
     kept.push(entry);
     if !merged["metadata"].is_object() {
@@ -200,6 +201,72 @@ pub fn apply(
     Ok(merged)
 }
 
+/// Records a non-apply write by `manager` (create, update, patch): the fields it changed
+/// become its own (an `Update` entry) and leave every other manager; removed fields leave
+/// everyone. Nothing changes when no field changed, so no-op writes stay no-ops.
+pub fn record_update(
+    old: Option<&Value>,
+    new: &mut Value,
+    manager: &str,
+    subresource: Option<&str>,
+    now: &str,
+) {
+    let empty = Value::Null;
+    let old_obj = old.unwrap_or(&empty);
+    let before = field_set(old_obj);
+    let after = field_set(new);
+    let changed: BTreeSet<FieldPath> = after
+        .iter()
+        .filter(|p| value_at(old_obj, p) != value_at(new, p))
+        .cloned()
+        .collect();
+    let removed: BTreeSet<FieldPath> = before.difference(&after).cloned().collect();
+    let mut entries: Vec<Value> = old_obj["metadata"]["managedFields"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if changed.is_empty() && removed.is_empty() {
+        if !entries.is_empty() {
+            new["metadata"]["managedFields"] = Value::Array(entries);
+        }
+        return;
+    }
+    let is_mine = |e: &Value| {
+        e["manager"] == manager
+            && e["operation"] == "Update"
+            && e["subresource"].as_str() == subresource
+    };
+    let mut mine: BTreeSet<FieldPath> = entries
+        .iter()
+        .find(|e| is_mine(e))
+        .map(|e| from_fields_v1(&e["fieldsV1"]))
+        .unwrap_or_default();
+    entries.retain(|e| !is_mine(e));
+    for e in &mut entries {
+        let left: BTreeSet<FieldPath> = from_fields_v1(&e["fieldsV1"])
+            .into_iter()
+            .filter(|p| !changed.contains(p) && !removed.contains(p))
+            .collect();
+        e["fieldsV1"] = fields_v1(&left);
+    }
+    entries.retain(|e| !from_fields_v1(&e["fieldsV1"]).is_empty());
+    mine.extend(changed);
+    mine.retain(|p| !removed.contains(p));
+    let mut entry = json!({
+        "manager": manager,
+        "operation": "Update",
+        "apiVersion": new["apiVersion"],
+        "time": now,
+        "fieldsType": "FieldsV1",
+        "fieldsV1": fields_v1(&mine),
+    });
+    if let Some(sub) = subresource {
+        entry["subresource"] = sub.into();
+    }
+    entries.push(entry);
+    new["metadata"]["managedFields"] = Value::Array(entries);
+}
+
 /// A field another manager applied with a different value.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Conflict {
@@ -207,6 +274,8 @@ pub struct Conflict {
     pub manager: String,
     /// The field, as the server prints it (`.spec.cidr`).
     pub field: String,
+    /// For a manager that wrote with an update rather than an apply: its apiVersion.
+    pub update_api_version: Option<String>,
 }
 
 fn value_at<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
@@ -221,16 +290,15 @@ fn conflicts(
     is_mine: &dyn Fn(&Value) -> bool,
 ) -> Vec<Conflict> {
     let mut out = Vec::new();
-    for e in entries
-        .iter()
-        .filter(|e| !is_mine(e) && e["operation"] == "Apply")
-    {
+    for e in entries.iter().filter(|e| !is_mine(e)) {
         let theirs = from_fields_v1(&e["fieldsV1"]);
         for path in fields.intersection(&theirs) {
             if value_at(current, path) != value_at(applied, path) {
                 out.push(Conflict {
                     manager: e["manager"].as_str().unwrap_or("").to_string(),
                     field: format!(".{}", path.join(".")),
+                    update_api_version: (e["operation"] == "Update")
+                        .then(|| e["apiVersion"].as_str().unwrap_or("").to_string()),
                 });
             }
         }
@@ -238,17 +306,27 @@ fn conflicts(
     out
 }
 
+/// How a conflict names the other manager: `conflict with "m"`, plus `using v1` for a
+/// manager that wrote with an update.
+pub fn conflict_with(c: &Conflict) -> String {
+    match &c.update_api_version {
+        Some(v) => format!("conflict with \"{}\" using {v}", c.manager),
+        None => format!("conflict with \"{}\"", c.manager),
+    }
+}
+
 /// The real server's message for apply conflicts.
 pub fn conflict_message(conflicts: &[Conflict]) -> String {
     if let [only] = conflicts {
         return format!(
-            "Apply failed with 1 conflict: conflict with \"{}\": {}",
-            only.manager, only.field
+            "Apply failed with 1 conflict: {}: {}",
+            conflict_with(only),
+            only.field
         );
     }
     let lines: Vec<String> = conflicts
         .iter()
-        .map(|c| format!("conflict with \"{}\": {}", c.manager, c.field))
+        .map(|c| format!("{}: {}", conflict_with(c), c.field))
         .collect();
     format!(
         "Apply failed with {} conflicts: {}",
@@ -317,15 +395,39 @@ mod tests {
         );
         let forced = apply(&live, &b, "two", None, false, true, "t").unwrap();
         assert_eq!(forced["data"]["k"], "2");
-        let first = forced["metadata"]["managedFields"]
+        let managers: Vec<_> = forced["metadata"]["managedFields"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|e| e["manager"] == "one")
-            .unwrap();
-        assert!(
-            from_fields_v1(&first["fieldsV1"]).is_empty(),
-            "the forced field changed hands"
+            .map(|e| e["manager"].clone())
+            .collect();
+        assert_eq!(
+            managers,
+            [json!("two")],
+            "the forced field changed hands; a manager left with nothing goes"
         );
+    }
+
+    #[test]
+    fn updates_take_the_fields_they_change() {
+        let a = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "1", "j": "1"}});
+        let live = apply(&Value::Null, &a, "applier", None, false, false, "t").unwrap();
+        let mut edited = live.clone();
+        edited["data"]["k"] = "2".into();
+        record_update(Some(&live), &mut edited, "kubectl-edit", None, "t");
+        let entries = edited["metadata"]["managedFields"].as_array().unwrap();
+        let owned = |m: &str| {
+            from_fields_v1(&entries.iter().find(|e| e["manager"] == m).unwrap()["fieldsV1"])
+        };
+        assert!(owned("kubectl-edit").contains(&vec!["data".to_string(), "k".to_string()]));
+        assert!(!owned("applier").contains(&vec!["data".to_string(), "k".to_string()]));
+        let err = apply(&edited, &a, "applier", None, false, false, "t").unwrap_err();
+        assert_eq!(
+            conflict_message(&err),
+            "Apply failed with 1 conflict: conflict with \"kubectl-edit\" using v1: .data.k"
+        );
+        let mut same = edited.clone();
+        record_update(Some(&edited), &mut same, "other", None, "t2");
+        assert_eq!(same, edited, "a write that changes nothing records nothing");
     }
 }

@@ -235,6 +235,7 @@ impl Server {
             return Err(ApiError::no_route(&path));
         }
         let query = parse_query(req.uri().query());
+        let manager = field_manager(&req, &query);
         if query.get("dryRun").is_some_and(|d| !d.is_empty()) {
             return Err(ApiError::bad_request(
                 "dryRun is not supported by the ipledger emulator",
@@ -299,9 +300,12 @@ impl Server {
                 let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
                 self.injected_failure(&t, &name)?;
                 let warnings = field_validation(&t, &rp.version, &mut obj, &query)?;
-                let created =
-                    self.store
-                        .create(&self.stored(&t), &namespace, to_storage(&t, obj))?;
+                let created = self.store.create_as(
+                    &self.stored(&t),
+                    &namespace,
+                    to_storage(&t, obj),
+                    &manager,
+                )?;
                 Ok(with_warnings(
                     json_response(201, &for_version(&t, &rp.version, &created)),
                     &warnings,
@@ -312,12 +316,13 @@ impl Server {
                 let mut obj = parse_object(&t, &content_type, &body)?;
                 self.injected_failure(&t, name)?;
                 let warnings = field_validation(&t, &rp.version, &mut obj, &query)?;
-                let updated = self.store.update(
+                let updated = self.store.update_as(
                     &self.stored(&t),
                     &namespace,
                     name,
                     to_storage(&t, obj),
                     part,
+                    &manager,
                 )?;
                 Ok(with_warnings(
                     json_response(200, &for_version(&t, &rp.version, &updated)),
@@ -350,9 +355,14 @@ impl Server {
                         field_validation(&t, &version, &mut patched, &query)?;
                     Ok(to_storage(&t, &patched))
                 };
-                let updated =
-                    self.store
-                        .modify(&self.stored(&t), &namespace, name, part, &change)?;
+                let updated = self.store.modify_as(
+                    &self.stored(&t),
+                    &namespace,
+                    name,
+                    part,
+                    &change,
+                    &manager,
+                )?;
                 let warnings = warnings.into_inner().unwrap_or_else(|e| e.into_inner());
                 Ok(with_warnings(
                     json_response(200, &for_version(&t, &rp.version, &updated)),
@@ -846,7 +856,7 @@ fn list_from(query: &HashMap<String, String>) -> ApiResult<ListFrom<'_>> {
 fn apply_conflict(t: &ResourceType, name: &str, conflicts: &[apply::Conflict]) -> ApiError {
     let causes: Vec<Value> = conflicts
         .iter()
-        .map(|c| json!({"reason": "FieldManagerConflict", "message": format!("conflict with \"{}\"", c.manager), "field": c.field}))
+        .map(|c| json!({"reason": "FieldManagerConflict", "message": apply::conflict_with(c), "field": c.field}))
         .collect();
     ApiError {
         code: 409,
@@ -863,6 +873,31 @@ fn to_storage(t: &ResourceType, obj: impl std::borrow::Borrow<Value>) -> Value {
         events::to_core(obj)
     } else {
         obj.clone()
+    }
+}
+
+/// The field manager of a write: `fieldManager`, else the User-Agent up to its first `/`,
+/// as the real server derives it.
+fn field_manager(req: &Request<Incoming>, query: &HashMap<String, String>) -> String {
+    if let Some(m) = query.get("fieldManager").filter(|m| !m.is_empty()) {
+        return m.clone();
+    }
+    let agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|a| a.to_str().ok())
+        .unwrap_or("");
+    let prefix: String = agent
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(128)
+        .collect();
+    if prefix.is_empty() {
+        "unknown".to_string()
+    } else {
+        prefix
     }
 }
 

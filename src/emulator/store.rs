@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
 
+use super::apply;
 use super::error::{ApiError, ApiResult, Cause, GroupResource};
 use super::resources::{self, Registry, ResourceType};
 
@@ -476,8 +477,20 @@ impl Store {
 
     /// Creates an object. `obj` is the request body; the namespace comes from the URL.
     pub fn create(&self, t: &ResourceType, namespace: &str, obj: Value) -> ApiResult<Value> {
+        self.create_as(t, namespace, obj, "")
+    }
+
+    /// Creates an object on behalf of a field manager, recorded in `managedFields` (an
+    /// empty manager records nothing: internal writes and server-side apply).
+    pub fn create_as(
+        &self,
+        t: &ResourceType,
+        namespace: &str,
+        obj: Value,
+        manager: &str,
+    ) -> ApiResult<Value> {
         let mut s = self.lock();
-        s.create(t, namespace, obj, &self.events)
+        s.create(t, namespace, obj, manager, &self.events)
     }
 
     /// Replaces an object (PUT), on the main resource or its status.
@@ -489,8 +502,21 @@ impl Store {
         obj: Value,
         part: Part,
     ) -> ApiResult<Value> {
+        self.update_as(t, namespace, name, obj, part, "")
+    }
+
+    /// Replaces an object on behalf of a field manager (see [`Store::create_as`]).
+    pub fn update_as(
+        &self,
+        t: &ResourceType,
+        namespace: &str,
+        name: &str,
+        obj: Value,
+        part: Part,
+        manager: &str,
+    ) -> ApiResult<Value> {
         let mut s = self.lock();
-        s.update(t, namespace, name, obj, part, true, &self.events)
+        s.update(t, namespace, name, obj, part, true, manager, &self.events)
     }
 
     /// Reads, changes with `change` and writes back atomically (PATCH).
@@ -501,6 +527,19 @@ impl Store {
         name: &str,
         part: Part,
         change: &dyn Fn(&Value) -> ApiResult<Value>,
+    ) -> ApiResult<Value> {
+        self.modify_as(t, namespace, name, part, change, "")
+    }
+
+    /// Patches an object on behalf of a field manager (see [`Store::create_as`]).
+    pub fn modify_as(
+        &self,
+        t: &ResourceType,
+        namespace: &str,
+        name: &str,
+        part: Part,
+        change: &dyn Fn(&Value) -> ApiResult<Value>,
+        manager: &str,
     ) -> ApiResult<Value> {
         let mut s = self.lock();
         let current = s
@@ -520,7 +559,16 @@ impl Store {
             let rv = str_of(meta(&current), "resourceVersion").to_string();
             meta_mut(&mut changed).insert("resourceVersion".into(), rv.into());
         }
-        s.update(t, namespace, name, changed, part, false, &self.events)
+        s.update(
+            t,
+            namespace,
+            name,
+            changed,
+            part,
+            false,
+            manager,
+            &self.events,
+        )
     }
 
     /// Deletes an object: at once, or by setting deletionTimestamp while finalizers remain.
@@ -748,6 +796,7 @@ impl State {
         t: &ResourceType,
         namespace: &str,
         mut obj: Value,
+        manager: &str,
         events: &broadcast::Sender<Arc<Event>>,
     ) -> ApiResult<Value> {
         let gr = t.group_resource();
@@ -888,6 +937,10 @@ impl State {
             }
             self.establish(&mut obj);
         }
+        if !manager.is_empty() {
+            meta_mut(&mut obj).remove("managedFields");
+            apply::record_update(None, &mut obj, manager, None, &now());
+        }
         let created = self.put(events, &gr, key, obj, EventType::Added);
         if label {
             self.populate_namespace(events, &name);
@@ -911,7 +964,7 @@ impl State {
         for (plural, obj) in seeds {
             if let Some(t) = self.registry.get(&GroupResource::new("", plural)) {
                 // Cannot fail: the namespace was just created and is empty.
-                let _ = self.create(&t, namespace, obj, events);
+                let _ = self.create(&t, namespace, obj, "", events);
             }
         }
     }
@@ -933,6 +986,7 @@ impl State {
         mut obj: Value,
         part: Part,
         require_rv: bool,
+        manager: &str,
         events: &broadcast::Sender<Arc<Event>>,
     ) -> ApiResult<Value> {
         let gr = t.group_resource();
@@ -1041,6 +1095,12 @@ impl State {
         let is_crd = t.group == "apiextensions.k8s.io" && t.plural == "customresourcedefinitions";
         if is_crd && part == Part::Main && !deleting {
             self.establish(&mut obj);
+        }
+        if !manager.is_empty() {
+            // managedFields are the server's record: what this write changed becomes the
+            // writer's.
+            let subresource = (part == Part::Status).then_some("status");
+            apply::record_update(Some(&current), &mut obj, manager, subresource, &now());
         }
         // An update that changes nothing is not written: same resourceVersion, no event.
         if obj == *current {
