@@ -226,7 +226,11 @@ impl Server {
         let t = registry
             .lookup(&rp.group, &rp.version, &rp.resource)
             .ok_or_else(|| ApiError::no_route(&path))?;
-        if t.namespaced && rp.namespace.is_none() && rp.name.is_some() {
+        // Across namespaces, namespaced resources can only be listed and watched.
+        if t.namespaced
+            && rp.namespace.is_none()
+            && (rp.name.is_some() || req.method() != Method::GET)
+        {
             return Err(ApiError::no_route(&path));
         }
         if let Some(sub) = &rp.subresource
