@@ -1682,3 +1682,73 @@ async fn a_watch_sees_every_concurrent_write_once_in_resource_version_order() {
     assert_eq!(seen, written, "every write is seen exactly once");
     support::delete_namespace(&c.client, &ns).await;
 }
+
+#[tokio::test]
+async fn metadata_only_lists_and_watches_carry_just_metadata() {
+    use kube::runtime::{WatchStreamExt, watcher};
+    let c = cluster().await;
+    let api = pools(&c.client).await;
+    let name = unique("meta");
+    let mut p = pool(&name, "10.26.0.0/16");
+    p.metadata.labels = Some([("suite".to_string(), name.clone())].into());
+    api.create(&PostParams::default(), &p).await.unwrap();
+    let listed = api
+        .list_metadata(&ListParams::default().labels(&format!("suite={name}")))
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1);
+    assert_eq!(
+        listed.items[0].metadata.name.as_deref(),
+        Some(name.as_str())
+    );
+    let req = http::Request::get(format!(
+        "/apis/ipledger.io/v1alpha1/ippools?labelSelector=suite%3D{name}"
+    ))
+    .header(
+        "Accept",
+        "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json",
+    )
+    .body(Vec::new())
+    .unwrap();
+    let raw: Value = c.client.request(req).await.unwrap();
+    assert_eq!(raw["kind"], "PartialObjectMetadataList");
+    assert_eq!(raw["items"][0]["kind"], "PartialObjectMetadata");
+    assert!(raw["items"][0].get("spec").is_none(), "only metadata");
+    let got = api.get_metadata(&name).await.unwrap();
+    assert_eq!(got.metadata.uid, listed.items[0].metadata.uid);
+    let meta_api: Api<kube::core::PartialObjectMeta<IPPool>> = Api::all(c.client.clone());
+    let mut stream = watcher(
+        meta_api,
+        watcher::Config::default().labels(&format!("suite={name}")),
+    )
+    .applied_objects()
+    .boxed();
+    let first = tokio::time::timeout(Duration::from_secs(20), stream.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.metadata.name.as_deref(), Some(name.as_str()));
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"seen": "yes"}}})),
+    )
+    .await
+    .unwrap();
+    let changed = tokio::time::timeout(Duration::from_secs(20), stream.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        changed
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .get("seen")
+            .map(String::as_str),
+        Some("yes")
+    );
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+}

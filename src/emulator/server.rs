@@ -149,15 +149,36 @@ fn parse_resource_path(
 }
 
 /// Media types the client accepts decide between a Table and the plain object.
-fn wants_table(req: &Request<Incoming>) -> bool {
-    req.headers()
+/// What a client asked to receive, from the first media type of `Accept`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    /// The objects themselves.
+    Object,
+    /// `as=Table`: server-side printing.
+    Table,
+    /// `as=PartialObjectMetadata(List)`: metadata only (kube-rs metadata watchers).
+    Metadata,
+}
+
+fn wanted_shape(req: &Request<Incoming>) -> Shape {
+    let first = req
+        .headers()
         .get(header::ACCEPT)
         .and_then(|a| a.to_str().ok())
-        .is_some_and(|a| {
-            a.split(',')
-                .next()
-                .is_some_and(|first| first.contains("as=Table"))
-        })
+        .and_then(|a| a.split(',').next())
+        .unwrap_or("");
+    if first.contains("as=Table") {
+        Shape::Table
+    } else if first.contains("as=PartialObjectMetadata") {
+        Shape::Metadata
+    } else {
+        Shape::Object
+    }
+}
+
+/// An object reduced to its metadata.
+fn partial(obj: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]})
 }
 
 impl Server {
@@ -246,7 +267,7 @@ impl Server {
             ));
         }
         let namespace = rp.namespace.clone().unwrap_or_default();
-        let table = wants_table(&req);
+        let shape = wanted_shape(&req);
         let method = req.method().clone();
         let part = if rp.subresource.is_some() {
             Part::Status
@@ -260,13 +281,14 @@ impl Server {
             {
                 let obj = self.store.get(&self.stored(&t), &namespace, name)?;
                 let obj = for_version(&t, &rp.version, &obj);
-                if table {
-                    return Ok(json_response(
+                match shape {
+                    Shape::Table => Ok(json_response(
                         200,
                         &self.table(&t, &rp.version, &[obj], json!({}), &query)?,
-                    ));
+                    )),
+                    Shape::Metadata => Ok(json_response(200, &partial(&obj))),
+                    Shape::Object => Ok(json_response(200, &obj)),
                 }
-                Ok(json_response(200, &obj))
             }
             (&Method::GET, name) => {
                 let watching =
@@ -282,9 +304,9 @@ impl Server {
                     );
                 }
                 if watching {
-                    self.watch(t, rp.version.clone(), ns.map(str::to_string), &query, table)
+                    self.watch(t, rp.version.clone(), ns.map(str::to_string), &query, shape)
                 } else {
-                    self.list(&t, &rp.version, ns, &query, table)
+                    self.list(&t, &rp.version, ns, &query, shape)
                 }
             }
             (&Method::POST, None) if is_review(&t) => {
@@ -615,7 +637,7 @@ impl Server {
         version: &str,
         namespace: Option<&str>,
         query: &HashMap<String, String>,
-        table: bool,
+        shape: Shape,
     ) -> ApiResult<Response<Body>> {
         let filter = selector_filter(t, query)?;
         let has_selector = ["labelSelector", "fieldSelector"]
@@ -649,11 +671,21 @@ impl Server {
             .iter()
             .map(|o| for_version(t, version, o))
             .collect();
-        if table {
-            return Ok(json_response(
-                200,
-                &self.table(t, version, &items, meta, query)?,
-            ));
+        match shape {
+            Shape::Table => {
+                return Ok(json_response(
+                    200,
+                    &self.table(t, version, &items, meta, query)?,
+                ));
+            }
+            Shape::Metadata => {
+                let items: Vec<Value> = items.iter().map(partial).collect();
+                return Ok(json_response(
+                    200,
+                    &json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items}),
+                ));
+            }
+            Shape::Object => {}
         }
         Ok(json_response(
             200,
@@ -667,7 +699,7 @@ impl Server {
         version: String,
         namespace: Option<String>,
         query: &HashMap<String, String>,
-        table: bool,
+        shape: Shape,
     ) -> ApiResult<Response<Body>> {
         let filter = selector_filter(&t, query)?;
         let from = match query.get("resourceVersion").map(String::as_str) {
@@ -706,7 +738,9 @@ impl Server {
                     "BOOKMARK" | "ERROR" => obj.clone(),
                     _ => {
                         let obj = for_version(&t, &version, obj);
-                        if table {
+                        if shape == Shape::Metadata {
+                            partial(&obj)
+                        } else if shape == Shape::Table {
                             table::table(
                                 &t,
                                 &version,
