@@ -1752,3 +1752,50 @@ async fn metadata_only_lists_and_watches_carry_just_metadata() {
     );
     api.delete(&name, &DeleteParams::default()).await.unwrap();
 }
+
+#[tokio::test]
+async fn kube_runtime_finalizer_helper_adds_and_removes_its_finalizer() {
+    use kube::runtime::controller::Action;
+    use kube::runtime::finalizer::{Event, finalizer};
+    use std::sync::Arc;
+    let c = cluster().await;
+    let api = pools(&c.client).await;
+    let name = unique("finhelper");
+    api.create(&PostParams::default(), &pool(&name, "10.27.0.0/16"))
+        .await
+        .unwrap();
+    let fin = "conformance.ipledger.io/cleanup";
+    let run = |obj: IPPool| {
+        let api = api.clone();
+        async move {
+            finalizer(&api, fin, Arc::new(obj), |event| async move {
+                Ok::<_, std::io::Error>(match event {
+                    Event::Apply(_) | Event::Cleanup(_) => Action::await_change(),
+                })
+            })
+            .await
+        }
+    };
+    run(api.get(&name).await.unwrap())
+        .await
+        .expect("the finalizer is added");
+    let held = api.get(&name).await.unwrap();
+    assert_eq!(
+        held.metadata.finalizers.as_deref(),
+        Some(&[fin.to_string()][..])
+    );
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+    run(api.get(&name).await.unwrap())
+        .await
+        .expect("cleanup removes the finalizer");
+    let gone = wait_for(|| {
+        let api = api.clone();
+        let name = name.clone();
+        async move { api.get_opt(&name).await.unwrap().is_none().then_some(()) }
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "the pool goes once its finalizer is removed"
+    );
+}
