@@ -1799,3 +1799,67 @@ async fn kube_runtime_finalizer_helper_adds_and_removes_its_finalizer() {
         "the pool goes once its finalizer is removed"
     );
 }
+
+#[tokio::test]
+async fn a_kube_runtime_controller_reconciles_against_it() {
+    use kube::runtime::controller::Action;
+    use kube::runtime::{Controller, watcher};
+    use std::sync::Arc;
+    let c = cluster().await;
+    let api = pools(&c.client).await;
+    let name = unique("ctrl");
+    let mut p = pool(&name, "10.28.0.0/16");
+    p.metadata.labels = Some([("suite".to_string(), name.clone())].into());
+    api.create(&PostParams::default(), &p).await.unwrap();
+    let reconcile = |pool: Arc<IPPool>, api: Arc<Api<IPPool>>| async move {
+        let generation = pool.metadata.generation.unwrap_or_default();
+        let status = json!({"status": {"observedGeneration": generation, "allocated": "0"}});
+        api.patch_status(
+            &pool.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(status),
+        )
+        .await?;
+        Ok::<_, kube::Error>(Action::await_change())
+    };
+    let controller = Controller::new(
+        api.clone(),
+        watcher::Config::default().labels(&format!("suite={name}")),
+    )
+    .run(
+        reconcile,
+        |_, _, _| Action::await_change(),
+        Arc::new(api.clone()),
+    )
+    .for_each(|_| async {});
+    let handle = tokio::spawn(controller);
+    let observed = wait_for(|| {
+        let api = api.clone();
+        let name = name.clone();
+        async move {
+            let status = api.get(&name).await.ok()?.status?;
+            (status.observed_generation == Some(1)).then_some(())
+        }
+    })
+    .await;
+    assert!(observed.is_some(), "the controller wrote the status");
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"disabled": true}})),
+    )
+    .await
+    .unwrap();
+    let again = wait_for(|| {
+        let api = api.clone();
+        let name = name.clone();
+        async move {
+            let status = api.get(&name).await.ok()?.status?;
+            (status.observed_generation == Some(2)).then_some(())
+        }
+    })
+    .await;
+    assert!(again.is_some(), "a spec change is reconciled again");
+    handle.abort();
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+}
