@@ -1863,3 +1863,52 @@ async fn a_kube_runtime_controller_reconciles_against_it() {
     handle.abort();
     api.delete(&name, &DeleteParams::default()).await.unwrap();
 }
+
+#[tokio::test]
+async fn kube_runtime_recorder_events_show_up_as_core_events() {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let c = cluster().await;
+    let api = pools(&c.client).await;
+    let name = unique("recorded");
+    let created = api
+        .create(&PostParams::default(), &pool(&name, "10.29.0.0/16"))
+        .await
+        .unwrap();
+    let recorder = Recorder::new(
+        c.client.clone(),
+        Reporter {
+            controller: "ipledger-conformance".into(),
+            instance: Some("test-0".into()),
+        },
+    );
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "PoolExhausted".into(),
+        note: Some("no free address".into()),
+        action: "Allocate".into(),
+        secondary: None,
+    };
+    let reference = kube::Resource::object_ref(&created, &());
+    recorder.publish(&event, &reference).await.unwrap();
+    recorder.publish(&event, &reference).await.unwrap();
+    // Cluster-scoped objects' events land in `default`.
+    let core: Api<CoreEvent> = Api::namespaced(c.client.clone(), "default");
+    let seen = wait_for(|| {
+        let core = core.clone();
+        let name = name.clone();
+        async move {
+            let list = core
+                .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
+                .await
+                .ok()?;
+            list.items
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some("PoolExhausted"))
+        }
+    })
+    .await
+    .expect("the event is visible through core/v1");
+    assert_eq!(seen.message.as_deref(), Some("no free address"));
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+}
