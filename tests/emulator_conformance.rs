@@ -1912,3 +1912,57 @@ async fn kube_runtime_recorder_events_show_up_as_core_events() {
     assert_eq!(seen.message.as_deref(), Some("no free address"));
     api.delete(&name, &DeleteParams::default()).await.unwrap();
 }
+
+#[tokio::test]
+async fn dry_runs_validate_and_answer_without_writing() {
+    let c = cluster().await;
+    let api = pools(&c.client).await;
+    let name = unique("dry");
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let answer = api
+        .create(&dry, &pool(&name, "10.30.0.0/16"))
+        .await
+        .unwrap();
+    assert_eq!(answer.name_any(), name);
+    assert!(
+        api.get_opt(&name).await.unwrap().is_none(),
+        "a dry-run create stores nothing"
+    );
+    let err = api_error(api.create(&dry, &pool(&name, "10.30.0.1/16")).await);
+    assert_eq!(err.code, 422, "a dry run still validates");
+
+    let created = api
+        .create(&PostParams::default(), &pool(&name, "10.30.0.0/16"))
+        .await
+        .unwrap();
+    let patched = api
+        .patch(
+            &name,
+            &PatchParams::default().dry_run(),
+            &Patch::Merge(json!({"spec": {"disabled": true}})),
+        )
+        .await
+        .unwrap();
+    assert!(patched.spec.disabled);
+    assert_eq!(patched.resource_version(), created.resource_version());
+    let stored = api.get(&name).await.unwrap();
+    assert!(!stored.spec.disabled, "a dry-run patch changes nothing");
+    assert_eq!(stored.resource_version(), created.resource_version());
+    api.delete(
+        &name,
+        &DeleteParams {
+            dry_run: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        api.get_opt(&name).await.unwrap().is_some(),
+        "a dry-run delete deletes nothing"
+    );
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+}

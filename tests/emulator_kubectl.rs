@@ -152,6 +152,24 @@ async fn apply_wait_and_get_show_printer_columns() {
     );
     assert!(table.lines().nth(1).unwrap().starts_with(&name));
     assert!(table.contains("10.30.0.0/16"));
+    // kubectl diff asks the server for a dry run of the change.
+    let pool = std::fs::read_to_string(&file).unwrap();
+    let changed = k.write(
+        "changed.yaml",
+        &pool.replace("blockSize: 26", "blockSize: 26\n  disabled: true"),
+    );
+    let diff = k.run(&["diff", "-f", &changed]).await;
+    assert_eq!(
+        diff.status.code(),
+        Some(1),
+        "kubectl diff finds a difference: {}",
+        String::from_utf8_lossy(&diff.stderr)
+    );
+    assert!(String::from_utf8_lossy(&diff.stdout).contains("+  disabled: true"));
+    let unchanged = k
+        .ok(&["get", "ippool", &name, "-o", "jsonpath={.spec.disabled}"])
+        .await;
+    assert_eq!(unchanged, "", "the dry run changed nothing");
     let short = k
         .ok(&["get", "ipp", &name, "-o", "jsonpath={.spec.cidr}"])
         .await;

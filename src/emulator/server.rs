@@ -261,11 +261,21 @@ impl Server {
         }
         let query = parse_query(req.uri().query());
         let manager = field_manager(&req, &query);
-        if query.get("dryRun").is_some_and(|d| !d.is_empty()) {
-            return Err(ApiError::bad_request(
-                "dryRun is not supported by the ipledger emulator",
-            ));
-        }
+        let dry_run = match query.get("dryRun").map(String::as_str) {
+            None | Some("") => false,
+            Some("All") => true,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid dry run argument: \"{other}\": supported values: \"All\""
+                )));
+            }
+        };
+        // A dry run writes to a private copy of the store, dropped after the answer.
+        let store = if dry_run && req.method() != Method::GET {
+            self.store.dry_run_copy()
+        } else {
+            self.store.clone()
+        };
         let namespace = rp.namespace.clone().unwrap_or_default();
         let shape = wanted_shape(&req);
         let method = req.method().clone();
@@ -326,12 +336,9 @@ impl Server {
                 let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
                 self.injected_failure(&t, &name)?;
                 let warnings = field_validation(&t, &rp.version, &mut obj, &query)?;
-                let created = self.store.create_as(
-                    &self.stored(&t),
-                    &namespace,
-                    to_storage(&t, obj),
-                    &manager,
-                )?;
+                let created =
+                    store.create_as(&self.stored(&t), &namespace, to_storage(&t, obj), &manager)?;
+                let created = self.dry_answer(dry_run, &t, &namespace, created);
                 Ok(with_warnings(
                     json_response(201, &for_version(&t, &rp.version, &created)),
                     &warnings,
@@ -342,7 +349,7 @@ impl Server {
                 let mut obj = parse_object(&t, &content_type, &body)?;
                 self.injected_failure(&t, name)?;
                 let warnings = field_validation(&t, &rp.version, &mut obj, &query)?;
-                let updated = self.store.update_as(
+                let updated = store.update_as(
                     &self.stored(&t),
                     &namespace,
                     name,
@@ -350,6 +357,7 @@ impl Server {
                     part,
                     &manager,
                 )?;
+                let updated = self.dry_answer(dry_run, &t, &namespace, updated);
                 Ok(with_warnings(
                     json_response(200, &for_version(&t, &rp.version, &updated)),
                     &warnings,
@@ -366,7 +374,8 @@ impl Server {
                 let (body, _) = self.body(req).await?;
                 self.injected_failure(&t, name)?;
                 if patch_type == PatchType::Apply {
-                    return self.server_side_apply(&t, &rp, &namespace, name, part, &body, &query);
+                    return self
+                        .server_side_apply(&store, &t, &rp, &namespace, name, part, &body, &query);
                 }
                 let warnings = Mutex::new(Vec::new());
                 let version = rp.version.clone();
@@ -381,14 +390,9 @@ impl Server {
                         field_validation(&t, &version, &mut patched, &query)?;
                     Ok(to_storage(&t, &patched))
                 };
-                let updated = self.store.modify_as(
-                    &self.stored(&t),
-                    &namespace,
-                    name,
-                    part,
-                    &change,
-                    &manager,
-                )?;
+                let updated =
+                    store.modify_as(&self.stored(&t), &namespace, name, part, &change, &manager)?;
+                let updated = self.dry_answer(dry_run, &t, &namespace, updated);
                 let warnings = warnings.into_inner().unwrap_or_else(|e| e.into_inner());
                 Ok(with_warnings(
                     json_response(200, &for_version(&t, &rp.version, &updated)),
@@ -399,9 +403,13 @@ impl Server {
                 let (body, _) = self.body(req).await?;
                 self.injected_failure(&t, name)?;
                 let opts = delete_options(&body, &query)?;
-                let (obj, gone) = self
-                    .store
-                    .delete(&self.stored(&t), &namespace, name, &opts)?;
+                // kube-rs and kubectl put `dryRun` in the DeleteOptions body.
+                let store = if dry_run_in_body(&body) {
+                    self.store.dry_run_copy()
+                } else {
+                    store
+                };
+                let (obj, gone) = store.delete(&self.stored(&t), &namespace, name, &opts)?;
                 // Like the real server: a pending deletion answers with the object; a
                 // completed one with a Success Status, except for the few resources whose
                 // storage returns the deleted object (pods, serviceaccounts).
@@ -422,8 +430,13 @@ impl Server {
             (&Method::DELETE, None) => {
                 let (body, _) = self.body(req).await?;
                 let opts = delete_options(&body, &query)?;
+                let store = if dry_run_in_body(&body) {
+                    self.store.dry_run_copy()
+                } else {
+                    store
+                };
                 let filter = selector_filter(&t, &query)?;
-                let page = self.store.list(
+                let page = store.list(
                     &self.stored(&t),
                     rp.namespace.as_deref(),
                     &*filter,
@@ -436,7 +449,7 @@ impl Server {
                     let ns = obj["metadata"]["namespace"].as_str().unwrap_or("");
                     let name = obj["metadata"]["name"].as_str().unwrap_or("");
                     self.injected_failure(&t, name)?;
-                    match self.store.delete(&self.stored(&t), ns, name, &opts) {
+                    match store.delete(&self.stored(&t), ns, name, &opts) {
                         Ok((o, _)) => deleted.push(for_version(&t, &rp.version, &o)),
                         Err(e) if e.code == 404 => {}
                         Err(e) => return Err(e),
@@ -461,6 +474,7 @@ impl Server {
     #[allow(clippy::too_many_arguments)]
     fn server_side_apply(
         &self,
+        store: &Store,
         t: &ResourceType,
         rp: &ResourcePath,
         namespace: &str,
@@ -516,11 +530,10 @@ impl Server {
                 field_validation(t, &rp.version, &mut merged, query)?;
             Ok(to_storage(t, &merged))
         };
-        match self
-            .store
-            .modify(&self.stored(t), namespace, name, part, &change)
-        {
+        let dry_run = query.get("dryRun").is_some_and(|d| d == "All");
+        match store.modify(&self.stored(t), namespace, name, part, &change) {
             Ok(updated) => {
+                let updated = self.dry_answer(dry_run, t, namespace, updated);
                 let warnings = warnings.into_inner().unwrap_or_else(|e| e.into_inner());
                 Ok(with_warnings(
                     json_response(200, &for_version(t, &rp.version, &updated)),
@@ -533,9 +546,8 @@ impl Server {
                     apply::apply(&Value::Null, &applied, manager, None, t.custom, force, &now)
                         .map_err(|c| apply_conflict(t, name, &c))?;
                 let warnings = field_validation(t, &rp.version, &mut created, query)?;
-                let created =
-                    self.store
-                        .create(&self.stored(t), namespace, to_storage(t, &created))?;
+                let created = store.create(&self.stored(t), namespace, to_storage(t, &created))?;
+                let created = self.dry_answer(dry_run, t, namespace, created);
                 Ok(with_warnings(
                     json_response(201, &for_version(t, &rp.version, &created)),
                     &warnings,
@@ -556,6 +568,33 @@ impl Server {
         };
         // A CRD deleted meanwhile: its type as this request saw it.
         found.unwrap_or_else(|| Arc::new(t.clone()))
+    }
+
+    /// A dry run's answer carries the resourceVersion the object has (none when it does not
+    /// exist), not the one the private copy gave it, as the real server answers.
+    fn dry_answer(
+        &self,
+        dry_run: bool,
+        t: &ResourceType,
+        namespace: &str,
+        mut obj: Value,
+    ) -> Value {
+        if !dry_run {
+            return obj;
+        }
+        let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let ns = if t.namespaced { namespace } else { "" };
+        let stored = self.store.get(&self.stored(t), ns, &name).ok();
+        let rv = stored
+            .as_ref()
+            .map(|o| o["metadata"]["resourceVersion"].clone());
+        if let Some(meta) = obj["metadata"].as_object_mut() {
+            match rv {
+                Some(rv) => meta.insert("resourceVersion".into(), rv),
+                None => meta.remove("resourceVersion"),
+            };
+        }
+        obj
     }
 
     /// The user a request's bearer token names; 401 for a malformed header or, when
@@ -1095,6 +1134,18 @@ fn with_warnings(mut resp: Response<Body>, warnings: &[String]) -> Response<Body
         }
     }
     resp
+}
+
+/// Whether a DeleteOptions body (JSON or protobuf) asks for `dryRun: ["All"]`.
+fn dry_run_in_body(body: &[u8]) -> bool {
+    let v = if body.starts_with(b"k8s\0") {
+        protobuf::decode("DeleteOptions", body).unwrap_or_default()
+    } else {
+        serde_json::from_slice::<Value>(body).unwrap_or_default()
+    };
+    v["dryRun"]
+        .as_array()
+        .is_some_and(|d| d.iter().any(|x| x == "All"))
 }
 
 fn delete_options(body: &[u8], query: &HashMap<String, String>) -> ApiResult<DeleteOptions> {

@@ -134,6 +134,7 @@ const CRD_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
 const ORPHAN_FINALIZER: &str = "orphan";
 const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
 
+#[derive(Clone)]
 struct State {
     rv: u64,
     /// Copy-on-write: requests take a cheap snapshot, CRD changes replace it.
@@ -297,6 +298,17 @@ impl Store {
                 .expect("fresh store");
         }
         store
+    }
+
+    /// A private copy of the store for a `dryRun=All` request: the write runs through
+    /// every check on the copy, which is then dropped; no watcher sees it.
+    pub fn dry_run_copy(&self) -> Arc<Self> {
+        let state = self.lock().clone();
+        let (events, _) = broadcast::channel(16);
+        Arc::new(Self {
+            state: Mutex::new(state),
+            events,
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
