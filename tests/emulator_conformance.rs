@@ -1966,3 +1966,22 @@ async fn dry_runs_validate_and_answer_without_writing() {
     );
     api.delete(&name, &DeleteParams::default()).await.unwrap();
 }
+
+#[tokio::test]
+async fn oversized_bodies_are_refused_with_413() {
+    let c = support::cluster_with(ipledger::emulator::Config {
+        max_body: 64 * 1024,
+        ..Default::default()
+    })
+    .await;
+    let _emulator = emulator_only!(c);
+    let ns = namespace(&c.client).await;
+    let api: Api<ConfigMap> = Api::namespaced(c.client.clone(), &ns);
+    let mut big = configmap("big", json!({}));
+    big.data = Some([("blob".to_string(), "x".repeat(100 * 1024))].into());
+    let err = api_error(api.create(&PostParams::default(), &big).await);
+    assert_eq!(
+        (err.code, err.reason.as_str()),
+        (413, "RequestEntityTooLarge")
+    );
+}

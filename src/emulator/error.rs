@@ -213,6 +213,15 @@ impl ApiError {
         Self::new(504, "Timeout", message)
     }
 
+    /// 413: the request body is over the limit.
+    pub fn too_large(limit: usize) -> Self {
+        Self::new(
+            413,
+            "RequestEntityTooLarge",
+            format!("Request entity too large: limit is {limit}"),
+        )
+    }
+
     /// 415: a patch type or body media type that is not supported.
     pub fn unsupported_media_type(message: impl Into<String>) -> Self {
         Self::new(415, "UnsupportedMediaType", message)

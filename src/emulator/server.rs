@@ -643,10 +643,13 @@ impl Server {
             .unwrap_or("")
             .to_string();
         let limited = http_body_util::Limited::new(req.into_body(), self.max_body);
-        let collected = limited
-            .collect()
-            .await
-            .map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+        let collected = limited.collect().await.map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                ApiError::too_large(self.max_body)
+            } else {
+                ApiError::bad_request(format!("reading the request body: {e}"))
+            }
+        })?;
         Ok((collected.to_bytes(), content_type))
     }
 
