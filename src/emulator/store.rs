@@ -272,7 +272,9 @@ fn generate_suffix() -> String {
 impl Store {
     /// A store holding the default namespaces, keeping `window` events of history.
     pub fn new(window: usize) -> Arc<Self> {
-        let (events, _) = broadcast::channel(16 * 1024);
+        // A watcher more than this many changes behind is closed and re-watches from the
+        // history; the bound keeps slow watchers from pinning old object versions.
+        let (events, _) = broadcast::channel(1024);
         let store = Arc::new(Self {
             state: Mutex::new(State {
                 rv: 0,
