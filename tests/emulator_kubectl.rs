@@ -152,6 +152,24 @@ async fn apply_wait_and_get_show_printer_columns() {
     );
     assert!(table.lines().nth(1).unwrap().starts_with(&name));
     assert!(table.contains("10.30.0.0/16"));
+    // kubectl diff asks the server for a dry run of the change.
+    let pool = std::fs::read_to_string(&file).unwrap();
+    let changed = k.write(
+        "changed.yaml",
+        &pool.replace("blockSize: 26", "blockSize: 26\n  disabled: true"),
+    );
+    let diff = k.run(&["diff", "-f", &changed]).await;
+    assert_eq!(
+        diff.status.code(),
+        Some(1),
+        "kubectl diff finds a difference: {}",
+        String::from_utf8_lossy(&diff.stderr)
+    );
+    assert!(String::from_utf8_lossy(&diff.stdout).contains("+  disabled: true"));
+    let unchanged = k
+        .ok(&["get", "ippool", &name, "-o", "jsonpath={.spec.disabled}"])
+        .await;
+    assert_eq!(unchanged, "", "the dry run changed nothing");
     let short = k
         .ok(&["get", "ipp", &name, "-o", "jsonpath={.spec.cidr}"])
         .await;
@@ -259,30 +277,65 @@ async fn get_watch_sees_changes() {
     };
     k.install_crds().await;
     let name = unique("watched");
+    // The pool exists first, so its line shows when the watch has started.
+    k.ok(&["apply", "-f", &k.pool_file(&name, "10.34.0.0/16")])
+        .await;
     let mut watch = k
         .command(&["get", "ippools", "-w"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    k.ok(&["apply", "-f", &k.pool_file(&name, "10.34.0.0/16")])
-        .await;
+    let stdout = watch.stdout.take().unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let lines = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                lines.lock().unwrap().push(line);
+            }
+        })
+    };
+    let ours = |lines: &std::sync::Mutex<Vec<String>>| {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.starts_with(&name))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let wait_for_lines = |n: usize| {
+        let lines = lines.clone();
+        let ours = &ours;
+        async move {
+            let started = Instant::now();
+            while ours(&lines).len() < n && started.elapsed() < Duration::from_secs(30) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            ours(&lines)
+        }
+    };
+    assert_eq!(
+        wait_for_lines(1).await.len(),
+        1,
+        "the watch lists the pool first"
+    );
     k.ok(&["label", "ippool", &name, "seen=yes"]).await;
     k.ok(&["delete", "ippool", &name]).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let seen = wait_for_lines(3).await;
     watch.kill().unwrap();
-    let out = tokio::task::spawn_blocking(move || watch.wait_with_output().unwrap())
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with(&name)).collect();
+    let _ = watch.wait();
+    reader.join().unwrap();
     assert!(
-        lines.len() >= 3,
-        "expected create, update and delete lines for {name}:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        seen.len() >= 3,
+        "expected list, update and delete lines for {name}: {seen:?}"
     );
-    assert!(lines.iter().all(|l| l.contains("10.34.0.0/16")));
+    assert!(seen.iter().all(|l| l.contains("10.34.0.0/16")));
 }
 
 #[tokio::test]

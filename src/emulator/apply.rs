@@ -2,9 +2,9 @@
 //! into the object, fields this manager applied before and no longer applies are removed,
 //! and `metadata.managedFields` records what each manager applied.
 //!
-//! Not modelled: conflicts between managers (every apply behaves as if `force=true`),
-//! ownership of fields written by non-apply operations, and per-item ownership inside
-//! lists (lists are owned whole).
+//! Conflicts are detected between apply managers (a field another manager applied with a
+//! different value, unless `force`). Not modelled: ownership of fields written by
+//! non-apply operations, and per-item ownership inside lists (lists are owned whole).
 
 use std::collections::BTreeSet;
 
@@ -118,8 +118,9 @@ pub fn apply(
     manager: &str,
     subresource: Option<&str>,
     custom: bool,
+    force: bool,
     now: &str,
-) -> Value {
+) -> Result<Value, Vec<Conflict>> {
     let entries: Vec<Value> = current["metadata"]["managedFields"]
         .as_array()
         .cloned()
@@ -140,6 +141,12 @@ pub fn apply(
         .flat_map(|e| from_fields_v1(&e["fieldsV1"]))
         .collect();
     let now_set = field_set(applied);
+    if !force && !current.is_null() {
+        let conflicts = conflicts(current, applied, &now_set, &entries, &is_mine);
+        if !conflicts.is_empty() {
+            return Err(conflicts);
+        }
+    }
     let mut merged = if current.is_null() {
         applied.clone()
     } else if custom {
@@ -165,13 +172,167 @@ pub fn apply(
     if let Some(sub) = subresource {
         entry["subresource"] = sub.into();
     }
-    let mut kept: Vec<Value> = entries.into_iter().filter(|e| !is_mine(e)).collect();
+    // A forced apply takes the fields it changes away from the managers that had them.
+    let taken: BTreeSet<FieldPath> = now_set
+        .iter()
+        .filter(|p| value_at(current, p) != value_at(applied, p))
+        .cloned()
+        .collect();
+    let mut kept: Vec<Value> = entries
+        .into_iter()
+        .filter(|e| !is_mine(e))
+        .map(|mut e| {
+            if !taken.is_empty() {
+                let left: BTreeSet<FieldPath> = from_fields_v1(&e["fieldsV1"])
+                    .difference(&taken)
+                    .cloned()
+                    .collect();
+                e["fieldsV1"] = fields_v1(&left);
+            }
+            e
+        })
+        .filter(|e| !from_fields_v1(&e["fieldsV1"]).is_empty())
+        .collect();
     kept.push(entry);
     if !merged["metadata"].is_object() {
         merged["metadata"] = json!({});
     }
     merged["metadata"]["managedFields"] = Value::Array(kept);
-    merged
+    Ok(merged)
+}
+
+/// Records a non-apply write by `manager` (create, update, patch): the fields it changed
+/// become its own (an `Update` entry) and leave every other manager; removed fields leave
+/// everyone. Nothing changes when no field changed, so no-op writes stay no-ops.
+pub fn record_update(
+    old: Option<&Value>,
+    new: &mut Value,
+    manager: &str,
+    subresource: Option<&str>,
+    now: &str,
+) {
+    let empty = Value::Null;
+    let old_obj = old.unwrap_or(&empty);
+    let before = field_set(old_obj);
+    let after = field_set(new);
+    let changed: BTreeSet<FieldPath> = after
+        .iter()
+        .filter(|p| value_at(old_obj, p) != value_at(new, p))
+        .cloned()
+        .collect();
+    let removed: BTreeSet<FieldPath> = before.difference(&after).cloned().collect();
+    let mut entries: Vec<Value> = old_obj["metadata"]["managedFields"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if changed.is_empty() && removed.is_empty() {
+        if !entries.is_empty() {
+            new["metadata"]["managedFields"] = Value::Array(entries);
+        }
+        return;
+    }
+    let is_mine = |e: &Value| {
+        e["manager"] == manager
+            && e["operation"] == "Update"
+            && e["subresource"].as_str() == subresource
+    };
+    let mut mine: BTreeSet<FieldPath> = entries
+        .iter()
+        .find(|e| is_mine(e))
+        .map(|e| from_fields_v1(&e["fieldsV1"]))
+        .unwrap_or_default();
+    entries.retain(|e| !is_mine(e));
+    for e in &mut entries {
+        let left: BTreeSet<FieldPath> = from_fields_v1(&e["fieldsV1"])
+            .into_iter()
+            .filter(|p| !changed.contains(p) && !removed.contains(p))
+            .collect();
+        e["fieldsV1"] = fields_v1(&left);
+    }
+    entries.retain(|e| !from_fields_v1(&e["fieldsV1"]).is_empty());
+    mine.extend(changed);
+    mine.retain(|p| !removed.contains(p));
+    let mut entry = json!({
+        "manager": manager,
+        "operation": "Update",
+        "apiVersion": new["apiVersion"],
+        "time": now,
+        "fieldsType": "FieldsV1",
+        "fieldsV1": fields_v1(&mine),
+    });
+    if let Some(sub) = subresource {
+        entry["subresource"] = sub.into();
+    }
+    entries.push(entry);
+    new["metadata"]["managedFields"] = Value::Array(entries);
+}
+
+/// A field another manager applied with a different value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conflict {
+    /// The other manager.
+    pub manager: String,
+    /// The field, as the server prints it (`.spec.cidr`).
+    pub field: String,
+    /// For a manager that wrote with an update rather than an apply: its apiVersion.
+    pub update_api_version: Option<String>,
+}
+
+fn value_at<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter().try_fold(obj, |v, p| v.get(p))
+}
+
+fn conflicts(
+    current: &Value,
+    applied: &Value,
+    fields: &BTreeSet<FieldPath>,
+    entries: &[Value],
+    is_mine: &dyn Fn(&Value) -> bool,
+) -> Vec<Conflict> {
+    let mut out = Vec::new();
+    for e in entries.iter().filter(|e| !is_mine(e)) {
+        let theirs = from_fields_v1(&e["fieldsV1"]);
+        for path in fields.intersection(&theirs) {
+            if value_at(current, path) != value_at(applied, path) {
+                out.push(Conflict {
+                    manager: e["manager"].as_str().unwrap_or("").to_string(),
+                    field: format!(".{}", path.join(".")),
+                    update_api_version: (e["operation"] == "Update")
+                        .then(|| e["apiVersion"].as_str().unwrap_or("").to_string()),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// How a conflict names the other manager: `conflict with "m"`, plus `using v1` for a
+/// manager that wrote with an update.
+pub fn conflict_with(c: &Conflict) -> String {
+    match &c.update_api_version {
+        Some(v) => format!("conflict with \"{}\" using {v}", c.manager),
+        None => format!("conflict with \"{}\"", c.manager),
+    }
+}
+
+/// The real server's message for apply conflicts.
+pub fn conflict_message(conflicts: &[Conflict]) -> String {
+    if let [only] = conflicts {
+        return format!(
+            "Apply failed with 1 conflict: {}: {}",
+            conflict_with(only),
+            only.field
+        );
+    }
+    let lines: Vec<String> = conflicts
+        .iter()
+        .map(|c| format!("{}: {}", conflict_with(c), c.field))
+        .collect();
+    format!(
+        "Apply failed with {} conflicts: {}",
+        conflicts.len(),
+        lines.join("\n")
+    )
 }
 
 #[cfg(test)]
@@ -192,11 +353,11 @@ mod tests {
     #[test]
     fn fields_no_longer_applied_are_removed_but_others_are_kept() {
         let first = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "v", "old": "x"}});
-        let created = apply(&Value::Null, &first, "me", None, false, "t");
+        let created = apply(&Value::Null, &first, "me", None, false, false, "t").unwrap();
         let mut live = created.clone();
         live["data"]["theirs"] = "y".into();
         let second = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "v2"}});
-        let out = apply(&live, &second, "me", None, false, "t");
+        let out = apply(&live, &second, "me", None, false, false, "t").unwrap();
         assert_eq!(out["data"], json!({"k": "v2", "theirs": "y"}));
         let managers: Vec<_> = out["metadata"]["managedFields"]
             .as_array()
@@ -210,11 +371,63 @@ mod tests {
     #[test]
     fn another_managers_fields_survive_my_removal() {
         let a = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"shared": "1"}});
-        let live = apply(&Value::Null, &a, "one", None, false, "t");
-        let live = apply(&live, &a, "two", None, false, "t");
+        let live = apply(&Value::Null, &a, "one", None, false, false, "t").unwrap();
+        let live = apply(&live, &a, "two", None, false, false, "t").unwrap();
         let b =
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {}});
-        let out = apply(&live, &b, "one", None, false, "t");
+        let out = apply(&live, &b, "one", None, false, false, "t").unwrap();
         assert_eq!(out["data"]["shared"], "1");
+    }
+
+    #[test]
+    fn applying_another_managers_field_with_a_new_value_conflicts_unless_forced() {
+        let a = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "1"}});
+        let live = apply(&Value::Null, &a, "one", None, false, false, "t").unwrap();
+        let b = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "2"}});
+        let err = apply(&live, &b, "two", None, false, false, "t").unwrap_err();
+        assert_eq!(
+            conflict_message(&err),
+            "Apply failed with 1 conflict: conflict with \"one\": .data.k"
+        );
+        assert!(
+            apply(&live, &a, "two", None, false, false, "t").is_ok(),
+            "the same value is shared"
+        );
+        let forced = apply(&live, &b, "two", None, false, true, "t").unwrap();
+        assert_eq!(forced["data"]["k"], "2");
+        let managers: Vec<_> = forced["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["manager"].clone())
+            .collect();
+        assert_eq!(
+            managers,
+            [json!("two")],
+            "the forced field changed hands; a manager left with nothing goes"
+        );
+    }
+
+    #[test]
+    fn updates_take_the_fields_they_change() {
+        let a = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "1", "j": "1"}});
+        let live = apply(&Value::Null, &a, "applier", None, false, false, "t").unwrap();
+        let mut edited = live.clone();
+        edited["data"]["k"] = "2".into();
+        record_update(Some(&live), &mut edited, "kubectl-edit", None, "t");
+        let entries = edited["metadata"]["managedFields"].as_array().unwrap();
+        let owned = |m: &str| {
+            from_fields_v1(&entries.iter().find(|e| e["manager"] == m).unwrap()["fieldsV1"])
+        };
+        assert!(owned("kubectl-edit").contains(&vec!["data".to_string(), "k".to_string()]));
+        assert!(!owned("applier").contains(&vec!["data".to_string(), "k".to_string()]));
+        let err = apply(&edited, &a, "applier", None, false, false, "t").unwrap_err();
+        assert_eq!(
+            conflict_message(&err),
+            "Apply failed with 1 conflict: conflict with \"kubectl-edit\" using v1: .data.k"
+        );
+        let mut same = edited.clone();
+        record_update(Some(&edited), &mut same, "other", None, "t2");
+        assert_eq!(same, edited, "a write that changes nothing records nothing");
     }
 }

@@ -95,11 +95,15 @@ impl ApiError {
 
     /// 404 for a path that names no known resource.
     pub fn no_route(path: &str) -> Self {
-        Self::new(
-            404,
-            "NotFound",
-            format!("the server could not find the requested resource ({path})"),
-        )
+        tracing::debug!(path, "no such resource");
+        Self {
+            details: Some(json!({})),
+            ..Self::new(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            )
+        }
     }
 
     /// 409: an object of that name exists.
@@ -202,6 +206,20 @@ impl ApiError {
     /// 410: the requested resourceVersion was compacted away.
     pub fn expired(message: impl Into<String>) -> Self {
         Self::new(410, "Expired", message)
+    }
+
+    /// 504: the request could not be answered in time.
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Self::new(504, "Timeout", message)
+    }
+
+    /// 413: the request body is over the limit.
+    pub fn too_large(limit: usize) -> Self {
+        Self::new(
+            413,
+            "RequestEntityTooLarge",
+            format!("Request entity too large: limit is {limit}"),
+        )
     }
 
     /// 415: a patch type or body media type that is not supported.

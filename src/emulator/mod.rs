@@ -6,6 +6,7 @@
 pub mod apply;
 pub mod discovery;
 pub mod error;
+pub mod events;
 pub mod faults;
 pub mod patch;
 pub mod protobuf;
@@ -85,7 +86,9 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            history_window: 10_000,
+            // Each kept change holds one version of an object (a full IPBlock is ~150 KB),
+            // so the window bounds memory; the real watch cache keeps ~100 per resource.
+            history_window: 1_000,
             bookmark_interval: Duration::from_secs(1),
             max_body: 3 * 1024 * 1024,
             tokens: [(ADMIN_TOKEN.to_string(), "admin".to_string())].into(),

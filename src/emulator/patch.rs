@@ -47,12 +47,22 @@ pub fn apply(
             let patch: json_patch::Patch = serde_json::from_slice(body)
                 .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
             let mut doc = current.clone();
-            // A failed `test` operation, like any failed operation, is 422 in the real server.
-            json_patch::patch(&mut doc, &patch).map_err(|e| {
-                ApiError::unprocessable(format!(
-                    "the server rejected our request due to an error in our request: {e}"
-                ))
-            })?;
+            for op in patch.0 {
+                // The real server's JSON patch treats a missing value as equal to null in
+                // `test` (kube-rs's finalizer helper relies on it).
+                if let json_patch::PatchOperation::Test(t) = &op
+                    && t.value.is_null()
+                    && doc.pointer(t.path.as_str()).is_none()
+                {
+                    continue;
+                }
+                // A failed operation, `test` included, is 422 in the real server.
+                json_patch::patch(&mut doc, &[op]).map_err(|e| {
+                    ApiError::unprocessable(format!(
+                        "the server rejected our request due to an error in our request: {e}"
+                    ))
+                })?;
+            }
             Ok(doc)
         }
         PatchType::Merge => {
@@ -220,6 +230,16 @@ mod tests {
             apply(&cur, PatchType::Json, bad, true).unwrap_err().code,
             422
         );
+    }
+
+    #[test]
+    fn json_patch_test_of_null_matches_a_missing_field() {
+        let cur = json!({"metadata": {"name": "a"}});
+        let add_first = br#"[{"op":"test","path":"/metadata/finalizers","value":null},{"op":"add","path":"/metadata/finalizers","value":["x"]}]"#;
+        let out = apply(&cur, PatchType::Json, add_first, true).unwrap();
+        assert_eq!(out["metadata"]["finalizers"], json!(["x"]));
+        let again = apply(&out, PatchType::Json, add_first, true).unwrap_err();
+        assert_eq!(again.code, 422, "the field exists now, so the test fails");
     }
 
     #[test]

@@ -519,6 +519,30 @@ mod tests {
     }
 
     #[test]
+    fn defaults_fill_missing_fields_and_bad_rules_do_not_compile() {
+        let schema = Schema::compile(&json!({
+            "type": "object",
+            "properties": {"spec": {"type": "object", "properties": {
+                "size": {"type": "integer", "default": 3},
+                "mode": {"type": "string", "enum": ["fast", "slow"]},
+            }}},
+        }))
+        .unwrap();
+        let mut obj = json!({"spec": {"mode": "fast"}});
+        schema.prune_and_default(&mut obj);
+        assert_eq!(obj["spec"], json!({"mode": "fast", "size": 3}));
+        let causes = schema.validate(&json!({"spec": {"mode": "medium"}}), None);
+        assert_eq!(
+            causes[0].render(),
+            "spec.mode: Unsupported value: \"medium\": supported values: \"fast\", \"slow\""
+        );
+        let bad = Schema::compile(
+            &json!({"type": "object", "x-kubernetes-validations": [{"rule": "self.x >", "message": "m"}]}),
+        );
+        assert!(bad.unwrap_err().contains("compilation failed"));
+    }
+
+    #[test]
     fn transition_rules_refuse_a_changed_cidr() {
         let schema = ippool_schema();
         let old = pool(json!({"cidr": "10.0.0.0/16"}));

@@ -15,12 +15,13 @@ use tokio::sync::broadcast::error::RecvError;
 use super::apply;
 use super::discovery;
 use super::error::{ApiError, ApiResult};
+use super::events;
 use super::faults::Faults;
 use super::patch::{self, PatchType};
 use super::protobuf;
 use super::resources::ResourceType;
 use super::selectors::{FieldSelector, LabelSelector, supported_fields};
-use super::store::{DeleteOptions, Event, EventType, Part, Store};
+use super::store::{DeleteOptions, Event, EventType, ListFrom, Part, Store};
 use super::table::{self, IncludeObject};
 
 /// The body type of every response.
@@ -148,15 +149,36 @@ fn parse_resource_path(
 }
 
 /// Media types the client accepts decide between a Table and the plain object.
-fn wants_table(req: &Request<Incoming>) -> bool {
-    req.headers()
+/// What a client asked to receive, from the first media type of `Accept`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    /// The objects themselves.
+    Object,
+    /// `as=Table`: server-side printing.
+    Table,
+    /// `as=PartialObjectMetadata(List)`: metadata only (kube-rs metadata watchers).
+    Metadata,
+}
+
+fn wanted_shape(req: &Request<Incoming>) -> Shape {
+    let first = req
+        .headers()
         .get(header::ACCEPT)
         .and_then(|a| a.to_str().ok())
-        .is_some_and(|a| {
-            a.split(',')
-                .next()
-                .is_some_and(|first| first.contains("as=Table"))
-        })
+        .and_then(|a| a.split(',').next())
+        .unwrap_or("");
+    if first.contains("as=Table") {
+        Shape::Table
+    } else if first.contains("as=PartialObjectMetadata") {
+        Shape::Metadata
+    } else {
+        Shape::Object
+    }
+}
+
+/// An object reduced to its metadata.
+fn partial(obj: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]})
 }
 
 impl Server {
@@ -225,7 +247,11 @@ impl Server {
         let t = registry
             .lookup(&rp.group, &rp.version, &rp.resource)
             .ok_or_else(|| ApiError::no_route(&path))?;
-        if t.namespaced && rp.namespace.is_none() && rp.name.is_some() {
+        // Across namespaces, namespaced resources can only be listed and watched.
+        if t.namespaced
+            && rp.namespace.is_none()
+            && (rp.name.is_some() || req.method() != Method::GET)
+        {
             return Err(ApiError::no_route(&path));
         }
         if let Some(sub) = &rp.subresource
@@ -234,13 +260,24 @@ impl Server {
             return Err(ApiError::no_route(&path));
         }
         let query = parse_query(req.uri().query());
-        if query.get("dryRun").is_some_and(|d| !d.is_empty()) {
-            return Err(ApiError::bad_request(
-                "dryRun is not supported by the ipledger emulator",
-            ));
-        }
+        let manager = field_manager(&req, &query);
+        let dry_run = match query.get("dryRun").map(String::as_str) {
+            None | Some("") => false,
+            Some("All") => true,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid dry run argument: \"{other}\": supported values: \"All\""
+                )));
+            }
+        };
+        // A dry run writes to a private copy of the store, dropped after the answer.
+        let store = if dry_run && req.method() != Method::GET {
+            self.store.dry_run_copy()
+        } else {
+            self.store.clone()
+        };
         let namespace = rp.namespace.clone().unwrap_or_default();
-        let table = wants_table(&req);
+        let shape = wanted_shape(&req);
         let method = req.method().clone();
         let part = if rp.subresource.is_some() {
             Part::Status
@@ -252,15 +289,16 @@ impl Server {
                 if !rp.watch_prefix
                     && query.get("watch").is_none_or(|w| w == "false" || w == "0") =>
             {
-                let obj = self.store.get(&t, &namespace, name)?;
+                let obj = self.store.get(&self.stored(&t), &namespace, name)?;
                 let obj = for_version(&t, &rp.version, &obj);
-                if table {
-                    return Ok(json_response(
+                match shape {
+                    Shape::Table => Ok(json_response(
                         200,
                         &self.table(&t, &rp.version, &[obj], json!({}), &query)?,
-                    ));
+                    )),
+                    Shape::Metadata => Ok(json_response(200, &partial(&obj))),
+                    Shape::Object => Ok(json_response(200, &obj)),
                 }
-                Ok(json_response(200, &obj))
             }
             (&Method::GET, name) => {
                 let watching =
@@ -276,9 +314,9 @@ impl Server {
                     );
                 }
                 if watching {
-                    self.watch(t, rp.version.clone(), ns.map(str::to_string), &query, table)
+                    self.watch(t, rp.version.clone(), ns.map(str::to_string), &query, shape)
                 } else {
-                    self.list(&t, &rp.version, ns, &query, table)
+                    self.list(&t, &rp.version, ns, &query, shape)
                 }
             }
             (&Method::POST, None) if is_review(&t) => {
@@ -298,7 +336,9 @@ impl Server {
                 let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
                 self.injected_failure(&t, &name)?;
                 let warnings = field_validation(&t, &rp.version, &mut obj, &query)?;
-                let created = self.store.create(&t, &namespace, obj)?;
+                let created =
+                    store.create_as(&self.stored(&t), &namespace, to_storage(&t, obj), &manager)?;
+                let created = self.dry_answer(dry_run, &t, &namespace, created);
                 Ok(with_warnings(
                     json_response(201, &for_version(&t, &rp.version, &created)),
                     &warnings,
@@ -309,7 +349,15 @@ impl Server {
                 let mut obj = parse_object(&t, &content_type, &body)?;
                 self.injected_failure(&t, name)?;
                 let warnings = field_validation(&t, &rp.version, &mut obj, &query)?;
-                let updated = self.store.update(&t, &namespace, name, obj, part)?;
+                let updated = store.update_as(
+                    &self.stored(&t),
+                    &namespace,
+                    name,
+                    to_storage(&t, obj),
+                    part,
+                    &manager,
+                )?;
+                let updated = self.dry_answer(dry_run, &t, &namespace, updated);
                 Ok(with_warnings(
                     json_response(200, &for_version(&t, &rp.version, &updated)),
                     &warnings,
@@ -326,7 +374,8 @@ impl Server {
                 let (body, _) = self.body(req).await?;
                 self.injected_failure(&t, name)?;
                 if patch_type == PatchType::Apply {
-                    return self.server_side_apply(&t, &rp, &namespace, name, part, &body, &query);
+                    return self
+                        .server_side_apply(&store, &t, &rp, &namespace, name, part, &body, &query);
                 }
                 let warnings = Mutex::new(Vec::new());
                 let version = rp.version.clone();
@@ -339,9 +388,11 @@ impl Server {
                     )?;
                     *warnings.lock().unwrap_or_else(|e| e.into_inner()) =
                         field_validation(&t, &version, &mut patched, &query)?;
-                    Ok(patched)
+                    Ok(to_storage(&t, &patched))
                 };
-                let updated = self.store.modify(&t, &namespace, name, part, &change)?;
+                let updated =
+                    store.modify_as(&self.stored(&t), &namespace, name, part, &change, &manager)?;
+                let updated = self.dry_answer(dry_run, &t, &namespace, updated);
                 let warnings = warnings.into_inner().unwrap_or_else(|e| e.into_inner());
                 Ok(with_warnings(
                     json_response(200, &for_version(&t, &rp.version, &updated)),
@@ -352,7 +403,13 @@ impl Server {
                 let (body, _) = self.body(req).await?;
                 self.injected_failure(&t, name)?;
                 let opts = delete_options(&body, &query)?;
-                let (obj, gone) = self.store.delete(&t, &namespace, name, &opts)?;
+                // kube-rs and kubectl put `dryRun` in the DeleteOptions body.
+                let store = if dry_run_in_body(&body) {
+                    self.store.dry_run_copy()
+                } else {
+                    store
+                };
+                let (obj, gone) = store.delete(&self.stored(&t), &namespace, name, &opts)?;
                 // Like the real server: a pending deletion answers with the object; a
                 // completed one with a Success Status, except for the few resources whose
                 // storage returns the deleted object (pods, serviceaccounts).
@@ -373,16 +430,26 @@ impl Server {
             (&Method::DELETE, None) => {
                 let (body, _) = self.body(req).await?;
                 let opts = delete_options(&body, &query)?;
+                let store = if dry_run_in_body(&body) {
+                    self.store.dry_run_copy()
+                } else {
+                    store
+                };
                 let filter = selector_filter(&t, &query)?;
-                let page =
-                    self.store
-                        .list(&t, rp.namespace.as_deref(), &*filter, true, None, None)?;
+                let page = store.list(
+                    &self.stored(&t),
+                    rp.namespace.as_deref(),
+                    &*filter,
+                    true,
+                    None,
+                    ListFrom::Latest,
+                )?;
                 let mut deleted = Vec::new();
                 for obj in page.items {
                     let ns = obj["metadata"]["namespace"].as_str().unwrap_or("");
                     let name = obj["metadata"]["name"].as_str().unwrap_or("");
                     self.injected_failure(&t, name)?;
-                    match self.store.delete(&t, ns, name, &opts) {
+                    match store.delete(&self.stored(&t), ns, name, &opts) {
                         Ok((o, _)) => deleted.push(for_version(&t, &rp.version, &o)),
                         Err(e) if e.code == 404 => {}
                         Err(e) => return Err(e),
@@ -396,9 +463,9 @@ impl Server {
                 });
                 Ok(json_response(200, &list))
             }
-            _ => Err(ApiError::method_not_allowed(format!(
-                "the server does not allow this method on the requested resource ({method} {path})"
-            ))),
+            _ => Err(ApiError::method_not_allowed(
+                "the server does not allow this method on the requested resource",
+            )),
         }
     }
 
@@ -407,6 +474,7 @@ impl Server {
     #[allow(clippy::too_many_arguments)]
     fn server_side_apply(
         &self,
+        store: &Store,
         t: &ResourceType,
         rp: &ResourcePath,
         namespace: &str,
@@ -443,17 +511,29 @@ impl Server {
             )));
         }
         let subresource = rp.subresource.as_deref();
+        let force = query.get("force").is_some_and(|f| f == "true");
         let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
         let warnings = Mutex::new(Vec::new());
         let change = |current: &Value| {
             let current = for_version(t, &rp.version, current);
-            let mut merged = apply::apply(&current, &applied, manager, subresource, t.custom, &now);
+            let mut merged = apply::apply(
+                &current,
+                &applied,
+                manager,
+                subresource,
+                t.custom,
+                force,
+                &now,
+            )
+            .map_err(|c| apply_conflict(t, name, &c))?;
             *warnings.lock().unwrap_or_else(|e| e.into_inner()) =
                 field_validation(t, &rp.version, &mut merged, query)?;
-            Ok(merged)
+            Ok(to_storage(t, &merged))
         };
-        match self.store.modify(t, namespace, name, part, &change) {
+        let dry_run = query.get("dryRun").is_some_and(|d| d == "All");
+        match store.modify(&self.stored(t), namespace, name, part, &change) {
             Ok(updated) => {
+                let updated = self.dry_answer(dry_run, t, namespace, updated);
                 let warnings = warnings.into_inner().unwrap_or_else(|e| e.into_inner());
                 Ok(with_warnings(
                     json_response(200, &for_version(t, &rp.version, &updated)),
@@ -463,9 +543,11 @@ impl Server {
             // Apply creates what does not exist yet (not through /status).
             Err(e) if e.code == 404 && part == Part::Main => {
                 let mut created =
-                    apply::apply(&Value::Null, &applied, manager, None, t.custom, &now);
+                    apply::apply(&Value::Null, &applied, manager, None, t.custom, force, &now)
+                        .map_err(|c| apply_conflict(t, name, &c))?;
                 let warnings = field_validation(t, &rp.version, &mut created, query)?;
-                let created = self.store.create(t, namespace, created)?;
+                let created = store.create(&self.stored(t), namespace, to_storage(t, &created))?;
+                let created = self.dry_answer(dry_run, t, namespace, created);
                 Ok(with_warnings(
                     json_response(201, &for_version(t, &rp.version, &created)),
                     &warnings,
@@ -473,6 +555,46 @@ impl Server {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// The type the store keeps `t`'s objects under (core Events for the events.k8s.io
+    /// view, `t` itself otherwise).
+    fn stored(&self, t: &ResourceType) -> Arc<ResourceType> {
+        let registry = self.store.registry();
+        let found = if events::is_view(t) {
+            registry.lookup("", "v1", "events")
+        } else {
+            registry.get(&t.group_resource())
+        };
+        // A CRD deleted meanwhile: its type as this request saw it.
+        found.unwrap_or_else(|| Arc::new(t.clone()))
+    }
+
+    /// A dry run's answer carries the resourceVersion the object has (none when it does not
+    /// exist), not the one the private copy gave it, as the real server answers.
+    fn dry_answer(
+        &self,
+        dry_run: bool,
+        t: &ResourceType,
+        namespace: &str,
+        mut obj: Value,
+    ) -> Value {
+        if !dry_run {
+            return obj;
+        }
+        let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let ns = if t.namespaced { namespace } else { "" };
+        let stored = self.store.get(&self.stored(t), ns, &name).ok();
+        let rv = stored
+            .as_ref()
+            .map(|o| o["metadata"]["resourceVersion"].clone());
+        if let Some(meta) = obj["metadata"].as_object_mut() {
+            match rv {
+                Some(rv) => meta.insert("resourceVersion".into(), rv),
+                None => meta.remove("resourceVersion"),
+            };
+        }
+        obj
     }
 
     /// The user a request's bearer token names; 401 for a malformed header or, when
@@ -521,10 +643,13 @@ impl Server {
             .unwrap_or("")
             .to_string();
         let limited = http_body_util::Limited::new(req.into_body(), self.max_body);
-        let collected = limited
-            .collect()
-            .await
-            .map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+        let collected = limited.collect().await.map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                ApiError::too_large(self.max_body)
+            } else {
+                ApiError::bad_request(format!("reading the request body: {e}"))
+            }
+        })?;
         Ok((collected.to_bytes(), content_type))
     }
 
@@ -554,7 +679,7 @@ impl Server {
         version: &str,
         namespace: Option<&str>,
         query: &HashMap<String, String>,
-        table: bool,
+        shape: Shape,
     ) -> ApiResult<Response<Body>> {
         let filter = selector_filter(t, query)?;
         let has_selector = ["labelSelector", "fieldSelector"]
@@ -569,15 +694,12 @@ impl Server {
             None => None,
         };
         let page = self.store.list(
-            t,
+            &self.stored(t),
             namespace,
             &*filter,
             has_selector,
             limit,
-            query
-                .get("continue")
-                .map(String::as_str)
-                .filter(|c| !c.is_empty()),
+            list_from(query)?,
         )?;
         let mut meta = json!({"resourceVersion": page.rv.to_string()});
         if let Some(c) = &page.continue_token {
@@ -591,11 +713,21 @@ impl Server {
             .iter()
             .map(|o| for_version(t, version, o))
             .collect();
-        if table {
-            return Ok(json_response(
-                200,
-                &self.table(t, version, &items, meta, query)?,
-            ));
+        match shape {
+            Shape::Table => {
+                return Ok(json_response(
+                    200,
+                    &self.table(t, version, &items, meta, query)?,
+                ));
+            }
+            Shape::Metadata => {
+                let items: Vec<Value> = items.iter().map(partial).collect();
+                return Ok(json_response(
+                    200,
+                    &json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items}),
+                ));
+            }
+            Shape::Object => {}
         }
         Ok(json_response(
             200,
@@ -609,7 +741,7 @@ impl Server {
         version: String,
         namespace: Option<String>,
         query: &HashMap<String, String>,
-        table: bool,
+        shape: Shape,
     ) -> ApiResult<Response<Body>> {
         let filter = selector_filter(&t, query)?;
         let from = match query.get("resourceVersion").map(String::as_str) {
@@ -632,13 +764,14 @@ impl Server {
         let include = IncludeObject::parse(query.get("includeObject").map(String::as_str))
             .map_err(ApiError::bad_request)?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
+        let stored = self.stored(&t);
         let start = self
             .store
-            .watch(&t, if initial_events { None } else { from });
+            .watch(&stored, if initial_events { None } else { from });
         let mut drops = self.faults.watch_drops();
         drops.mark_unchanged();
         let interval = self.bookmark_interval;
-        let gr = t.group_resource();
+        let gr = stored.group_resource();
         let render = {
             let t = t.clone();
             let version = version.clone();
@@ -647,7 +780,9 @@ impl Server {
                     "BOOKMARK" | "ERROR" => obj.clone(),
                     _ => {
                         let obj = for_version(&t, &version, obj);
-                        if table {
+                        if shape == Shape::Metadata {
+                            partial(&obj)
+                        } else if shape == Shape::Table {
                             table::table(
                                 &t,
                                 &version,
@@ -728,6 +863,14 @@ impl Server {
                             }
                             last_rv = e.rv;
                             if e.gr != gr {
+                                // The resource itself went away with its CRD: end the watch,
+                                // as the real server does.
+                                let crd_removed = e.kind == EventType::Deleted
+                                    && e.gr.group == "apiextensions.k8s.io"
+                                    && e.key.name == format!("{}.{}", gr.resource, gr.group);
+                                if crd_removed {
+                                    return;
+                                }
                                 continue;
                             }
                             if let Some((kind, obj)) = visible(&e, &matches)
@@ -754,6 +897,87 @@ impl Server {
             HeaderValue::from_static("application/json"),
         );
         Ok(resp)
+    }
+}
+
+/// Which state a list reads, from `continue`, `resourceVersion` and `resourceVersionMatch`.
+fn list_from(query: &HashMap<String, String>) -> ApiResult<ListFrom<'_>> {
+    let get = |k: &str| query.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let rv = match get("resourceVersion") {
+        None => None,
+        Some(v) => Some(v.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(format!(
+                "resourceVersion: Invalid value: \"{v}\": must be a non-negative integer"
+            ))
+        })?),
+    };
+    if let Some(token) = get("continue") {
+        if rv.is_some_and(|v| v != 0) {
+            return Err(ApiError::bad_request(
+                "specifying resource version is not allowed when using continue",
+            ));
+        }
+        return Ok(ListFrom::Continue(token));
+    }
+    match (get("resourceVersionMatch"), rv) {
+        (Some("Exact"), Some(v)) if v > 0 => Ok(ListFrom::Exact(v)),
+        (Some("Exact"), _) => Err(ApiError::bad_request(
+            "resourceVersionMatch: Forbidden: resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+        )),
+        (Some("NotOlderThan") | None, Some(v)) if v > 0 => Ok(ListFrom::NotOlderThan(v)),
+        (Some("NotOlderThan") | None, _) => Ok(ListFrom::Latest),
+        (Some(other), _) => Err(ApiError::bad_request(format!(
+            "resourceVersionMatch: Unsupported value: \"{other}\": supported values: \"Exact\", \"NotOlderThan\""
+        ))),
+    }
+}
+
+/// 409 for apply conflicts, with one cause per field, as the real server reports them.
+fn apply_conflict(t: &ResourceType, name: &str, conflicts: &[apply::Conflict]) -> ApiError {
+    let causes: Vec<Value> = conflicts
+        .iter()
+        .map(|c| json!({"reason": "FieldManagerConflict", "message": apply::conflict_with(c), "field": c.field}))
+        .collect();
+    ApiError {
+        code: 409,
+        reason: "Conflict",
+        message: apply::conflict_message(conflicts),
+        details: Some(json!({"name": name, "group": t.group, "kind": t.plural, "causes": causes})),
+    }
+}
+
+/// An object as the store keeps it: events.k8s.io Events become core Events.
+fn to_storage(t: &ResourceType, obj: impl std::borrow::Borrow<Value>) -> Value {
+    let obj = obj.borrow();
+    if events::is_view(t) {
+        events::to_core(obj)
+    } else {
+        obj.clone()
+    }
+}
+
+/// The field manager of a write: `fieldManager`, else the User-Agent up to its first `/`,
+/// as the real server derives it.
+fn field_manager(req: &Request<Incoming>, query: &HashMap<String, String>) -> String {
+    if let Some(m) = query.get("fieldManager").filter(|m| !m.is_empty()) {
+        return m.clone();
+    }
+    let agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|a| a.to_str().ok())
+        .unwrap_or("");
+    let prefix: String = agent
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(128)
+        .collect();
+    if prefix.is_empty() {
+        "unknown".to_string()
+    } else {
+        prefix
     }
 }
 
@@ -802,6 +1026,9 @@ fn visible<'a>(
 /// The object as the requested version presents it. Versions of a CRD share one schema
 /// shape here (conversion strategy `None`), so only `apiVersion` changes.
 fn for_version(t: &ResourceType, version: &str, obj: &Value) -> Value {
+    if events::is_view(t) {
+        return events::to_events_v1(obj);
+    }
     let mut out = obj.clone();
     if t.versions.len() > 1 {
         out["apiVersion"] = t.api_version(version).into();
@@ -819,6 +1046,13 @@ fn selector_filter(t: &ResourceType, query: &HashMap<String, String>) -> ApiResu
         supported_fields(&t.group, &t.plural),
     )
     .map_err(ApiError::bad_request)?;
+    if events::is_view(t) {
+        // Stored as core Events; selected by the fields of the view.
+        return Ok(Box::new(move |o| {
+            let o = events::to_events_v1(o);
+            labels.matches(&o) && fields.matches(&o)
+        }));
+    }
     Ok(Box::new(move |o| labels.matches(o) && fields.matches(o)))
 }
 
@@ -903,6 +1137,18 @@ fn with_warnings(mut resp: Response<Body>, warnings: &[String]) -> Response<Body
         }
     }
     resp
+}
+
+/// Whether a DeleteOptions body (JSON or protobuf) asks for `dryRun: ["All"]`.
+fn dry_run_in_body(body: &[u8]) -> bool {
+    let v = if body.starts_with(b"k8s\0") {
+        protobuf::decode("DeleteOptions", body).unwrap_or_default()
+    } else {
+        serde_json::from_slice::<Value>(body).unwrap_or_default()
+    };
+    v["dryRun"]
+        .as_array()
+        .is_some_and(|d| d.iter().any(|x| x == "All"))
 }
 
 fn delete_options(body: &[u8], query: &HashMap<String, String>) -> ApiResult<DeleteOptions> {

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
 
+use super::apply;
 use super::error::{ApiError, ApiResult, Cause, GroupResource};
 use super::resources::{self, Registry, ResourceType};
 
@@ -105,6 +106,19 @@ pub struct ListPage {
     pub remaining: Option<u64>,
 }
 
+/// Which state a list reads.
+#[derive(Clone, Copy, Debug)]
+pub enum ListFrom<'a> {
+    /// The current state.
+    Latest,
+    /// The snapshot a `continue` token was issued for, after its last key.
+    Continue(&'a str),
+    /// `resourceVersionMatch=Exact`: the snapshot at that version.
+    Exact(u64),
+    /// `resourceVersion=N` (NotOlderThan): the current state, if it is at least N.
+    NotOlderThan(u64),
+}
+
 /// Where a watch starts.
 #[derive(Debug)]
 pub struct WatchStart {
@@ -117,7 +131,10 @@ pub struct WatchStart {
 }
 
 const CRD_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
+const ORPHAN_FINALIZER: &str = "orphan";
+const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
 
+#[derive(Clone)]
 struct State {
     rv: u64,
     /// Copy-on-write: requests take a cheap snapshot, CRD changes replace it.
@@ -255,7 +272,9 @@ fn generate_suffix() -> String {
 impl Store {
     /// A store holding the default namespaces, keeping `window` events of history.
     pub fn new(window: usize) -> Arc<Self> {
-        let (events, _) = broadcast::channel(16 * 1024);
+        // A watcher more than this many changes behind is closed and re-watches from the
+        // history; the bound keeps slow watchers from pinning old object versions.
+        let (events, _) = broadcast::channel(1024);
         let store = Arc::new(Self {
             state: Mutex::new(State {
                 rv: 0,
@@ -281,6 +300,17 @@ impl Store {
                 .expect("fresh store");
         }
         store
+    }
+
+    /// A private copy of the store for a `dryRun=All` request: the write runs through
+    /// every check on the copy, which is then dropped; no watcher sees it.
+    pub fn dry_run_copy(&self) -> Arc<Self> {
+        let state = self.lock().clone();
+        let (events, _) = broadcast::channel(16);
+        Arc::new(Self {
+            state: Mutex::new(state),
+            events,
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -323,12 +353,35 @@ impl Store {
         filter: &dyn Fn(&Value) -> bool,
         has_selector: bool,
         limit: Option<usize>,
-        continue_token: Option<&str>,
+        from: ListFrom<'_>,
     ) -> ApiResult<ListPage> {
         let s = self.lock();
         let gr = t.group_resource();
-        let (at_rv, start_after) = match continue_token {
-            Some(token) => {
+        let too_large = |rv: u64| {
+            // The real server waits a moment for its cache, then answers 504 like this.
+            ApiError {
+                details: Some(
+                    json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1}),
+                ),
+                ..ApiError::timeout(format!(
+                    "Too large resource version: {rv}, current: {}",
+                    s.rv
+                ))
+            }
+        };
+        let (at_rv, start_after) = match from {
+            ListFrom::Latest => (s.rv, None),
+            ListFrom::NotOlderThan(rv) if rv > s.rv => return Err(too_large(rv)),
+            ListFrom::NotOlderThan(_) => (s.rv, None),
+            ListFrom::Exact(rv) if rv > s.rv => return Err(too_large(rv)),
+            ListFrom::Exact(rv) if rv < s.history_start => {
+                return Err(ApiError::expired(format!(
+                    "too old resource version: {rv} ({})",
+                    s.history_start + 1
+                )));
+            }
+            ListFrom::Exact(rv) => (rv, None),
+            ListFrom::Continue(token) => {
                 let (rv, key) = decode_continue(token)
                     .ok_or_else(|| ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)"))?;
                 if rv < s.history_start {
@@ -338,7 +391,6 @@ impl Store {
                 }
                 (rv, Some(key))
             }
-            None => (s.rv, None),
         };
         let empty = BTreeMap::new();
         let current = s.objects.get(&gr).unwrap_or(&empty);
@@ -439,8 +491,20 @@ impl Store {
 
     /// Creates an object. `obj` is the request body; the namespace comes from the URL.
     pub fn create(&self, t: &ResourceType, namespace: &str, obj: Value) -> ApiResult<Value> {
+        self.create_as(t, namespace, obj, "")
+    }
+
+    /// Creates an object on behalf of a field manager, recorded in `managedFields` (an
+    /// empty manager records nothing: internal writes and server-side apply).
+    pub fn create_as(
+        &self,
+        t: &ResourceType,
+        namespace: &str,
+        obj: Value,
+        manager: &str,
+    ) -> ApiResult<Value> {
         let mut s = self.lock();
-        s.create(t, namespace, obj, &self.events)
+        s.create(t, namespace, obj, manager, &self.events)
     }
 
     /// Replaces an object (PUT), on the main resource or its status.
@@ -452,8 +516,21 @@ impl Store {
         obj: Value,
         part: Part,
     ) -> ApiResult<Value> {
+        self.update_as(t, namespace, name, obj, part, "")
+    }
+
+    /// Replaces an object on behalf of a field manager (see [`Store::create_as`]).
+    pub fn update_as(
+        &self,
+        t: &ResourceType,
+        namespace: &str,
+        name: &str,
+        obj: Value,
+        part: Part,
+        manager: &str,
+    ) -> ApiResult<Value> {
         let mut s = self.lock();
-        s.update(t, namespace, name, obj, part, true, &self.events)
+        s.update(t, namespace, name, obj, part, true, manager, &self.events)
     }
 
     /// Reads, changes with `change` and writes back atomically (PATCH).
@@ -464,6 +541,19 @@ impl Store {
         name: &str,
         part: Part,
         change: &dyn Fn(&Value) -> ApiResult<Value>,
+    ) -> ApiResult<Value> {
+        self.modify_as(t, namespace, name, part, change, "")
+    }
+
+    /// Patches an object on behalf of a field manager (see [`Store::create_as`]).
+    pub fn modify_as(
+        &self,
+        t: &ResourceType,
+        namespace: &str,
+        name: &str,
+        part: Part,
+        change: &dyn Fn(&Value) -> ApiResult<Value>,
+        manager: &str,
     ) -> ApiResult<Value> {
         let mut s = self.lock();
         let current = s
@@ -483,7 +573,16 @@ impl Store {
             let rv = str_of(meta(&current), "resourceVersion").to_string();
             meta_mut(&mut changed).insert("resourceVersion".into(), rv.into());
         }
-        s.update(t, namespace, name, changed, part, false, &self.events)
+        s.update(
+            t,
+            namespace,
+            name,
+            changed,
+            part,
+            false,
+            manager,
+            &self.events,
+        )
     }
 
     /// Deletes an object: at once, or by setting deletionTimestamp while finalizers remain.
@@ -711,6 +810,7 @@ impl State {
         t: &ResourceType,
         namespace: &str,
         mut obj: Value,
+        manager: &str,
         events: &broadcast::Sender<Arc<Event>>,
     ) -> ApiResult<Value> {
         let gr = t.group_resource();
@@ -851,7 +951,36 @@ impl State {
             }
             self.establish(&mut obj);
         }
-        Ok(self.put(events, &gr, key, obj, EventType::Added))
+        if !manager.is_empty() {
+            meta_mut(&mut obj).remove("managedFields");
+            apply::record_update(None, &mut obj, manager, None, &now());
+        }
+        let created = self.put(events, &gr, key, obj, EventType::Added);
+        if label {
+            self.populate_namespace(events, &name);
+        }
+        Ok(created)
+    }
+
+    /// What a real cluster's controllers put into every new namespace: the `default`
+    /// ServiceAccount and the `kube-root-ca.crt` ConfigMap (empty here: plain HTTP, no CA).
+    fn populate_namespace(&mut self, events: &broadcast::Sender<Arc<Event>>, namespace: &str) {
+        let seeds = [
+            (
+                "serviceaccounts",
+                json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}}),
+            ),
+            (
+                "configmaps",
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kube-root-ca.crt", "annotations": {"kubernetes.io/description": "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters."}}, "data": {"ca.crt": ""}}),
+            ),
+        ];
+        for (plural, obj) in seeds {
+            if let Some(t) = self.registry.get(&GroupResource::new("", plural)) {
+                // Cannot fail: the namespace was just created and is empty.
+                let _ = self.create(&t, namespace, obj, "", events);
+            }
+        }
     }
 
     fn crd_terminating(&self, t: &ResourceType) -> bool {
@@ -871,6 +1000,7 @@ impl State {
         mut obj: Value,
         part: Part,
         require_rv: bool,
+        manager: &str,
         events: &broadcast::Sender<Arc<Event>>,
     ) -> ApiResult<Value> {
         let gr = t.group_resource();
@@ -980,6 +1110,12 @@ impl State {
         if is_crd && part == Part::Main && !deleting {
             self.establish(&mut obj);
         }
+        if !manager.is_empty() {
+            // managedFields are the server's record: what this write changed becomes the
+            // writer's.
+            let subresource = (part == Part::Status).then_some("status");
+            apply::record_update(Some(&current), &mut obj, manager, subresource, &now());
+        }
         // An update that changes nothing is not written: same resourceVersion, no event.
         if obj == *current {
             return Ok(obj);
@@ -1011,6 +1147,7 @@ impl State {
             self.objects.remove(&declared.group_resource());
         }
         self.collect_dependents(events, &uid);
+        self.release_foreground_owners(events, &removed);
         if !key.namespace.is_empty() {
             self.finish_namespace(events, &key.namespace);
         }
@@ -1156,12 +1293,39 @@ impl State {
             ));
         }
         let uid = str_of(m, "uid").to_string();
-        match opts.propagation.as_deref() {
-            Some("Orphan") => self.orphan_dependents(events, &uid),
-            Some("Foreground") => self.delete_dependents(events, &uid),
-            _ => {}
-        }
         let is_namespace = t.group.is_empty() && t.plural == "namespaces";
+        // Orphan and Foreground go through a finalizer the garbage collector removes once
+        // it has orphaned or deleted the dependents, as in the real server.
+        let propagation_finalizer = match opts.propagation.as_deref() {
+            Some("Orphan") => Some(ORPHAN_FINALIZER),
+            Some("Foreground") => Some(FOREGROUND_FINALIZER),
+            _ => None,
+        };
+        if let Some(fin) = propagation_finalizer
+            && !is_namespace
+            && m["deletionTimestamp"].is_null()
+        {
+            let mut obj = (*current).clone();
+            let mm = meta_mut(&mut obj);
+            mm.insert("deletionTimestamp".into(), now().into());
+            mm.insert("deletionGracePeriodSeconds".into(), 0.into());
+            if let Some(g) = mm.get("generation").and_then(Value::as_i64) {
+                mm.insert("generation".into(), (g + 1).into());
+            }
+            let fins = mm.entry("finalizers").or_insert_with(|| json!([]));
+            if let Some(a) = fins.as_array_mut() {
+                a.push(fin.into());
+            }
+            let marked = self.put(events, &gr, key.clone(), obj, EventType::Modified);
+            if fin == ORPHAN_FINALIZER {
+                self.orphan_dependents(events, &uid);
+            } else {
+                self.delete_dependents(events, &uid);
+            }
+            self.finish_propagation(events, &gr, &key, fin);
+            let gone = self.object(&gr, &key).is_none();
+            return Ok((marked, gone));
+        }
         let is_crd = t.group == "apiextensions.k8s.io" && t.plural == "customresourcedefinitions";
         if finalizers(&current).is_empty() && !is_namespace {
             let removed = self.remove(events, t, &key, (*current).clone());
@@ -1209,6 +1373,73 @@ impl State {
             return Ok((stored, gone));
         }
         Ok((stored, false))
+    }
+
+    /// Removes a propagation finalizer once its work is done: at once for `orphan`, when
+    /// no dependent is left for `foregroundDeletion`.
+    fn finish_propagation(
+        &mut self,
+        events: &broadcast::Sender<Arc<Event>>,
+        gr: &GroupResource,
+        key: &ObjectKey,
+        fin: &str,
+    ) {
+        let Some(obj) = self.object(gr, key) else {
+            return;
+        };
+        if !finalizers(&obj).iter().any(|f| f == fin) {
+            return;
+        }
+        let uid = str_of(meta(&obj), "uid").to_string();
+        if fin == FOREGROUND_FINALIZER && self.has_dependents(&uid) {
+            return;
+        }
+        let mut obj = (*obj).clone();
+        if let Some(fins) = meta_mut(&mut obj)
+            .get_mut("finalizers")
+            .and_then(Value::as_array_mut)
+        {
+            fins.retain(|f| f != fin);
+        }
+        let stored = self.put(events, gr, key.clone(), obj, EventType::Modified);
+        if finalizers(&stored).is_empty()
+            && let Some(t) = self.registry.get(gr)
+        {
+            self.remove(events, &t, key, stored);
+        }
+    }
+
+    fn has_dependents(&self, owner_uid: &str) -> bool {
+        self.objects.values().flat_map(|m| m.values()).any(|v| {
+            meta(v)["ownerReferences"]
+                .as_array()
+                .is_some_and(|os| os.iter().any(|o| o["uid"] == owner_uid))
+        })
+    }
+
+    /// After a dependent goes, owners waiting in foreground deletion may finish.
+    fn release_foreground_owners(
+        &mut self,
+        events: &broadcast::Sender<Arc<Event>>,
+        removed: &Value,
+    ) {
+        let Some(owners) = meta(removed)["ownerReferences"].as_array() else {
+            return;
+        };
+        let uids: HashSet<&str> = owners.iter().filter_map(|o| o["uid"].as_str()).collect();
+        let mut waiting = Vec::new();
+        for (gr, objects) in &self.objects {
+            for (k, v) in objects {
+                if uids.contains(str_of(meta(v), "uid"))
+                    && finalizers(v).iter().any(|f| f == FOREGROUND_FINALIZER)
+                {
+                    waiting.push((gr.clone(), k.clone()));
+                }
+            }
+        }
+        for (gr, k) in waiting {
+            self.finish_propagation(events, &gr, &k, FOREGROUND_FINALIZER);
+        }
     }
 
     fn delete_namespace_content(
@@ -1374,6 +1605,61 @@ mod tests {
     }
 
     #[test]
+    fn new_namespaces_get_their_default_service_account_and_root_ca() {
+        let store = Store::new(100);
+        let ns = store.registry().lookup("", "v1", "namespaces").unwrap();
+        store
+            .create(
+                &ns,
+                "",
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "fresh"}}),
+            )
+            .unwrap();
+        let sa = store
+            .registry()
+            .lookup("", "v1", "serviceaccounts")
+            .unwrap();
+        assert!(store.get(&sa, "fresh", "default").is_ok());
+        assert!(
+            store
+                .get(&configmaps(&store), "fresh", "kube-root-ca.crt")
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn foreground_deletion_waits_for_dependents_held_by_finalizers() {
+        let store = Store::new(100);
+        let t = configmaps(&store);
+        let owner = store.create(&t, "default", cm("owner")).unwrap();
+        let mut dep = cm("dep");
+        dep["metadata"]["ownerReferences"] = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner["metadata"]["uid"]}]);
+        dep["metadata"]["finalizers"] = json!(["example.com/hold"]);
+        store.create(&t, "default", dep).unwrap();
+        let foreground = DeleteOptions {
+            propagation: Some("Foreground".into()),
+            ..Default::default()
+        };
+        let (marked, gone) = store.delete(&t, "default", "owner", &foreground).unwrap();
+        assert!(!gone);
+        assert_eq!(
+            marked["metadata"]["finalizers"],
+            json!(["foregroundDeletion"])
+        );
+        let waiting = store.get(&t, "default", "owner").unwrap();
+        assert!(!waiting["metadata"]["deletionTimestamp"].is_null());
+        store
+            .modify(&t, "default", "dep", Part::Main, &|d| {
+                let mut d = d.clone();
+                d["metadata"]["finalizers"] = json!([]);
+                Ok(d)
+            })
+            .unwrap();
+        assert_eq!(store.get(&t, "default", "dep").unwrap_err().code, 404);
+        assert_eq!(store.get(&t, "default", "owner").unwrap_err().code, 404);
+    }
+
+    #[test]
     fn history_window_bounds_watches() {
         let store = Store::new(2);
         let t = configmaps(&store);
@@ -1389,13 +1675,17 @@ mod tests {
     #[test]
     fn continued_lists_read_the_first_page_snapshot() {
         let store = Store::new(100);
-        let t = configmaps(&store);
+        // Leases: namespaces are created with a ConfigMap of their own.
+        let t = store
+            .registry()
+            .lookup("coordination.k8s.io", "v1", "leases")
+            .unwrap();
         for n in ["a", "b", "c"] {
             store.create(&t, "default", cm(n)).unwrap();
         }
         let all = |_: &Value| true;
         let first = store
-            .list(&t, Some("default"), &all, false, Some(2), None)
+            .list(&t, Some("default"), &all, false, Some(2), ListFrom::Latest)
             .unwrap();
         assert_eq!(first.items.len(), 2);
         assert_eq!(first.remaining, Some(1));
@@ -1409,7 +1699,7 @@ mod tests {
                 &all,
                 false,
                 Some(2),
-                first.continue_token.as_deref(),
+                ListFrom::Continue(first.continue_token.as_deref().unwrap()),
             )
             .unwrap();
         assert_eq!(second.items.len(), 1);

@@ -54,6 +54,27 @@ pub async fn cluster_with(config: Config) -> Cluster {
     }
 }
 
+/// A client that does not retry 429/503/504 itself (kube-rs does by default, with up to
+/// 15 retries), for tests that look at those answers.
+pub async fn client_without_retries(cluster: &Cluster) -> Client {
+    let mut config = match &cluster.emulator {
+        Some(emulator) => {
+            let mut config = kube::Config::new(emulator.url().parse().unwrap());
+            config.auth_info.token = Some(ipledger::emulator::ADMIN_TOKEN.to_string().into());
+            config
+        }
+        None => {
+            let path = std::env::var("IPLEDGER_TEST_KUBECONFIG").unwrap();
+            let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap();
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .unwrap()
+        }
+    };
+    config.default_retry = false;
+    Client::try_from(config).unwrap()
+}
+
 /// A name no other test (or earlier run) uses.
 pub fn unique(prefix: &str) -> String {
     let id = uuid::Uuid::new_v4().simple().to_string();
@@ -69,6 +90,15 @@ pub async fn namespace(client: &Client) -> String {
         .create(&PostParams::default(), &ns)
         .await
         .expect("namespace created");
+    // A real cluster refuses pods until its controller has made the default ServiceAccount.
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(client.clone(), &name);
+    wait_for(|| {
+        let accounts = accounts.clone();
+        async move { accounts.get_opt("default").await.ok().flatten() }
+    })
+    .await
+    .expect("the namespace's default ServiceAccount appears");
     name
 }
 
