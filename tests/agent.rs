@@ -256,48 +256,24 @@ async fn requested_unknown_and_stopped_agent_get_their_documented_codes() {
         wanted.result["ips"][0]["version"], "4",
         "0.4.0 results carry the version"
     );
-    let taken = plugin(
-        "ADD",
-        &net,
-        "c2",
-        "eth0",
-        &format!("{};IP=10.61.0.77", pod_args("p2")),
-    )
-    .await;
-    assert_eq!(
-        taken.error_code(),
-        102,
-        "requested address taken: {}",
-        taken.result
-    );
-    let outside = plugin(
-        "ADD",
-        &net,
-        "c3",
-        "eth0",
-        &format!("{};IP=10.99.0.1", pod_args("p3")),
-    )
-    .await;
-    assert_eq!(
-        outside.error_code(),
-        103,
-        "requested address outside the pool: {}",
-        outside.result
-    );
-    let network_address = plugin(
-        "ADD",
-        &net,
-        "c4",
-        "eth0",
-        &format!("{};IP=10.61.0.0", pod_args("p4")),
-    )
-    .await;
-    assert_eq!(
-        network_address.error_code(),
-        104,
-        "network address: {}",
-        network_address.result
-    );
+    for (id, ip, code, what) in [
+        ("c2", "10.61.0.77", 102, "taken by c1"),
+        ("c3", "10.99.0.1", 103, "outside the pool"),
+        ("c4", "10.61.0.0", 104, "the network address"),
+    ] {
+        let args = format!("{};IP={ip}", pod_args(id));
+        let refused = plugin("ADD", &net, id, "eth0", &args).await;
+        assert_eq!(
+            refused.error_code(),
+            code,
+            "requested address {what}: {}",
+            refused.result
+        );
+        assert!(
+            refused.result["msg"].as_str().unwrap().contains(ip),
+            "the error names {ip}"
+        );
+    }
 
     let unknown = network("pods", "1.0.0", &agent.socket, &["no-such-pool"]);
     let refused = plugin("ADD", &unknown, "c5", "eth0", &pod_args("p5")).await;
