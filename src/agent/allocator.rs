@@ -100,7 +100,7 @@ impl Allocator {
                 .map(|(_, model)| model)
                 .map_err(|e| match e {
                     AgentError::InvalidPool(e) => CommitError::Invalid(e.to_string()),
-                    other => CommitError::Gone(other.to_string()),
+                    other => CommitError::Unavailable(other.to_string()),
                 })
         });
         let writers = Writers::new(blocks.clone(), lookup, policy, metrics.clone());
@@ -519,6 +519,7 @@ impl Allocator {
         match self.submit(block, change).await? {
             Outcome::Allocated(ip) => Ok(ip),
             Outcome::Refused(e) => Err(e.into()),
+            Outcome::Failed(e) => Err(e.into()),
             Outcome::Released(_) => unreachable_outcome(),
         }
     }
@@ -819,6 +820,7 @@ fn allocated(outcome: Outcome) -> Result<Option<IpAddr>, AgentError> {
         Outcome::Allocated(ip) => Ok(Some(ip)),
         Outcome::Refused(AllocError::BlockFull { .. }) => Ok(None),
         Outcome::Refused(e) => Err(e.into()),
+        Outcome::Failed(e) => Err(e.into()),
         Outcome::Released(_) => unreachable_outcome(),
     }
 }

@@ -54,6 +54,8 @@ pub enum Outcome {
     Refused(AllocError),
     /// The addresses released (none when nothing was held).
     Released(Vec<(Attachment, IpAddr)>),
+    /// The change could not be decided (its pool is unknown or invalid).
+    Failed(CommitError),
 }
 
 /// Why a batch could not be committed; every request of the batch gets it.
@@ -187,7 +189,8 @@ async fn commit(
     policy: &RetryPolicy,
 ) -> Result<ledger::Written<IPBlock, Vec<Outcome>>, CommitError> {
     let decide = |object: &IPBlock| -> Result<Decision<IPBlock, Vec<Outcome>>, CommitError> {
-        let pool = pools(&object.spec.pool)?;
+        // Releases need no pool: a pool missing from the cache must not keep an address.
+        let pool = pools(&object.spec.pool);
         let mut block = Block::from_spec(&object.spec)
             .map_err(|e: BlockError| CommitError::Invalid(e.to_string()))?;
         let now = Timestamp::now();
@@ -247,7 +250,12 @@ async fn commit(
 
 /// Applies one change to the block model; pure, so a retry after a conflict re-decides
 /// every change of the batch on the fresh record.
-fn apply(block: &mut Block, pool: &Pool, change: &Change, now: Timestamp) -> Outcome {
+fn apply(
+    block: &mut Block,
+    pool: &Result<Arc<Pool>, CommitError>,
+    change: &Change,
+    now: Timestamp,
+) -> Outcome {
     match change {
         Change::Allocate {
             attachment,
@@ -255,6 +263,10 @@ fn apply(block: &mut Block, pool: &Pool, change: &Change, now: Timestamp) -> Out
             requested,
             borrower,
         } => {
+            let pool = match pool {
+                Ok(pool) => pool,
+                Err(e) => return Outcome::Failed(e.clone()),
+            };
             let result = match requested {
                 None => block.allocate(pool, attachment, pod.as_ref(), now),
                 Some(ip) => block.allocate_requested(pool, *ip, attachment, pod.as_ref(), now),
