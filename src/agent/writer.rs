@@ -405,3 +405,116 @@ impl Writers {
         writers.remove(name);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::IPPoolSpec;
+
+    fn pool() -> Arc<Pool> {
+        let spec = IPPoolSpec {
+            cidr: "10.0.0.0/24".into(),
+            block_size: Some(28),
+            ..Default::default()
+        };
+        Arc::new(Pool::parse("p", &spec).unwrap())
+    }
+
+    fn att(network: &str, id: &str) -> Attachment {
+        Attachment::new(network, id, "eth0").unwrap()
+    }
+
+    fn allocate(
+        block: &mut Block,
+        pool: &Result<Arc<Pool>, CommitError>,
+        a: &Attachment,
+        borrower: Option<&str>,
+    ) -> IpAddr {
+        let change = Change::Allocate {
+            attachment: a.clone(),
+            pod: None,
+            requested: None,
+            borrower: borrower.map(String::from),
+        };
+        match apply(block, pool, &change, Timestamp::now()) {
+            Outcome::Allocated(ip) => ip,
+            other => panic!("expected an address, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn collect_releases_only_this_nodes_dead_attachments_of_the_network() {
+        let pool = Ok(pool());
+        let mut block =
+            Block::new(pool.as_ref().unwrap(), "10.0.0.0/28".parse().unwrap(), "n1").unwrap();
+        allocate(&mut block, &pool, &att("net", "live"), None);
+        allocate(&mut block, &pool, &att("net", "dead"), None);
+        allocate(&mut block, &pool, &att("other", "dead-elsewhere"), None);
+        allocate(&mut block, &pool, &att("net", "borrowed"), Some("n2"));
+        let live = Arc::new(HashSet::from([("live".to_string(), "eth0".to_string())]));
+        let collect = Change::Collect {
+            network: "net".into(),
+            live,
+            node: "n1".into(),
+        };
+
+        let Outcome::Released(released) = apply(&mut block, &pool, &collect, Timestamp::now())
+        else {
+            panic!("collect releases");
+        };
+
+        let ids: Vec<&str> = released.iter().map(|(a, _)| a.container_id()).collect();
+        assert_eq!(
+            ids,
+            ["dead"],
+            "n2's borrowed address and the other network stay"
+        );
+        let held: Vec<&str> = block
+            .allocations()
+            .map(|a| a.attachment.container_id())
+            .collect();
+        assert_eq!(held.len(), 3);
+    }
+
+    #[test]
+    fn an_unknown_pool_fails_allocations_but_not_releases() {
+        let known = Ok(pool());
+        let mut block = Block::new(
+            known.as_ref().unwrap(),
+            "10.0.0.0/28".parse().unwrap(),
+            "n1",
+        )
+        .unwrap();
+        let ip = allocate(&mut block, &known, &att("net", "c1"), None);
+        let unknown = Err(CommitError::Unavailable("IPPool p is not known".into()));
+
+        let change = Change::Allocate {
+            attachment: att("net", "c2"),
+            pod: None,
+            requested: None,
+            borrower: None,
+        };
+        assert!(matches!(
+            apply(&mut block, &unknown, &change, Timestamp::now()),
+            Outcome::Failed(_)
+        ));
+        let release = Change::Release {
+            attachment: att("net", "c1"),
+        };
+        let Outcome::Released(released) = apply(&mut block, &unknown, &release, Timestamp::now())
+        else {
+            panic!("release answers released");
+        };
+        assert_eq!(released, vec![(att("net", "c1"), ip)]);
+    }
+
+    #[test]
+    fn borrower_labels_are_short_stable_and_distinct() {
+        let long = "n".repeat(253);
+        let label = borrower_label(&long);
+        let name = label.split_once('/').unwrap().1;
+        assert!(name.len() <= 63, "{label}");
+        assert_eq!(label, borrower_label(&long));
+        assert_ne!(borrower_label("node-a"), borrower_label("node-b"));
+    }
+}
