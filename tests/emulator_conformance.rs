@@ -770,6 +770,79 @@ async fn cel_transition_rule_refuses_changing_a_pools_cidr() {
     api.delete(&name, &DeleteParams::default()).await.unwrap();
 }
 
+/// The IPPool CRD's CEL rules (block size per family, gateway inside the pool), as a real
+/// API server evaluates them: the good pools pass, each bad one is refused with its message.
+#[tokio::test]
+async fn cel_rules_bound_block_size_and_gateway() {
+    let c = cluster().await;
+    let api = pools(&c.client).await;
+    let name = unique("celr");
+    let with = |suffix: &str, spec: Value| -> IPPool {
+        serde_json::from_value(json!({
+            "apiVersion": "ipledger.io/v1alpha1", "kind": "IPPool",
+            "metadata": {"name": format!("{name}-{suffix}")}, "spec": spec,
+        }))
+        .unwrap()
+    };
+    let good = [
+        with(
+            "v4",
+            json!({"cidr": "10.21.0.0/16", "blockSize": 24, "gateway": "10.21.0.1"}),
+        ),
+        with(
+            "v6",
+            json!({"cidr": "fd00:21::/48", "blockSize": 122, "gateway": "fd00:21::1"}),
+        ),
+    ];
+    for pool in &good {
+        api.create(&PostParams::default(), pool).await.unwrap();
+    }
+    for (suffix, spec, message) in [
+        (
+            "big",
+            json!({"cidr": "10.22.0.0/16", "blockSize": 20}),
+            "blockSize must be between 22 and 32",
+        ),
+        (
+            "v6big",
+            json!({"cidr": "fd00:22::/48", "blockSize": 100}),
+            "between 118 and 128 for an IPv6 pool",
+        ),
+        (
+            "short",
+            json!({"cidr": "10.23.0.0/28", "blockSize": 26}),
+            "blockSize must not be shorter",
+        ),
+        (
+            "gw",
+            json!({"cidr": "10.24.0.0/16", "gateway": "10.99.0.1"}),
+            "gateway must be an IP address inside cidr",
+        ),
+        (
+            "gwbad",
+            json!({"cidr": "10.25.0.0/16", "gateway": "not-an-ip"}),
+            "gateway must be an IP address inside cidr",
+        ),
+    ] {
+        let err = api_error(
+            api.create(&PostParams::default(), &with(suffix, spec))
+                .await,
+        );
+        assert_eq!(
+            (err.code, err.reason.as_str()),
+            (422, "Invalid"),
+            "{suffix}: {}",
+            err.message
+        );
+        assert!(err.message.contains(message), "{suffix}: {}", err.message);
+    }
+    for pool in &good {
+        api.delete(&pool.name_any(), &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+}
+
 #[tokio::test]
 async fn patches_json_merge_and_strategic() {
     let c = cluster().await;
