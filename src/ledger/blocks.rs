@@ -80,12 +80,3 @@ pub async fn pool_blocks(api: &Api<IPBlock>, pool: &str) -> Result<Vec<IPBlock>,
         }
     }
 }
-
-/// A reference to `block`, for logs: its name and resourceVersion.
-pub fn describe(block: &IPBlock) -> String {
-    format!(
-        "{}@{}",
-        block.name_any(),
-        block.resource_version().unwrap_or_default()
-    )
-}
