@@ -42,7 +42,7 @@ pub struct Allocator {
     writers: Writers,
     pools: Arc<PoolModels>,
     /// Blocks this agent claimed, until its watch cache shows them.
-    claimed: Mutex<BTreeMap<String, IPBlock>>,
+    claimed: Mutex<BTreeMap<String, Arc<IPBlock>>>,
     /// One claim at a time per pool on this node: fifty pods starting together need one
     /// new block, not fifty.
     claim_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -128,13 +128,7 @@ impl Allocator {
             uid: p.uid.clone(),
         });
         let surroundings = self.surroundings(&request.pools, pod.as_ref()).await?;
-        let known: Vec<IPPool> = self
-            .caches
-            .pools
-            .state()
-            .iter()
-            .map(|p| (**p).clone())
-            .collect();
+        let known = self.caches.pools.state();
         let choice = choose_pools(&surroundings.input(&request.pools), &known)?;
         let requested = if request.requested_ips.is_empty() {
             surroundings.annotated_ips()?
@@ -252,13 +246,7 @@ impl Allocator {
             .await
             .map_err(|e| cannot(format!("the Kubernetes API is unreachable: {e}")))?;
         let named: Vec<String> = query.pool_names().into_iter().map(String::from).collect();
-        let known: Vec<IPPool> = self
-            .caches
-            .pools
-            .state()
-            .iter()
-            .map(|p| (**p).clone())
-            .collect();
+        let known = self.caches.pools.state();
         let node_labels = self
             .node_labels()
             .await
@@ -464,7 +452,7 @@ impl Allocator {
         // fill one by one (concurrent requests meet in one batch, and emptied blocks can be
         // given back), no request waits on a full block, and a stale count costs only a
         // BlockFull answer.
-        let mut candidates: Vec<(u128, IPBlock)> = self
+        let mut candidates: Vec<(u128, Arc<IPBlock>)> = self
             .known_blocks(Some(pool.name()))
             .into_iter()
             .filter(|b| b.spec.node == self.node && !tried.contains(&b.name_any()))
@@ -498,7 +486,7 @@ impl Allocator {
         let block = match self.block_named(&name).await? {
             Some(block) => block,
             None => match self.claim(object, pool, cidr).await? {
-                Claim::Won(block) => *block,
+                Claim::Won(block) => Arc::new(*block),
                 Claim::Taken => self.block_named(&name).await?.ok_or_else(|| {
                     AgentError::Unavailable(format!("IPBlock {name} vanished while claiming it"))
                 })?,
@@ -540,7 +528,7 @@ impl Allocator {
             self.claimed
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(name, (**block).clone());
+                .insert(name, Arc::new((**block).clone()));
         }
         Ok(claim)
     }
@@ -559,7 +547,7 @@ impl Allocator {
     /// failures.
     async fn submit_to(
         &self,
-        blocks: Vec<IPBlock>,
+        blocks: Vec<Arc<IPBlock>>,
         change: &Change,
     ) -> (Vec<(Attachment, IpAddr)>, Vec<String>) {
         let answers = join_all(blocks.iter().map(|b| self.submit(b, change.clone()))).await;
@@ -624,7 +612,7 @@ impl Allocator {
     }
 
     /// The block `name`: this agent's freshest copy, or read from the API.
-    async fn block_named(&self, name: &str) -> Result<Option<IPBlock>, AgentError> {
+    async fn block_named(&self, name: &str) -> Result<Option<Arc<IPBlock>>, AgentError> {
         if let Some(block) = self
             .known_blocks(None)
             .into_iter()
@@ -632,19 +620,17 @@ impl Allocator {
         {
             return Ok(Some(block));
         }
-        Ok(self.blocks.get_opt(name).await?)
+        Ok(self.blocks.get_opt(name).await?.map(Arc::new))
     }
 
     /// The blocks this agent writes to (its own and those it borrowed from), optionally of
     /// one pool only, in name order.
-    fn known_blocks(&self, pool: Option<&str>) -> Vec<IPBlock> {
-        let mut by_name: BTreeMap<String, IPBlock> = self
+    fn known_blocks(&self, pool: Option<&str>) -> Vec<Arc<IPBlock>> {
+        let mut by_name = self
             .claimed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(n, b)| (n.clone(), b.clone()))
-            .collect();
+            .clone();
         for block in self
             .caches
             .blocks
@@ -652,7 +638,7 @@ impl Allocator {
             .into_iter()
             .chain(self.caches.borrowed.state())
         {
-            by_name.insert(block.name_any(), (*block).clone());
+            by_name.insert(block.name_any(), block);
         }
         by_name
             .into_values()
@@ -661,7 +647,7 @@ impl Allocator {
     }
 
     /// The freshest copy of `block` at hand: what its writer wrote last, else `block`.
-    fn freshest(&self, block: &IPBlock) -> IPBlock {
+    fn freshest(&self, block: &Arc<IPBlock>) -> Arc<IPBlock> {
         self.writers
             .latest(&block.name_any())
             .unwrap_or_else(|| block.clone())
@@ -670,12 +656,8 @@ impl Allocator {
     /// The freshest model of `block`: the copy its writer wrote last, else `block`.
     /// A record that does not parse is answered by the writer itself (as corrupt, code
     /// 11) when a change reaches it; read-only lookups skip it.
-    fn latest(&self, block: &IPBlock) -> Option<Block> {
-        let object = self
-            .writers
-            .latest(&block.name_any())
-            .unwrap_or_else(|| block.clone());
-        Block::from_spec(&object.spec).ok()
+    fn latest(&self, block: &Arc<IPBlock>) -> Option<Block> {
+        Block::from_spec(&self.freshest(block).spec).ok()
     }
 
     /// Stops tracking a deleted block.

@@ -5,6 +5,7 @@
 //! selectors match the node and the namespace. Pools are grouped by IP family: one address
 //! per family, the pools of a family tried in order until one has room.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -98,7 +99,12 @@ pub enum ChoiceError {
 }
 
 /// Chooses the pools an attachment allocates from; `pools` are all the IPPools known.
-pub fn choose_pools(input: &ChoiceInput<'_>, pools: &[IPPool]) -> Result<PoolChoice, ChoiceError> {
+///
+/// `pools` may be the watch cache's shared copies: nothing is cloned to choose.
+pub fn choose_pools<P: Borrow<IPPool>>(
+    input: &ChoiceInput<'_>,
+    pools: &[P],
+) -> Result<PoolChoice, ChoiceError> {
     let annotated = |annotations: Option<&BTreeMap<String, String>>| -> Vec<String> {
         annotations
             .and_then(|a| a.get(ANNOTATION_POOLS))
@@ -124,7 +130,8 @@ pub fn choose_pools(input: &ChoiceInput<'_>, pools: &[IPPool]) -> Result<PoolCho
         for name in names {
             let pool = pools
                 .iter()
-                .find(|p| p.metadata.name.as_deref() == Some(&name))
+                .map(Borrow::borrow)
+                .find(|p: &&IPPool| p.metadata.name.as_deref() == Some(&name))
                 .ok_or_else(|| ChoiceError::UnknownPool {
                     name: name.clone(),
                     named_in: source,
@@ -160,7 +167,8 @@ pub fn choose_pools(input: &ChoiceInput<'_>, pools: &[IPPool]) -> Result<PoolCho
 
     let mut defaults: Vec<_> = pools
         .iter()
-        .filter(|p| p.spec.default && !p.spec.disabled && !is_overlapping(p))
+        .map(Borrow::borrow)
+        .filter(|p: &&IPPool| p.spec.default && !p.spec.disabled && !is_overlapping(p))
         .filter(|p| selects(p.spec.node_selector.as_ref(), input.node_labels))
         .filter(|p| selects(p.spec.namespace_selector.as_ref(), input.namespace_labels))
         .filter_map(|p| Some((p.metadata.name.clone()?, p.spec.cidr.parse::<IpNet>().ok()?)))

@@ -138,16 +138,17 @@ async fn add(State(shared): State<Shared>, body: axum::body::Bytes) -> impl Into
             .as_ref()
             .map(|p| format!("{}/{}", p.namespace, p.name))
             .unwrap_or_default();
-        let response = allocator.add(request.clone()).await?;
+        let attachment = request.attachment.clone();
+        let response = allocator.add(request).await?;
         let ips: Vec<String> = response
             .ips
             .iter()
             .map(|ip| ip.address.to_string())
             .collect();
         tracing::info!(
-            network = request.attachment.network,
-            container_id = request.attachment.container_id,
-            if_name = request.attachment.if_name,
+            network = attachment.network,
+            container_id = attachment.container_id,
+            if_name = attachment.if_name,
             pod,
             ?ips,
             "allocated"
@@ -161,12 +162,13 @@ async fn del(State(shared): State<Shared>, body: axum::body::Bytes) -> impl Into
     let allocator = shared.allocator.clone();
     serve(&shared, "del", async move {
         let request: protocol::DelRequest = decode(&body)?;
-        let response = allocator.del(request.clone()).await?;
+        let attachment = request.attachment.clone();
+        let response = allocator.del(request).await?;
         if !response.released.is_empty() {
             tracing::info!(
-                network = request.attachment.network,
-                container_id = request.attachment.container_id,
-                if_name = request.attachment.if_name,
+                network = attachment.network,
+                container_id = attachment.container_id,
+                if_name = attachment.if_name,
                 released = ?response.released,
                 "released"
             );

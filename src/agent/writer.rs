@@ -84,7 +84,7 @@ pub type PoolLookup = Arc<dyn Fn(&str) -> Result<Arc<Pool>, CommitError> + Send 
 #[derive(Clone)]
 pub struct BlockWriter {
     queue: mpsc::UnboundedSender<Request>,
-    latest: Arc<Mutex<Option<IPBlock>>>,
+    latest: Arc<Mutex<Option<Arc<IPBlock>>>>,
 }
 
 impl BlockWriter {
@@ -98,7 +98,7 @@ impl BlockWriter {
         metrics: AgentMetrics,
     ) -> Self {
         let (queue, requests) = mpsc::unbounded_channel();
-        let latest = Arc::new(Mutex::new(first));
+        let latest = Arc::new(Mutex::new(first.map(Arc::new)));
         tokio::spawn(run(
             api,
             name,
@@ -112,7 +112,7 @@ impl BlockWriter {
     }
 
     /// The copy of the block this writer wrote or read last, if it holds one.
-    pub fn latest(&self) -> Option<IPBlock> {
+    pub fn latest(&self) -> Option<Arc<IPBlock>> {
         self.latest.lock().ok().and_then(|l| l.clone())
     }
 
@@ -131,7 +131,7 @@ impl BlockWriter {
 async fn run(
     api: Api<IPBlock>,
     name: String,
-    latest: Arc<Mutex<Option<IPBlock>>>,
+    latest: Arc<Mutex<Option<Arc<IPBlock>>>>,
     mut requests: mpsc::UnboundedReceiver<Request>,
     pools: PoolLookup,
     policy: RetryPolicy,
@@ -145,8 +145,10 @@ async fn run(
                 Err(_) => break,
             }
         }
-        let changes: Vec<Change> = batch.iter().map(|r| r.change.clone()).collect();
-        let cached = latest.lock().map(|l| l.clone()).unwrap_or(None);
+        let (changes, replies): (Vec<Change>, Vec<_>) =
+            batch.into_iter().map(|r| (r.change, r.reply)).unzip();
+        // The swap consumes its first copy; one clone per batch, not per request.
+        let cached = latest.lock().ok().and_then(|l| l.as_deref().cloned());
         let result = commit(&api, &name, cached, &changes, &pools, &policy).await;
         let answers = match result {
             Ok(written) => {
@@ -161,7 +163,7 @@ async fn run(
                         .inc();
                 }
                 if let Ok(mut l) = latest.lock() {
-                    *l = Some(written.object);
+                    *l = Some(Arc::new(written.object));
                 }
                 written.value.into_iter().map(Ok).collect()
             }
@@ -170,12 +172,12 @@ async fn run(
                 if let Ok(mut l) = latest.lock() {
                     *l = None;
                 }
-                vec![Err(error); batch.len()]
+                vec![Err(error); replies.len()]
             }
         };
-        for (request, answer) in batch.into_iter().zip(answers) {
+        for (reply, answer) in replies.into_iter().zip(answers) {
             // A requester that gave up (timed out) no longer listens; nothing to do.
-            let _ = request.reply.send(answer);
+            let _ = reply.send(answer);
         }
     }
 }
@@ -377,7 +379,7 @@ impl Writers {
     }
 
     /// The freshest copy of block `name` held by its writer, if it has one.
-    pub fn latest(&self, name: &str) -> Option<IPBlock> {
+    pub fn latest(&self, name: &str) -> Option<Arc<IPBlock>> {
         self.writers
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -388,7 +390,7 @@ impl Writers {
     /// What this agent knows of block `name` beyond its watch cache: `None` when no writer
     /// runs for it (the cache holds every allocation this agent made), `Some(None)` when its
     /// writer holds no copy (its last write failed: only a read can tell), `Some(copy)`.
-    pub fn knowledge(&self, name: &str) -> Option<Option<IPBlock>> {
+    pub fn knowledge(&self, name: &str) -> Option<Option<Arc<IPBlock>>> {
         self.writers
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
