@@ -835,14 +835,12 @@ fn response(allocated: &[(Arc<IPPool>, Arc<Pool>, IpAddr)]) -> AddResponse {
                 gw: route.gw,
             });
         }
-        if let Some(dns) = &object.spec.dns {
-            for server in &dns.nameservers {
-                if let Ok(ip) = server.parse::<IpAddr>()
-                    && !response.dns.nameservers.contains(&ip)
-                {
-                    response.dns.nameservers.push(ip);
-                }
+        for ip in pool.nameservers() {
+            if !response.dns.nameservers.contains(ip) {
+                response.dns.nameservers.push(*ip);
             }
+        }
+        if let Some(dns) = &object.spec.dns {
             if response.dns.domain.is_none() {
                 response.dns.domain = dns.domain.clone();
             }

@@ -19,8 +19,6 @@ use serde::{Deserialize, Serialize};
 use crate::cni::error::ErrorCode;
 use crate::cni::validate;
 
-/// Version prefix of every path of this API.
-pub const API_VERSION: &str = "v1";
 /// `POST`: allocate addresses for an attachment ([`AddRequest`] → [`AddResponse`]).
 pub const ADD_PATH: &str = "/v1/add";
 /// `POST`: release an attachment's addresses ([`DelRequest`] → [`DelResponse`]).
@@ -319,8 +317,6 @@ pub struct ErrorBody {
     pub details: Option<String>,
 }
 
-/// Longest `netns` accepted (PATH_MAX).
-const MAX_NETNS_BYTES: usize = 4096;
 /// Most addresses a CHECK may ask about.
 const MAX_CHECK_IPS: usize = 64;
 
@@ -378,12 +374,10 @@ impl AddRequest {
         validate::one_address_per_family("requestedIps", &self.requested_ips)
             .map_err(refuse(ErrorCode::InvalidNetworkConfig))?;
         match &self.netns {
-            Some(netns) if netns.len() > MAX_NETNS_BYTES => {
-                Err(refuse(ErrorCode::InvalidEnvironment)(format!(
-                    "netns: longer than {MAX_NETNS_BYTES} bytes"
-                )))
+            Some(netns) => {
+                validate::netns("netns", netns).map_err(refuse(ErrorCode::InvalidEnvironment))
             }
-            _ => Ok(()),
+            None => Ok(()),
         }
     }
 }

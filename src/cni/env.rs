@@ -85,8 +85,6 @@ pub struct CniEnv {
     pub args: CniArgs,
 }
 
-/// Longest `CNI_NETNS` accepted (PATH_MAX).
-const MAX_NETNS_BYTES: usize = 4096;
 /// Longest `CNI_ARGS` accepted.
 const MAX_CNI_ARGS_BYTES: usize = 64 * 1024;
 
@@ -145,11 +143,7 @@ pub fn read_env(lookup: &dyn Fn(&str) -> Option<OsString>) -> Result<CniEnv, Cni
     env.if_name = Some(if_name);
     if command.needs_netns() {
         let netns = required("CNI_NETNS", var(lookup, "CNI_NETNS")?)?;
-        if netns.len() > MAX_NETNS_BYTES {
-            return Err(invalid(format!(
-                "CNI_NETNS: longer than {MAX_NETNS_BYTES} bytes"
-            )));
-        }
+        validate::netns("CNI_NETNS", &netns).map_err(invalid)?;
         env.netns = Some(netns);
     }
     let raw_args = var(lookup, "CNI_ARGS")?.unwrap_or_default();

@@ -7,19 +7,23 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-/// Longest container id accepted; runtimes use 64 hex digits.
-pub const MAX_CONTAINER_ID_BYTES: usize = 128;
-/// Longest Linux interface name (IFNAMSIZ - 1).
-pub const MAX_IF_NAME_BYTES: usize = 15;
-/// Longest CNI network name accepted.
-pub const MAX_NETWORK_NAME_BYTES: usize = 253;
+use crate::ipam::is_cni_identifier;
 
-/// Starts alphanumeric, then alphanumerics, `_`, `.`, `-`: the spec's rule for
-/// container ids and network names.
-fn is_cni_identifier(value: &str) -> bool {
-    let mut chars = value.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+/// Longest container id accepted (the ledger's limit); runtimes use 64 hex digits.
+pub const MAX_CONTAINER_ID_BYTES: usize = crate::ipam::MAX_CONTAINER_ID;
+/// Longest Linux interface name (IFNAMSIZ - 1).
+pub const MAX_IF_NAME_BYTES: usize = crate::ipam::MAX_IF_NAME;
+/// Longest CNI network name accepted (the ledger's limit).
+pub const MAX_NETWORK_NAME_BYTES: usize = crate::ipam::MAX_NETWORK;
+/// Longest network namespace path accepted (PATH_MAX).
+pub const MAX_NETNS_BYTES: usize = 4096;
+
+/// A network namespace path (`CNI_NETNS`), at most PATH_MAX bytes.
+pub fn netns(field: &str, value: &str) -> Result<(), String> {
+    if value.len() > MAX_NETNS_BYTES {
+        return Err(format!("{field}: longer than {MAX_NETNS_BYTES} bytes"));
+    }
+    Ok(())
 }
 
 /// A container id as the CNI spec defines it, at most 128 bytes.
@@ -80,9 +84,14 @@ pub fn dns_label(field: &str, value: &str) -> Result<(), String> {
     dns_name(field, value, 63, false)
 }
 
-/// A Kubernetes DNS-1123 subdomain (pod and IPPool names): up to 253 of `a-z0-9-.`.
+/// A Kubernetes DNS-1123 subdomain (pod and IPPool names): dot-separated labels, up to
+/// 253 of `a-z0-9-.`; the same rule block names are built with.
 pub fn dns_subdomain(field: &str, value: &str) -> Result<(), String> {
-    dns_name(field, value, 253, true)
+    if crate::ipam::is_dns1123_subdomain(value) {
+        Ok(())
+    } else {
+        Err(dns_name_error(field, value, 253, true))
+    }
 }
 
 fn dns_name(field: &str, value: &str, max: usize, dots: bool) -> Result<(), String> {
@@ -97,23 +106,28 @@ fn dns_name(field: &str, value: &str, max: usize, dots: bool) -> Result<(), Stri
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "{field}: {value:?} is not a valid Kubernetes name (at most {max} lowercase letters, digits, '-'{}, starting and ending alphanumeric)",
-            if dots { ", '.'" } else { "" }
-        ))
+        Err(dns_name_error(field, value, max, dots))
     }
 }
 
-/// A pod UID: a UUID in practice; accepted as up to 128 of `A-Za-z0-9-`.
+fn dns_name_error(field: &str, value: &str, max: usize, dots: bool) -> String {
+    format!(
+        "{field}: {value:?} is not a valid Kubernetes name (at most {max} lowercase letters, digits, '-'{}, starting and ending alphanumeric)",
+        if dots { ", '.'" } else { "" }
+    )
+}
+
+/// A pod UID: a UUID, at most as long as the ledger stores, of `A-Za-z0-9-`.
 pub fn pod_uid(field: &str, value: &str) -> Result<(), String> {
+    use crate::ipam::MAX_POD_UID;
     if !value.is_empty()
-        && value.len() <= 128
+        && value.len() <= MAX_POD_UID
         && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
     {
         Ok(())
     } else {
         Err(format!(
-            "{field}: {value:?} is not a valid pod UID (letters, digits and '-', at most 128)"
+            "{field}: {value:?} is not a valid pod UID (letters, digits and '-', at most {MAX_POD_UID})"
         ))
     }
 }

@@ -74,6 +74,23 @@ impl fmt::Display for Attachment {
 
 /// CNI spec: network names and container IDs start with an alphanumeric character,
 /// followed by alphanumerics, `_`, `.` or `-`.
+pub fn is_cni_identifier(value: &str) -> bool {
+    let mut chars = value.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+/// CNI spec: an interface name is not `.` or `..` and holds no `/`, `:` or whitespace
+/// (its length is checked apart, for a message that gives it).
+fn is_if_name_text(value: &str) -> bool {
+    value != "."
+        && value != ".."
+        && !value
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+}
+
+/// Checks a network name or container ID with [`is_cni_identifier`] and `max`.
 fn check_cni_name(field: &str, value: &str, max: usize) -> Result<(), FieldError> {
     if value.is_empty() {
         return Err(FieldError::new(field, "must not be empty"));
@@ -84,9 +101,7 @@ fn check_cni_name(field: &str, value: &str, max: usize) -> Result<(), FieldError
             format!("is {} bytes long, more than {max}", value.len()),
         ));
     }
-    let mut chars = value.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
-    if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
+    if !is_cni_identifier(value) {
         return Err(FieldError::new(
             field,
             format!(
@@ -111,12 +126,7 @@ fn check_if_name(value: &str) -> Result<(), FieldError> {
             format!("is {} bytes long, more than {MAX_IF_NAME}", value.len()),
         ));
     }
-    if value == "."
-        || value == ".."
-        || value
-            .chars()
-            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
-    {
+    if !is_if_name_text(value) {
         return Err(FieldError::new(
             field,
             format!(

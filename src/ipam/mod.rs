@@ -15,7 +15,7 @@ mod pool;
 
 pub use attachment::{
     Attachment, MAX_CONTAINER_ID, MAX_IF_NAME, MAX_NETWORK, MAX_POD_NAME, MAX_POD_NAMESPACE,
-    MAX_POD_UID,
+    MAX_POD_UID, is_cni_identifier,
 };
 pub use block::{Allocation, Block};
 pub use error::{AllocError, BlockError, FieldError, PoolError};

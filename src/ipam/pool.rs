@@ -42,6 +42,7 @@ pub struct Pool {
     block_prefix: u8,
     gateway: Option<IpAddr>,
     routes: Vec<Route>,
+    nameservers: Vec<IpAddr>,
     /// Excluded addresses, the gateway and IPv4 network/broadcast: sorted, disjoint.
     reserved: Vec<Span>,
     /// Indices of blocks with nothing allocatable: sorted, disjoint.
@@ -77,7 +78,7 @@ impl Pool {
                 format!("{cooldown_seconds} is more than the maximum {MAX_COOLDOWN_SECONDS}"),
             ));
         }
-        check_dns(spec, &mut errors);
+        let nameservers = parse_nameservers(spec, &mut errors);
         let Ok(cidr) = cidr else {
             // Without the CIDR nothing else can be placed; still report the syntax of
             // the other fields so one round of fixes suffices.
@@ -150,6 +151,7 @@ impl Pool {
             block_prefix,
             gateway,
             routes,
+            nameservers,
             reserved,
             unclaimable,
             cooldown_seconds,
@@ -182,6 +184,11 @@ impl Pool {
     /// Routes handed to pods.
     pub fn routes(&self) -> &[Route] {
         &self.routes
+    }
+
+    /// DNS name servers handed to pods.
+    pub fn nameservers(&self) -> &[IpAddr] {
+        &self.nameservers
     }
 
     /// How long a released address waits before reuse.
@@ -443,16 +450,21 @@ fn parse_routes(spec: &IPPoolSpec, cidr: &IpNet, errors: &mut Vec<FieldError>) -
     routes
 }
 
-fn check_dns(spec: &IPPoolSpec, errors: &mut Vec<FieldError>) {
-    let Some(dns) = &spec.dns else { return };
+fn parse_nameservers(spec: &IPPoolSpec, errors: &mut Vec<FieldError>) -> Vec<IpAddr> {
+    let Some(dns) = &spec.dns else {
+        return Vec::new();
+    };
+    let mut nameservers = Vec::new();
     for (i, text) in dns.nameservers.iter().enumerate() {
-        if text.trim().parse::<IpAddr>().is_err() {
-            errors.push(FieldError::new(
+        match text.trim().parse::<IpAddr>() {
+            Ok(ip) => nameservers.push(ip),
+            Err(_) => errors.push(FieldError::new(
                 format!("spec.dns.nameservers[{i}]"),
                 format!("{} is not an IP address", quote(text)),
-            ));
+            )),
         }
     }
+    nameservers
 }
 
 /// Reports unparseable exclusions, gateway and routes when the CIDR itself is bad.
