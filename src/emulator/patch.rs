@@ -128,15 +128,8 @@ pub fn strategic_merge(current: &Value, patch: &Value, field: &str) -> Value {
             }
             let mut out = cur.clone();
             for (k, v) in p {
+                // Directives (`$patch`, `$deleteFromPrimitiveList/...`) apply below.
                 if k.starts_with('$') {
-                    continue;
-                }
-                if let Some(list) = k.strip_prefix("$deleteFromPrimitiveList/") {
-                    if let (Some(Value::Array(items)), Some(remove)) =
-                        (out.get_mut(list), v.as_array())
-                    {
-                        items.retain(|i| !remove.contains(i));
-                    }
                     continue;
                 }
                 if v.is_null() {

@@ -63,6 +63,14 @@ impl Schema {
     /// at the root) and nulls of non-nullable fields, then applies `default`s. Returns the
     /// paths of the unknown fields dropped, for `fieldValidation=Strict|Warn`.
     pub fn prune_and_default(&self, object: &mut Value) -> Vec<String> {
+        let dropped = self.prune(object);
+        *object = kube_cel::apply_defaults(&self.root, object);
+        dropped
+    }
+
+    /// The pruning half of [`Schema::prune_and_default`]: drops undeclared fields and nulls
+    /// of non-nullable fields; returns the paths of the unknown fields dropped.
+    pub fn prune(&self, object: &mut Value) -> Vec<String> {
         let mut dropped = Vec::new();
         if let Value::Object(map) = object {
             let props = self.root.get("properties").and_then(Value::as_object);
@@ -88,7 +96,6 @@ impl Schema {
                 }
             }
         }
-        *object = kube_cel::apply_defaults(&self.root, object);
         dropped
     }
 

@@ -1,5 +1,6 @@
 //! The HTTP layer: routes Kubernetes REST paths to the store and renders the answers.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -294,7 +295,7 @@ impl Server {
                 match shape {
                     Shape::Table => Ok(json_response(
                         200,
-                        &self.table(&t, &rp.version, &[obj], json!({}), &query)?,
+                        &self.table(&t, &rp.version, &[obj.into_owned()], json!({}), &query)?,
                     )),
                     Shape::Metadata => Ok(json_response(200, &partial(&obj))),
                     Shape::Object => Ok(json_response(200, &obj)),
@@ -388,7 +389,7 @@ impl Server {
                     )?;
                     *warnings.lock().unwrap_or_else(|e| e.into_inner()) =
                         field_validation(&t, &version, &mut patched, &query)?;
-                    Ok(to_storage(&t, &patched))
+                    Ok(to_storage(&t, patched))
                 };
                 let updated =
                     store.modify_as(&self.stored(&t), &namespace, name, part, &change, &manager)?;
@@ -450,7 +451,7 @@ impl Server {
                     let name = obj["metadata"]["name"].as_str().unwrap_or("");
                     self.injected_failure(&t, name)?;
                     match store.delete(&self.stored(&t), ns, name, &opts) {
-                        Ok((o, _)) => deleted.push(for_version(&t, &rp.version, &o)),
+                        Ok((o, _)) => deleted.push(for_version(&t, &rp.version, &o).into_owned()),
                         Err(e) if e.code == 404 => {}
                         Err(e) => return Err(e),
                     }
@@ -528,7 +529,7 @@ impl Server {
             .map_err(|c| apply_conflict(t, name, &c))?;
             *warnings.lock().unwrap_or_else(|e| e.into_inner()) =
                 field_validation(t, &rp.version, &mut merged, query)?;
-            Ok(to_storage(t, &merged))
+            Ok(to_storage(t, merged))
         };
         let dry_run = query.get("dryRun").is_some_and(|d| d == "All");
         match store.modify(&self.stored(t), namespace, name, part, &change) {
@@ -546,7 +547,7 @@ impl Server {
                     apply::apply(&Value::Null, &applied, manager, None, t.custom, force, &now)
                         .map_err(|c| apply_conflict(t, name, &c))?;
                 let warnings = field_validation(t, &rp.version, &mut created, query)?;
-                let created = store.create(&self.stored(t), namespace, to_storage(t, &created))?;
+                let created = store.create(&self.stored(t), namespace, to_storage(t, created))?;
                 let created = self.dry_answer(dry_run, t, namespace, created);
                 Ok(with_warnings(
                     json_response(201, &for_version(t, &rp.version, &created)),
@@ -711,7 +712,7 @@ impl Server {
         let items: Vec<Value> = page
             .items
             .iter()
-            .map(|o| for_version(t, version, o))
+            .map(|o| for_version(t, version, o).into_owned())
             .collect();
         match shape {
             Shape::Table => {
@@ -777,27 +778,31 @@ impl Server {
             let version = version.clone();
             move |kind: &str, obj: &Value| -> Bytes {
                 let object = match kind {
-                    "BOOKMARK" | "ERROR" => obj.clone(),
+                    "BOOKMARK" | "ERROR" => Cow::Borrowed(obj),
                     _ => {
                         let obj = for_version(&t, &version, obj);
                         if shape == Shape::Metadata {
-                            partial(&obj)
+                            Cow::Owned(partial(&obj))
                         } else if shape == Shape::Table {
-                            table::table(
+                            Cow::Owned(table::table(
                                 &t,
                                 &version,
-                                std::slice::from_ref(&obj),
+                                std::slice::from_ref(obj.as_ref()),
                                 json!({}),
                                 include,
                                 chrono::Utc::now(),
-                            )
+                            ))
                         } else {
                             obj
                         }
                     }
                 };
-                let mut line = serde_json::to_vec(&json!({"type": kind, "object": object}))
-                    .unwrap_or_default();
+                // Serialized straight from the stored object: one watcher, no copy.
+                let mut line = serde_json::to_vec(&WatchLine {
+                    kind,
+                    object: &object,
+                })
+                .unwrap_or_default();
                 line.push(b'\n');
                 Bytes::from(line)
             }
@@ -947,12 +952,11 @@ fn apply_conflict(t: &ResourceType, name: &str, conflicts: &[apply::Conflict]) -
 }
 
 /// An object as the store keeps it: events.k8s.io Events become core Events.
-fn to_storage(t: &ResourceType, obj: impl std::borrow::Borrow<Value>) -> Value {
-    let obj = obj.borrow();
+fn to_storage(t: &ResourceType, obj: Value) -> Value {
     if events::is_view(t) {
-        events::to_core(obj)
+        events::to_core(&obj)
     } else {
-        obj.clone()
+        obj
     }
 }
 
@@ -1025,15 +1029,26 @@ fn visible<'a>(
 
 /// The object as the requested version presents it. Versions of a CRD share one schema
 /// shape here (conversion strategy `None`), so only `apiVersion` changes.
-fn for_version(t: &ResourceType, version: &str, obj: &Value) -> Value {
+/// One line of a watch stream.
+#[derive(serde::Serialize)]
+struct WatchLine<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    object: &'a Value,
+}
+
+/// `obj` as version `version` of its resource presents it; borrowed when nothing changes
+/// (the usual case), so reads and watch events do not copy stored objects.
+fn for_version<'a>(t: &ResourceType, version: &str, obj: &'a Value) -> Cow<'a, Value> {
     if events::is_view(t) {
-        return events::to_events_v1(obj);
+        return Cow::Owned(events::to_events_v1(obj));
     }
-    let mut out = obj.clone();
     if t.versions.len() > 1 {
+        let mut out = obj.clone();
         out["apiVersion"] = t.api_version(version).into();
+        return Cow::Owned(out);
     }
-    out
+    Cow::Borrowed(obj)
 }
 
 type Filter = Box<dyn Fn(&Value) -> bool + Send + Sync>;
@@ -1104,10 +1119,14 @@ fn field_validation(
         .get("fieldValidation")
         .map(String::as_str)
         .unwrap_or("Warn");
+    if mode == "Ignore" {
+        return Ok(Vec::new());
+    }
+    // Only the list of unknown fields is wanted here; the object itself is pruned and
+    // defaulted once, on admission.
     let mut probe = obj.clone();
-    let unknown = schema.prune_and_default(&mut probe);
+    let unknown = schema.prune(&mut probe);
     match mode {
-        "Ignore" => Ok(Vec::new()),
         "Strict" if !unknown.is_empty() => {
             let listed: Vec<String> = unknown
                 .iter()

@@ -200,19 +200,26 @@ fn is_dns_label(name: &str) -> bool {
     name.len() <= 63 && !name.contains('.') && is_dns_subdomain(name)
 }
 
-/// The content that `metadata.generation` tracks: everything but metadata, and but status
-/// when status is a subresource.
-fn spec_part(t: &ResourceType, obj: &Value) -> Value {
-    let mut v = obj.clone();
-    if let Value::Object(m) = &mut v {
-        m.remove("metadata");
-        m.remove("apiVersion");
-        m.remove("kind");
-        if t.status_subresource {
-            m.remove("status");
+/// Whether `a` and `b` agree on the content that `metadata.generation` tracks: everything
+/// but metadata, and but status when status is a subresource. Compared in place: this runs
+/// on every update, under the store's lock.
+fn same_spec(t: &ResourceType, a: &Value, b: &Value) -> bool {
+    let tracked = |key: &str| {
+        let untracked = matches!(key, "metadata" | "apiVersion" | "kind")
+            || (t.status_subresource && key == "status");
+        !untracked
+    };
+    match (a.as_object(), b.as_object()) {
+        (Some(a), Some(b)) => {
+            let count =
+                |m: &serde_json::Map<String, Value>| m.keys().filter(|k| tracked(k)).count();
+            count(a) == count(b)
+                && a.iter()
+                    .filter(|(k, _)| tracked(k))
+                    .all(|(k, v)| b.get(k) == Some(v))
         }
+        _ => a == b,
     }
-    v
 }
 
 /// A label key's name part, or a label value (which may also be empty).
@@ -1041,7 +1048,7 @@ impl State {
         } else if rv != str_of(meta(&current), "resourceVersion") {
             return Err(ApiError::stale(&gr, name));
         }
-        let cur_meta = meta(&current).clone();
+        let cur_meta = meta(&current);
         if t.status_subresource {
             match part {
                 Part::Main => match current.get("status") {
@@ -1102,7 +1109,7 @@ impl State {
             }
         }
         self.admit(t, &mut obj, Some(&current), name)?;
-        if t.generation && spec_part(t, &obj) != spec_part(t, &current) {
+        if t.generation && !same_spec(t, &obj, &current) {
             let g = cur_meta["generation"].as_i64().unwrap_or(0) + 1;
             meta_mut(&mut obj).insert("generation".into(), g.into());
         }
