@@ -200,6 +200,24 @@ fn is_dns_label(name: &str) -> bool {
     name.len() <= 63 && !name.contains('.') && is_dns_subdomain(name)
 }
 
+/// Sets what a pending deletion shows: deletionTimestamp, a zero grace period, and the
+/// generation bump the real server makes.
+fn mark_deleting(obj: &mut Value) {
+    let m = meta_mut(obj);
+    m.insert("deletionTimestamp".into(), now().into());
+    m.insert("deletionGracePeriodSeconds".into(), 0.into());
+    if let Some(g) = m.get("generation").and_then(Value::as_i64) {
+        m.insert("generation".into(), (g + 1).into());
+    }
+}
+
+/// Whether `obj` names `owner_uid` among its ownerReferences.
+fn owned_by(obj: &Value, owner_uid: &str) -> bool {
+    meta(obj)["ownerReferences"]
+        .as_array()
+        .is_some_and(|owners| owners.iter().any(|o| o["uid"] == owner_uid))
+}
+
 /// Whether `a` and `b` agree on the content that `metadata.generation` tracks: everything
 /// but metadata, and but status when status is a subresource. Compared in place: this runs
 /// on every update, under the store's lock.
@@ -1172,8 +1190,7 @@ impl State {
         let mut dependents = Vec::new();
         for (gr, objects) in &self.objects {
             for (k, v) in objects {
-                let owners = meta(v)["ownerReferences"].as_array();
-                if owners.is_some_and(|os| os.iter().any(|o| o["uid"] == owner_uid)) {
+                if owned_by(v, owner_uid) {
                     dependents.push((gr.clone(), k.clone(), v.clone()));
                 }
             }
@@ -1313,12 +1330,8 @@ impl State {
             && m["deletionTimestamp"].is_null()
         {
             let mut obj = (*current).clone();
+            mark_deleting(&mut obj);
             let mm = meta_mut(&mut obj);
-            mm.insert("deletionTimestamp".into(), now().into());
-            mm.insert("deletionGracePeriodSeconds".into(), 0.into());
-            if let Some(g) = mm.get("generation").and_then(Value::as_i64) {
-                mm.insert("generation".into(), (g + 1).into());
-            }
             let fins = mm.entry("finalizers").or_insert_with(|| json!([]));
             if let Some(a) = fins.as_array_mut() {
                 a.push(fin.into());
@@ -1342,12 +1355,7 @@ impl State {
             return Ok(((*current).clone(), false));
         }
         let mut obj = (*current).clone();
-        let mm = meta_mut(&mut obj);
-        mm.insert("deletionTimestamp".into(), now().into());
-        mm.insert("deletionGracePeriodSeconds".into(), 0.into());
-        if let Some(g) = mm.get("generation").and_then(Value::as_i64) {
-            mm.insert("generation".into(), (g + 1).into());
-        }
+        mark_deleting(&mut obj);
         if is_namespace {
             obj["status"] = json!({"phase": "Terminating"});
         }
@@ -1417,11 +1425,10 @@ impl State {
     }
 
     fn has_dependents(&self, owner_uid: &str) -> bool {
-        self.objects.values().flat_map(|m| m.values()).any(|v| {
-            meta(v)["ownerReferences"]
-                .as_array()
-                .is_some_and(|os| os.iter().any(|o| o["uid"] == owner_uid))
-        })
+        self.objects
+            .values()
+            .flat_map(|m| m.values())
+            .any(|v| owned_by(v, owner_uid))
     }
 
     /// After a dependent goes, owners waiting in foreground deletion may finish.
@@ -1495,10 +1502,7 @@ impl State {
         let mut dependents = Vec::new();
         for (gr, objects) in &self.objects {
             for (k, v) in objects {
-                if meta(v)["ownerReferences"]
-                    .as_array()
-                    .is_some_and(|os| os.iter().any(|o| o["uid"] == owner_uid))
-                {
+                if owned_by(v, owner_uid) {
                     dependents.push((gr.clone(), k.clone()));
                 }
             }
