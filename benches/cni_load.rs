@@ -13,8 +13,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ipledger::api::{IPPool, IPPoolSpec};
-use ipledger::emulator::{Config, Emulator};
 use kube::api::{Api, PostParams};
+use kube_emulator::{Config, Emulator};
 use serde_json::{Value, json};
 
 const HOST_LOCAL: &str = "/usr/lib/cni/host-local";
@@ -68,7 +68,7 @@ fn main() {
 
     let ipledger = Plugin {
         name: "ipledger",
-        binary: PathBuf::from(env!("CARGO_BIN_EXE_ipledger-cni")),
+        binary: test_support::binary("ipledger-cni"),
         config: json!({"cniVersion": "1.0.0", "name": "bench", "type": "bridge",
                        "ipam": {"type": "ipledger", "socket": socket, "pools": ["bench"]}}),
     };

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ipledger::api::IPBlock;
-use ipledger::emulator::{Config, Emulator};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::PostParams;
 use kube::{Api, Client};
+use kube_emulator::{Config, Emulator};
 use serde_json::json;
 
 const CLIENTS: usize = 8;

@@ -3,9 +3,7 @@
 
 pub mod agent;
 pub mod api;
-pub mod cni;
-pub mod emulator;
-pub mod ipam;
 pub mod ledger;
 pub mod metrics;
+#[cfg(feature = "emulator")]
 pub mod sandbox;

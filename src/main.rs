@@ -19,6 +19,7 @@ enum Command {
     /// Print the CustomResourceDefinitions as YAML (the content of `crds/`).
     Crds,
     /// Try ipledger on this machine: an API emulator, pools and an agent, until Ctrl-C.
+    #[cfg(feature = "emulator")]
     Sandbox {
         /// Directory for the kubeconfig, the agent socket and the CNI network config.
         #[arg(long, default_value = "ipledger-sandbox")]
@@ -27,6 +28,7 @@ enum Command {
     /// Print the version of this build.
     Version,
     /// Serve an emulated Kubernetes API (for tests and trials) until SIGINT/SIGTERM.
+    #[cfg(feature = "emulator")]
     Emulator {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:6443")]
@@ -49,13 +51,13 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Agent(args) => ipledger::agent::run(args, ipledger::agent::termination()).await?,
         Command::Crds => print!("{}", ipledger::api::crds_yaml()?),
+        #[cfg(feature = "emulator")]
         Command::Sandbox { dir } => {
             ipledger::sandbox::run(&dir, ipledger::agent::termination()).await?
         }
         Command::Version => println!("ipledger {}", env!("CARGO_PKG_VERSION")),
-        Command::Emulator { listen, kubeconfig } => {
-            ipledger::emulator::run(listen, &kubeconfig).await?
-        }
+        #[cfg(feature = "emulator")]
+        Command::Emulator { listen, kubeconfig } => kube_emulator::run(listen, &kubeconfig).await?,
     }
     Ok(())
 }

@@ -15,7 +15,7 @@ use kube::api::{Api, PostParams};
 
 use crate::agent::{self, AgentArgs};
 use crate::api::{IPPool, IPPoolSpec};
-use crate::emulator::{Config, Emulator};
+use kube_emulator::{Config, Emulator};
 
 /// Name of the node the sandbox's agent serves.
 pub const NODE: &str = "sandbox-node";

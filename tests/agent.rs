@@ -235,7 +235,7 @@ async fn requested_unknown_and_stopped_agent_get_their_documented_codes() {
     let installed = std::fs::read(bin.join("ipledger")).expect("the agent installed the plugin");
     assert_eq!(
         installed,
-        std::fs::read(env!("CARGO_BIN_EXE_ipledger-cni")).unwrap(),
+        std::fs::read(test_support::binary("ipledger-cni")).unwrap(),
         "the installed plugin is ipledger-cni"
     );
     let net = network("pods", "0.4.0", &agent.socket, &[&pool]);
@@ -493,7 +493,7 @@ async fn four_agents_fifty_concurrent_adds_never_duplicate() {
 async fn injected_conflicts_and_a_killed_agent_never_duplicate() {
     let h = Harness::new().await;
     let Some(emulator) = h.cluster.emulator.as_ref() else {
-        eprintln!("skipped: fault injection needs the emulator (IPLEDGER_TEST_KUBECONFIG is set)");
+        test_support::skip("fault injection needs the emulator (IPLEDGER_TEST_KUBECONFIG is set)");
         return;
     };
     let pool = h.pool("fault", v4_pool("10.64.0.0/24", 27)).await;
@@ -726,9 +726,9 @@ async fn borrowing_from_a_full_pool_and_strict_affinity() {
 /// stopped bridge passes ipledger's code 11 through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reference_bridge_plugin_allocates_through_the_agent() {
-    use support::netns::{NetNs, REFERENCE_PLUGINS, reference_plugin_missing};
+    use test_support::netns::{NetNs, REFERENCE_PLUGINS, reference_plugin_missing};
     if let Some(why) = reference_plugin_missing("bridge") {
-        eprintln!("skipped: {why}");
+        test_support::skip(&why);
         return;
     }
     let h = Harness::new().await;
@@ -744,7 +744,7 @@ async fn reference_bridge_plugin_allocates_through_the_agent() {
     let mut agent = h.agent(&support::unique("node")).await;
     let bin = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(
-        env!("CARGO_BIN_EXE_ipledger-cni"),
+        test_support::binary("ipledger-cni"),
         bin.path().join("ipledger"),
     )
     .unwrap();

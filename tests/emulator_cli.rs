@@ -27,7 +27,7 @@ async fn the_command_writes_a_kubeconfig_serves_and_stops_on_sigterm() {
         .status()
         .is_err()
     {
-        eprintln!("skipped: no `kill` command to send SIGTERM with");
+        test_support::skip("no `kill` command to send SIGTERM with");
         return;
     }
     let dir = std::env::temp_dir().join(format!("ipledger-emulator-cli-{}", std::process::id()));

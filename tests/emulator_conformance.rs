@@ -1070,7 +1070,7 @@ macro_rules! emulator_only {
         match &$c.emulator {
             Some(e) => e,
             None => {
-                eprintln!("skipped: fault injection needs the emulator (IPLEDGER_TEST_KUBECONFIG names a real cluster)");
+                test_support::skip("fault injection needs the emulator (IPLEDGER_TEST_KUBECONFIG names a real cluster)");
                 return;
             }
         }
@@ -1304,8 +1304,8 @@ async fn kube_runtime_watcher_lists_then_follows_changes() {
         .await;
         if listed.is_err() && streaming && !c.is_emulator() {
             // Streaming lists need the server's WatchList feature, off in some versions.
-            eprintln!(
-                "skipped: this cluster does not finish streaming lists (WatchList feature off?)"
+            test_support::skip(
+                "this cluster does not finish streaming lists (WatchList feature off?)",
             );
             continue;
         }
@@ -1388,7 +1388,7 @@ async fn self_subject_access_review_is_answered() {
 
 #[tokio::test]
 async fn unknown_bearer_tokens_are_refused_when_configured() {
-    let c = support::cluster_with(ipledger::emulator::Config {
+    let c = support::cluster_with(kube_emulator::Config {
         accept_unknown_tokens: false,
         ..Default::default()
     })
@@ -2042,7 +2042,7 @@ async fn dry_runs_validate_and_answer_without_writing() {
 
 #[tokio::test]
 async fn oversized_bodies_are_refused_with_413() {
-    let c = support::cluster_with(ipledger::emulator::Config {
+    let c = support::cluster_with(kube_emulator::Config {
         max_body: 64 * 1024,
         ..Default::default()
     })

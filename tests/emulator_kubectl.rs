@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use ipledger::emulator::{Config, Emulator};
+use kube_emulator::{Config, Emulator};
 use support::unique;
 
 fn kubectl_binary() -> Option<PathBuf> {
@@ -30,8 +30,8 @@ struct Kubectl {
 impl Kubectl {
     async fn start() -> Option<Self> {
         let Some(binary) = kubectl_binary() else {
-            eprintln!(
-                "skipped: no kubectl ($KUBECTL unset and /usr/local/bin/kubectl missing; run .ci/install-kube-tools.sh)"
+            test_support::skip(
+                "no kubectl ($KUBECTL unset and /usr/local/bin/kubectl missing; run .ci/install-kube-tools.sh)",
             );
             return None;
         };
@@ -452,8 +452,8 @@ async fn helm_installs_and_uninstalls_a_chart() {
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from("/usr/local/bin/helm"));
     if !helm.exists() {
-        eprintln!(
-            "skipped: no helm ($HELM unset and /usr/local/bin/helm missing; run .ci/install-kube-tools.sh)"
+        test_support::skip(
+            "no helm ($HELM unset and /usr/local/bin/helm missing; run .ci/install-kube-tools.sh)",
         );
         return;
     }

@@ -14,17 +14,17 @@ use kube::{Client, ResourceExt};
 use crate::agent::cache::Caches;
 use crate::agent::error::AgentError;
 use crate::agent::pool_choice::{ChoiceInput, FamilyPools, PoolSource, choose_pools};
-use crate::agent::protocol::{
-    AddRequest, AddResponse, AllocatedIp, CheckRequest, CheckResponse, DelRequest, DelResponse,
-    Dns, ErrorBody, GcRequest, GcResponse, Route, StatusQuery, StatusResponse,
-};
 use crate::agent::writer::{Change, CommitError, Outcome, PoolLookup, Writers};
-use crate::api::{IPBlock, IPBlockSpec, IPPool, PodRef};
-use crate::cni::ErrorCode;
-use crate::ipam::{AllocError, Attachment, Block, Pool};
+use crate::api::{IPBlock, IPBlockSpec, IPPool};
 use crate::ledger::RetryPolicy;
 use crate::ledger::blocks::{Claim, claim_block, pool_blocks};
 use crate::metrics::{AgentMetrics, WriteLabels};
+use ipledger_cni::ErrorCode;
+use ipledger_cni::protocol::{
+    AddRequest, AddResponse, AllocatedIp, CheckRequest, CheckResponse, DelRequest, DelResponse,
+    Dns, ErrorBody, GcRequest, GcResponse, Route, StatusQuery, StatusResponse,
+};
+use ipledger_core::{AllocError, Attachment, Block, PodRef, Pool};
 
 /// Annotation on a pod asking for specific addresses, comma-separated (one per family).
 pub const ANNOTATION_IPS: &str = "ipledger.io/ips";
@@ -73,7 +73,7 @@ impl PoolModels {
         {
             return Ok((object, model.clone()));
         }
-        let model = Arc::new(Pool::parse(name, &object.spec)?);
+        let model = Arc::new(Pool::try_from(&*object)?);
         parsed.insert(name.to_string(), (version, model.clone()));
         Ok((object, model))
     }
@@ -229,7 +229,7 @@ impl Allocator {
         }
         let released = released
             .into_iter()
-            .map(|(a, _)| crate::agent::protocol::Attachment {
+            .map(|(a, _)| ipledger_cni::protocol::Attachment {
                 network: a.network().to_string(),
                 container_id: a.container_id().to_string(),
                 if_name: a.if_name().to_string(),
@@ -657,7 +657,7 @@ impl Allocator {
     /// A record that does not parse is answered by the writer itself (as corrupt, code
     /// 11) when a change reaches it; read-only lookups skip it.
     fn latest(&self, block: &Arc<IPBlock>) -> Option<Block> {
-        Block::from_spec(&self.freshest(block).spec).ok()
+        Block::try_from(&self.freshest(block).spec).ok()
     }
 
     /// Stops tracking a deleted block.
@@ -772,7 +772,7 @@ impl Surroundings {
     }
 }
 
-fn attachment(wire: &crate::agent::protocol::Attachment) -> Result<Attachment, AgentError> {
+fn attachment(wire: &ipledger_cni::protocol::Attachment) -> Result<Attachment, AgentError> {
     Ok(Attachment::new(
         &wire.network,
         &wire.container_id,

@@ -15,7 +15,7 @@ pub struct AgentArgs {
     pub node_name: String,
 
     /// Path of the unix socket the CNI plugin talks to.
-    #[arg(long, env = "IPLEDGER_SOCKET", default_value = crate::agent::protocol::DEFAULT_SOCKET_PATH)]
+    #[arg(long, env = "IPLEDGER_SOCKET", default_value = ipledger_cni::protocol::DEFAULT_SOCKET_PATH)]
     pub socket: PathBuf,
 
     /// Kubeconfig to reach the API server; in-cluster configuration when unset.

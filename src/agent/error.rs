@@ -4,10 +4,10 @@
 use axum::http::StatusCode;
 
 use crate::agent::pool_choice::ChoiceError;
-use crate::agent::protocol::ErrorBody;
 use crate::agent::writer::CommitError;
-use crate::cni::ErrorCode;
-use crate::ipam::{AllocError, FieldError, PoolError};
+use ipledger_cni::ErrorCode;
+use ipledger_cni::protocol::ErrorBody;
+use ipledger_core::{AllocError, FieldError, PoolError};
 
 /// Why the agent could not do what a request asked.
 #[derive(Debug, thiserror::Error)]

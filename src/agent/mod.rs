@@ -7,7 +7,6 @@ pub mod config;
 pub mod error;
 pub mod install;
 pub mod pool_choice;
-pub mod protocol;
 pub mod server;
 pub mod socket;
 pub mod writer;

@@ -15,9 +15,9 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::agent::allocator::Allocator;
 use crate::agent::error::AgentError;
-use crate::agent::protocol::{self, ErrorBody, StatusQuery};
-use crate::cni::ErrorCode;
 use crate::metrics::{AgentMetrics, ReasonLabels, RequestLabels};
+use ipledger_cni::ErrorCode;
+use ipledger_cni::protocol::{self, ErrorBody, StatusQuery};
 
 /// What every handler shares.
 #[derive(Clone)]

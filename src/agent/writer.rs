@@ -15,10 +15,10 @@ use kube::ResourceExt;
 use kube::api::Api;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::api::{IPBlock, PodRef};
-use crate::ipam::{AllocError, Attachment, Block, BlockError, Pool};
+use crate::api::{IPBlock, IPBlockSpec};
 use crate::ledger::{self, CasError, Decision, RetryPolicy};
 use crate::metrics::{AgentMetrics, WriteLabels};
+use ipledger_core::{AllocError, Attachment, Block, BlockError, PodRef, Pool};
 
 /// Most requests committed in one write; the rest wait for the next batch.
 const MAX_BATCH: usize = 256;
@@ -193,7 +193,7 @@ async fn commit(
     let decide = |object: &IPBlock| -> Result<Decision<IPBlock, Vec<Outcome>>, CommitError> {
         // Releases need no pool: a pool missing from the cache must not keep an address.
         let pool = pools(&object.spec.pool);
-        let mut block = Block::from_spec(&object.spec)
+        let mut block = Block::try_from(&object.spec)
             .map_err(|e: BlockError| CommitError::Invalid(e.to_string()))?;
         let now = Timestamp::now();
         let before = block.clone();
@@ -205,7 +205,7 @@ async fn commit(
             return Ok(Decision::Keep(outcomes));
         }
         let mut new = object.clone();
-        new.spec = block.to_spec();
+        new.spec = IPBlockSpec::from(&block);
         // A borrower marks the block so that its own watch sees it: DEL and GC on the
         // borrowing node must find the address again without listing every block.
         for (change, outcome) in changes.iter().zip(&outcomes) {
@@ -411,10 +411,10 @@ impl Writers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::IPPoolSpec;
+    use ipledger_core::PoolSpec;
 
     fn pool() -> Arc<Pool> {
-        let spec = IPPoolSpec {
+        let spec = PoolSpec {
             cidr: "10.0.0.0/24".into(),
             block_size: Some(28),
             ..Default::default()

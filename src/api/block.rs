@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 
+use ipledger_core::{self as core, Block, BlockError, BlockRecord, ReleasedRecord};
 use ipnet::IpNet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::CustomResource;
@@ -117,4 +118,211 @@ pub struct IPBlockStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<i32>")]
     pub allocated: Option<u32>,
+}
+
+impl From<&IPBlockSpec> for BlockRecord {
+    fn from(spec: &IPBlockSpec) -> BlockRecord {
+        BlockRecord {
+            pool: spec.pool.clone(),
+            cidr: spec.cidr,
+            node: spec.node.clone(),
+            last_allocated: spec.last_allocated,
+            allocations: spec
+                .allocations
+                .iter()
+                .map(|a| core::AllocationRecord {
+                    address: a.address,
+                    network: a.network.clone(),
+                    container_id: a.container_id.clone(),
+                    if_name: a.if_name.clone(),
+                    pod: a.pod.clone().map(Into::into),
+                    node: a.node.clone(),
+                    allocated_at: a.allocated_at.0,
+                })
+                .collect(),
+            released: spec
+                .released
+                .iter()
+                .map(|r| ReleasedRecord {
+                    address: r.address,
+                    released_at: r.released_at.0,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<BlockRecord> for IPBlockSpec {
+    fn from(record: BlockRecord) -> IPBlockSpec {
+        IPBlockSpec {
+            pool: record.pool,
+            cidr: record.cidr,
+            node: record.node,
+            last_allocated: record.last_allocated,
+            allocations: record
+                .allocations
+                .into_iter()
+                .map(|a| AllocationRecord {
+                    address: a.address,
+                    network: a.network,
+                    container_id: a.container_id,
+                    if_name: a.if_name,
+                    pod: a.pod.map(Into::into),
+                    node: a.node,
+                    allocated_at: Time(a.allocated_at),
+                })
+                .collect(),
+            released: record
+                .released
+                .into_iter()
+                .map(|r| ReleasedAddress {
+                    address: r.address,
+                    released_at: Time(r.released_at),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Reads a ledger record into the core's block; the error lists every inconsistent field.
+impl TryFrom<&IPBlockSpec> for Block {
+    type Error = BlockError;
+
+    fn try_from(spec: &IPBlockSpec) -> Result<Block, BlockError> {
+        Block::from_record(&spec.into())
+    }
+}
+
+/// The ledger record of `block`, allocations and releases in address order.
+impl From<&Block> for IPBlockSpec {
+    fn from(block: &Block) -> IPBlockSpec {
+        block.to_record().into()
+    }
+}
+
+impl From<PodRef> for core::PodRef {
+    fn from(pod: PodRef) -> core::PodRef {
+        core::PodRef {
+            namespace: pod.namespace,
+            name: pod.name,
+            uid: pod.uid,
+        }
+    }
+}
+
+impl From<core::PodRef> for PodRef {
+    fn from(pod: core::PodRef) -> PodRef {
+        PodRef {
+            namespace: pod.namespace,
+            name: pod.name,
+            uid: pod.uid,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipledger_core::{
+        Attachment, MAX_CONTAINER_ID, MAX_IF_NAME, MAX_NETWORK, MAX_POD_NAME, MAX_POD_NAMESPACE,
+        MAX_POD_UID, Pool, PoolSpec,
+    };
+    use jiff::Timestamp;
+
+    fn at(second: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + second).unwrap()
+    }
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    fn att(id: &str) -> Attachment {
+        Attachment::new("net", id, "eth0").unwrap()
+    }
+
+    /// What the API server stores is what the core reads back: times at the ledger's
+    /// whole seconds, pods, borrowers and releases included.
+    #[test]
+    fn a_block_survives_the_ledger_round_trip_through_json() {
+        let spec = PoolSpec {
+            cidr: "10.0.0.0/24".into(),
+            block_size: Some(26),
+            ..Default::default()
+        };
+        let pool = Pool::parse("p", &spec).unwrap();
+        let mut block = Block::new(&pool, net("10.0.0.0/26"), "n1").unwrap();
+        let half = at(0)
+            .checked_add(jiff::SignedDuration::from_millis(500))
+            .unwrap();
+        let pod = core::PodRef {
+            namespace: "ns".into(),
+            name: "pod".into(),
+            uid: Some("u-1".into()),
+        };
+        block.allocate(&pool, &att("a"), Some(&pod), half).unwrap();
+        block.allocate(&pool, &att("b"), None, half).unwrap();
+        block.release(&att("b"), half);
+        let json = serde_json::to_string(&IPBlockSpec::from(&block)).unwrap();
+        let back: IPBlockSpec = serde_json::from_str(&json).unwrap();
+        assert_eq!(Block::try_from(&back).unwrap(), block);
+        assert_eq!(
+            back.allocations[0].pod.as_ref().unwrap().uid.as_deref(),
+            Some("u-1")
+        );
+        assert_eq!(back.released.len(), 1);
+    }
+
+    /// The API server refuses objects over about 1.5 MiB; the ledger's limits (1024
+    /// addresses per block, schema maxLength on every string) keep a completely full
+    /// block under 1 MiB of JSON. Released addresses never coexist with allocations
+    /// of the same address and are far smaller, so a full block is the largest record.
+    #[test]
+    fn a_full_block_at_every_max_length_serializes_under_one_mebibyte() {
+        for (cidr, block_cidr, prefix) in [
+            ("10.0.0.0/16", "10.0.4.0/22", 22),
+            (
+                "fd12:3456:789a:bcde:f012:3456:789a:0/112",
+                "fd12:3456:789a:bcde:f012:3456:789a:fc00/118",
+                118,
+            ),
+        ] {
+            let spec = PoolSpec {
+                cidr: cidr.into(),
+                block_size: Some(prefix),
+                ..Default::default()
+            };
+            let pool = Pool::parse(&"p".repeat(253), &spec).unwrap();
+            let mut block = Block::new(&pool, net(block_cidr), &"n".repeat(253)).unwrap();
+            let pod = core::PodRef {
+                namespace: "s".repeat(MAX_POD_NAMESPACE),
+                name: "p".repeat(MAX_POD_NAME),
+                uid: Some("u".repeat(MAX_POD_UID)),
+            };
+            for i in 0..1024 {
+                let attachment = Attachment::new(
+                    "w".repeat(MAX_NETWORK),
+                    format!("{i:0>width$}", width = MAX_CONTAINER_ID),
+                    format!("{i:e>width$}", width = MAX_IF_NAME),
+                )
+                .unwrap();
+                block
+                    .allocate(&pool, &attachment, Some(&pod), at(i))
+                    .unwrap();
+            }
+            assert!(
+                block
+                    .allocate(&pool, &att("one-more"), None, at(0))
+                    .is_err()
+            );
+            let spec = IPBlockSpec::from(&block);
+            assert_eq!(spec.allocations.len(), 1024);
+            let json = serde_json::to_vec(&spec).unwrap();
+            println!(
+                "full /{prefix} block at max lengths: {} bytes of JSON",
+                json.len()
+            );
+            assert!(json.len() < 1024 * 1024, "{} bytes", json.len());
+        }
+    }
 }

@@ -1,7 +1,8 @@
 //! `IPPool`: what an operator writes.
 
+use ipledger_core::{Pool, PoolError, PoolSpec, RouteSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
-use kube::{CustomResource, KubeSchema};
+use kube::{CustomResource, KubeSchema, ResourceExt};
 use serde::{Deserialize, Serialize};
 
 /// A range of addresses that ipledger hands out to pods, block by block.
@@ -151,4 +152,41 @@ pub struct IPPoolStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+/// What the core validates of a pool: the fields that decide addresses, unparsed.
+impl From<&IPPoolSpec> for PoolSpec {
+    fn from(spec: &IPPoolSpec) -> PoolSpec {
+        PoolSpec {
+            cidr: spec.cidr.clone(),
+            block_size: spec.block_size,
+            exclude: spec.exclude.clone(),
+            gateway: spec.gateway.clone(),
+            routes: spec
+                .routes
+                .iter()
+                .map(|r| RouteSpec {
+                    dst: r.dst.clone(),
+                    gw: r.gw.clone(),
+                })
+                .collect(),
+            nameservers: spec
+                .dns
+                .as_ref()
+                .map(|d| d.nameservers.clone())
+                .unwrap_or_default(),
+            reuse_cooldown_seconds: spec.reuse_cooldown_seconds,
+            disabled: spec.disabled,
+            strict_affinity: spec.strict_affinity,
+        }
+    }
+}
+
+/// Validates an IPPool into the core's pool; the error lists every bad field.
+impl TryFrom<&IPPool> for Pool {
+    type Error = PoolError;
+
+    fn try_from(pool: &IPPool) -> Result<Pool, PoolError> {
+        Pool::parse(&pool.name_any(), &PoolSpec::from(&pool.spec))
+    }
 }

@@ -4,14 +4,13 @@
 
 use std::time::Duration;
 
-pub mod netns;
 pub mod node;
 
-use ipledger::emulator::{Config, Emulator};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
+use kube_emulator::{Config, Emulator};
 
 /// What the tests run against.
 pub struct Cluster {
@@ -60,7 +59,7 @@ pub async fn client_without_retries(cluster: &Cluster) -> Client {
     let mut config = match &cluster.emulator {
         Some(emulator) => {
             let mut config = kube::Config::new(emulator.url().parse().unwrap());
-            config.auth_info.token = Some(ipledger::emulator::ADMIN_TOKEN.to_string().into());
+            config.auth_info.token = Some(kube_emulator::ADMIN_TOKEN.to_string().into());
             config
         }
         None => {

@@ -202,7 +202,7 @@ pub async fn plugin(
     cni_args: &str,
 ) -> PluginRun {
     run_plugin(
-        env!("CARGO_BIN_EXE_ipledger-cni"),
+        &test_support::binary("ipledger-cni").to_string_lossy(),
         command,
         config,
         container_id,

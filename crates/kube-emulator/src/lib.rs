@@ -1,0 +1,305 @@
+//! A Kubernetes API emulator: a real HTTP server on loopback that speaks the REST protocol
+//! (discovery, CRUD with resourceVersion CAS, list with selectors, watch with bookmarks and
+//! 410 Gone, CRDs with schema validation and CEL, finalizers, garbage collection, Tables),
+//! so real clients (kube-rs, kubectl, helm) run against it unchanged. See `docs/emulator.md`.
+
+pub mod apply;
+pub mod discovery;
+pub mod error;
+pub mod events;
+pub mod faults;
+pub mod patch;
+pub mod protobuf;
+pub mod resources;
+pub mod schema;
+pub mod selectors;
+pub mod server;
+pub mod store;
+pub mod table;
+
+/// The CRD the unit tests register (`tests/fixtures/subnets.yaml`), as JSON.
+#[cfg(test)]
+pub(crate) fn subnet_crd() -> serde_json::Value {
+    serde_yaml_ng::from_str(include_str!("../tests/fixtures/subnets.yaml")).expect("fixture CRD")
+}
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use kube::config::{
+    AuthInfo, Cluster, Context, Kubeconfig, NamedAuthInfo, NamedCluster, NamedContext,
+};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use faults::Faults;
+
+/// The bearer token written into kubeconfigs. Any token is accepted for now; RBAC comes
+/// with the packaging work.
+pub const ADMIN_TOKEN: &str = "ipledger-emulator-admin";
+
+/// Errors starting or using the emulator.
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatorError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The kubeconfig could not be written.
+    #[error("cannot write kubeconfig {path}: {source}")]
+    WriteKubeconfig {
+        /// Where.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The kubeconfig could not be serialized.
+    #[error("cannot serialize kubeconfig: {0}")]
+    Serialize(#[from] serde_yaml_ng::Error),
+    /// A kube client could not be built from the emulator's config.
+    #[error("cannot build a client: {0}")]
+    Client(#[from] kube::Error),
+}
+
+/// How to run the emulator.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// How many changes are kept for watches; older resourceVersions get 410 Gone.
+    pub history_window: usize,
+    /// How often watches that allow bookmarks receive one.
+    pub bookmark_interval: Duration,
+    /// Largest request body accepted, in bytes (the real server's limit is 3 MiB).
+    pub max_body: usize,
+    /// Bearer tokens and the users they authenticate; [`ADMIN_TOKEN`] is `admin`.
+    pub tokens: std::collections::BTreeMap<String, String>,
+    /// Accept tokens not in `tokens` (and requests without one). On by default: until RBAC
+    /// is enforced, the emulator trusts its loopback clients.
+    pub accept_unknown_tokens: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            // Each kept change holds one version of an object (a full IPBlock is ~150 KB),
+            // so the window bounds memory; the real watch cache keeps ~100 per resource.
+            history_window: 1_000,
+            bookmark_interval: Duration::from_secs(1),
+            max_body: 3 * 1024 * 1024,
+            tokens: [(ADMIN_TOKEN.to_string(), "admin".to_string())].into(),
+            accept_unknown_tokens: true,
+        }
+    }
+}
+
+/// A running emulator. Dropping it stops the server.
+pub struct Emulator {
+    addr: SocketAddr,
+    faults: Faults,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Emulator {
+    /// Binds and starts serving in the background.
+    pub async fn start(config: Config) -> Result<Self, EmulatorError> {
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| EmulatorError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| EmulatorError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let store = store::Store::new(config.history_window);
+        let faults = Faults::new(store.clone());
+        let server = Arc::new(server::Server {
+            store,
+            faults: faults.clone(),
+            address: addr.to_string(),
+            bookmark_interval: config.bookmark_interval,
+            max_body: config.max_body,
+            tokens: config.tokens,
+            accept_unknown_tokens: config.accept_unknown_tokens,
+        });
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(serve(listener, server, stopped));
+        tracing::info!(%addr, "kubernetes API emulator listening");
+        Ok(Self {
+            addr,
+            faults,
+            stop,
+            task: Some(task),
+        })
+    }
+
+    /// The base URL, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The handle for fault injection.
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    /// A kubeconfig (cluster, user with a bearer token, current context) for this server.
+    pub fn kubeconfig(&self) -> Kubeconfig {
+        Kubeconfig {
+            clusters: vec![NamedCluster {
+                name: "ipledger-emulator".into(),
+                cluster: Some(Cluster {
+                    server: Some(self.url()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            auth_infos: vec![NamedAuthInfo {
+                name: "admin".into(),
+                auth_info: Some(AuthInfo {
+                    token: Some(ADMIN_TOKEN.to_string().into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            contexts: vec![NamedContext {
+                name: "ipledger-emulator".into(),
+                context: Some(Context {
+                    cluster: "ipledger-emulator".into(),
+                    user: Some("admin".into()),
+                    namespace: Some("default".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            current_context: Some("ipledger-emulator".into()),
+            api_version: Some("v1".into()),
+            kind: Some("Config".into()),
+            ..Default::default()
+        }
+    }
+
+    /// Writes the kubeconfig to `path` (mode 0600: it holds a token).
+    pub fn write_kubeconfig(&self, path: &Path) -> Result<(), EmulatorError> {
+        let yaml = serde_yaml_ng::to_string(&self.kubeconfig())?;
+        let io = |source| EmulatorError::WriteKubeconfig {
+            path: path.display().to_string(),
+            source,
+        };
+        // Written aside and renamed, so a reader never sees half a kubeconfig.
+        let mut partial = path.as_os_str().to_owned();
+        partial.push(".partial");
+        let partial = std::path::PathBuf::from(partial);
+        std::fs::write(&partial, yaml).map_err(io)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o600))
+                .map_err(io)?;
+        }
+        std::fs::rename(&partial, path).map_err(io)
+    }
+
+    /// A kube client talking to this emulator.
+    pub fn try_client(&self) -> Result<kube::Client, EmulatorError> {
+        let mut config = kube::Config::new(
+            self.url()
+                .parse()
+                .expect("a socket address makes a valid URL"),
+        );
+        config.default_namespace = "default".into();
+        config.auth_info.token = Some(ADMIN_TOKEN.to_string().into());
+        Ok(kube::Client::try_from(config)?)
+    }
+
+    /// A kube client talking to this emulator (must be called inside a tokio runtime).
+    pub fn client(&self) -> kube::Client {
+        self.try_client()
+            .expect("a plain-HTTP loopback client needs no TLS or credential setup")
+    }
+
+    /// Stops accepting connections and closes open ones.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    server: Arc<server::Server>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => return,
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let server = server.clone();
+                let mut stop = stopped.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| server.clone().handle(req));
+                    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        _ = stop.changed() => {}
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Runs the emulator for the `ipledger emulator` command: listens on `listen`, writes a
+/// kubeconfig to `kubeconfig`, serves until SIGINT or SIGTERM.
+pub async fn run(listen: SocketAddr, kubeconfig: &Path) -> anyhow::Result<()> {
+    let emulator = Emulator::start(Config {
+        listen,
+        ..Config::default()
+    })
+    .await?;
+    emulator.write_kubeconfig(kubeconfig)?;
+    eprintln!(
+        "ipledger emulator: serving the Kubernetes API on {} (kubeconfig: {}); CEL validation rules are enforced",
+        emulator.url(),
+        kubeconfig.display()
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    emulator.shutdown().await;
+    Ok(())
+}

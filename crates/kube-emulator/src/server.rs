@@ -1,0 +1,1269 @@
+//! The HTTP layer: routes Kubernetes REST paths to the store and renders the answers.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::apply;
+use super::discovery;
+use super::error::{ApiError, ApiResult};
+use super::events;
+use super::faults::Faults;
+use super::patch::{self, PatchType};
+use super::protobuf;
+use super::resources::ResourceType;
+use super::selectors::{FieldSelector, LabelSelector, supported_fields};
+use super::store::{DeleteOptions, Event, EventType, ListFrom, Part, Store};
+use super::table::{self, IncludeObject};
+
+/// The body type of every response.
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// Everything a request handler needs.
+pub struct Server {
+    /// The object store.
+    pub store: Arc<Store>,
+    /// Injected faults.
+    pub faults: Faults,
+    /// `host:port` the server listens on, for `/api`'s serverAddressByClientCIDRs.
+    pub address: String,
+    /// How often watches that asked for bookmarks get one.
+    pub bookmark_interval: Duration,
+    /// Largest request body accepted.
+    pub max_body: usize,
+    /// Known bearer tokens and the user each one authenticates.
+    pub tokens: std::collections::BTreeMap<String, String>,
+    /// Whether a token not in `tokens` is accepted (as `system:anonymous`).
+    pub accept_unknown_tokens: bool,
+}
+
+/// Which part of the API a path names.
+#[derive(Debug, PartialEq)]
+struct ResourcePath {
+    group: String,
+    version: String,
+    namespace: Option<String>,
+    resource: String,
+    name: Option<String>,
+    subresource: Option<String>,
+    watch_prefix: bool,
+}
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed()
+}
+
+fn json_response(code: u16, value: &Value) -> Response<Body> {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn error_response(err: &ApiError) -> Response<Body> {
+    json_response(err.code, &err.status())
+}
+
+fn parse_query(query: Option<&str>) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        out.insert(decode(k), decode(v));
+    }
+    out
+}
+
+/// Percent-decoding of query strings (`+` is a space).
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                Some(b) => {
+                    out.push(b);
+                    i += 2;
+                }
+                None => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn parse_resource_path(
+    segments: &[&str],
+    is_namespaced: &dyn Fn(&str, &str, &str) -> bool,
+) -> Option<ResourcePath> {
+    let (group, version, rest) = match segments {
+        ["api", v, rest @ ..] => (String::new(), v.to_string(), rest),
+        ["apis", g, v, rest @ ..] => (g.to_string(), v.to_string(), rest),
+        _ => return None,
+    };
+    let (watch_prefix, rest) = match rest {
+        ["watch", rest @ ..] => (true, rest),
+        _ => (false, rest),
+    };
+    let owned = |s: &&str| s.to_string();
+    let p = |namespace: Option<String>, resource: &str, name: Option<&&str>, sub: Option<&&str>| {
+        ResourcePath {
+            group: group.clone(),
+            version: version.clone(),
+            namespace,
+            resource: resource.to_string(),
+            name: name.map(owned),
+            subresource: sub.map(owned),
+            watch_prefix,
+        }
+    };
+    match rest {
+        ["namespaces", ns, resource, tail @ ..]
+            if is_namespaced(&group, &version, resource) && tail.len() <= 2 =>
+        {
+            Some(p(Some(ns.to_string()), resource, tail.first(), tail.get(1)))
+        }
+        [resource, tail @ ..] if tail.len() <= 2 => {
+            Some(p(None, resource, tail.first(), tail.get(1)))
+        }
+        _ => None,
+    }
+}
+
+/// Media types the client accepts decide between a Table and the plain object.
+/// What a client asked to receive, from the first media type of `Accept`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    /// The objects themselves.
+    Object,
+    /// `as=Table`: server-side printing.
+    Table,
+    /// `as=PartialObjectMetadata(List)`: metadata only (kube-rs metadata watchers).
+    Metadata,
+}
+
+fn wanted_shape(req: &Request<Incoming>) -> Shape {
+    let first = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .and_then(|a| a.split(',').next())
+        .unwrap_or("");
+    if first.contains("as=Table") {
+        Shape::Table
+    } else if first.contains("as=PartialObjectMetadata") {
+        Shape::Metadata
+    } else {
+        Shape::Object
+    }
+}
+
+/// An object reduced to its metadata.
+fn partial(obj: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]})
+}
+
+impl Server {
+    /// Handles one request.
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, Infallible> {
+        let delay = self.faults.delay();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let resp = match self.route(req).await {
+            Ok(r) => r,
+            Err(e) => error_response(&e),
+        };
+        Ok(resp)
+    }
+
+    async fn route(&self, req: Request<Incoming>) -> ApiResult<Response<Body>> {
+        // Authorization (RBAC) is the packaging issue's work; it will use this user and sit
+        // here, before any resource is touched.
+        let user = self.authenticate(&req)?;
+        let path = req.uri().path().to_string();
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let registry = self.store.registry();
+        if req.method() == Method::GET {
+            let doc = match segments.as_slice() {
+                ["version"] => Some(discovery::version()),
+                ["healthz"] | ["livez"] | ["readyz"] => {
+                    let mut r = Response::new(full("ok"));
+                    r.headers_mut()
+                        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                    return Ok(r);
+                }
+                ["api"] => Some(discovery::core_versions(&self.address)),
+                ["apis"] => Some(discovery::groups(&registry)),
+                ["apis", g] => {
+                    Some(discovery::group(&registry, g).ok_or_else(|| ApiError::no_route(&path))?)
+                }
+                ["api", v] => Some(
+                    discovery::resources(&registry, "", v)
+                        .ok_or_else(|| ApiError::no_route(&path))?,
+                ),
+                ["apis", g, v] => Some(
+                    discovery::resources(&registry, g, v)
+                        .ok_or_else(|| ApiError::no_route(&path))?,
+                ),
+                ["openapi", "v3"] => Some(discovery::openapi_v3_index(&registry)),
+                ["openapi", "v3", "api", v] => {
+                    Some(discovery::openapi_v3_group_version(&registry, "", v))
+                }
+                ["openapi", "v3", "apis", g, v] => {
+                    Some(discovery::openapi_v3_group_version(&registry, g, v))
+                }
+                _ => None,
+            };
+            if let Some(doc) = doc {
+                return Ok(json_response(200, &doc));
+            }
+        }
+        let is_namespaced =
+            |g: &str, v: &str, r: &str| registry.lookup(g, v, r).is_some_and(|t| t.namespaced);
+        let rp = parse_resource_path(&segments, &is_namespaced)
+            .ok_or_else(|| ApiError::no_route(&path))?;
+        let t = registry
+            .lookup(&rp.group, &rp.version, &rp.resource)
+            .ok_or_else(|| ApiError::no_route(&path))?;
+        // Across namespaces, namespaced resources can only be listed and watched.
+        if t.namespaced
+            && rp.namespace.is_none()
+            && (rp.name.is_some() || req.method() != Method::GET)
+        {
+            return Err(ApiError::no_route(&path));
+        }
+        if let Some(sub) = &rp.subresource
+            && !(sub == "status" && t.status_subresource)
+        {
+            return Err(ApiError::no_route(&path));
+        }
+        let query = parse_query(req.uri().query());
+        let manager = field_manager(&req, &query);
+        let dry_run = match query.get("dryRun").map(String::as_str) {
+            None | Some("") => false,
+            Some("All") => true,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid dry run argument: \"{other}\": supported values: \"All\""
+                )));
+            }
+        };
+        // A dry run writes to a private copy of the store, dropped after the answer.
+        let store = if dry_run && req.method() != Method::GET {
+            self.store.dry_run_copy()
+        } else {
+            self.store.clone()
+        };
+        let namespace = rp.namespace.clone().unwrap_or_default();
+        let shape = wanted_shape(&req);
+        let method = req.method().clone();
+        let part = if rp.subresource.is_some() {
+            Part::Status
+        } else {
+            Part::Main
+        };
+        match (&method, &rp.name) {
+            (&Method::GET, Some(name))
+                if !rp.watch_prefix
+                    && query.get("watch").is_none_or(|w| w == "false" || w == "0") =>
+            {
+                let obj = self.store.get(&self.stored(&t), &namespace, name)?;
+                let obj = for_version(&t, &rp.version, &obj);
+                match shape {
+                    Shape::Table => Ok(json_response(
+                        200,
+                        &self.table(&t, &rp.version, &[obj.into_owned()], json!({}), &query)?,
+                    )),
+                    Shape::Metadata => Ok(json_response(200, &partial(&obj))),
+                    Shape::Object => Ok(json_response(200, &obj)),
+                }
+            }
+            (&Method::GET, name) => {
+                let watching =
+                    rp.watch_prefix || query.get("watch").is_some_and(|w| w == "true" || w == "1");
+                let ns = rp.namespace.as_deref();
+                let mut query = query;
+                if let Some(name) = name {
+                    let by_name = format!("metadata.name={name}");
+                    let fs = query.remove("fieldSelector").filter(|f| !f.is_empty());
+                    query.insert(
+                        "fieldSelector".into(),
+                        fs.map_or(by_name.clone(), |f| format!("{f},{by_name}")),
+                    );
+                }
+                if watching {
+                    self.watch(t, rp.version.clone(), ns.map(str::to_string), &query, shape)
+                } else {
+                    self.list(&t, &rp.version, ns, &query, shape)
+                }
+            }
+            (&Method::POST, None) if is_review(&t) => {
+                // The answer does not depend on the question, so a protobuf body (kubectl's
+                // typed clients send one) need not be decoded.
+                let body = http_body_util::Limited::new(req.into_body(), self.max_body)
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let question = parse_json(&body).unwrap_or_else(|_| json!({}));
+                Ok(json_response(201, &review(&t, question, &user)))
+            }
+            (&Method::POST, None) => {
+                let (body, content_type) = self.body(req).await?;
+                let mut obj = parse_object(&t, &content_type, &body)?;
+                let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+                self.injected_failure(&t, &name)?;
+                let warnings = field_validation(&t, &rp.version, &mut obj, &query)?;
+                let created =
+                    store.create_as(&self.stored(&t), &namespace, to_storage(&t, obj), &manager)?;
+                let created = self.dry_answer(dry_run, &t, &namespace, created);
+                Ok(with_warnings(
+                    json_response(201, &for_version(&t, &rp.version, &created)),
+                    &warnings,
+                ))
+            }
+            (&Method::PUT, Some(name)) => {
+                let (body, content_type) = self.body(req).await?;
+                let mut obj = parse_object(&t, &content_type, &body)?;
+                self.injected_failure(&t, name)?;
+                let warnings = field_validation(&t, &rp.version, &mut obj, &query)?;
+                let updated = store.update_as(
+                    &self.stored(&t),
+                    &namespace,
+                    name,
+                    to_storage(&t, obj),
+                    part,
+                    &manager,
+                )?;
+                let updated = self.dry_answer(dry_run, &t, &namespace, updated);
+                Ok(with_warnings(
+                    json_response(200, &for_version(&t, &rp.version, &updated)),
+                    &warnings,
+                ))
+            }
+            (&Method::PATCH, Some(name)) => {
+                let content_type = req
+                    .headers()
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|c| c.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                let patch_type = PatchType::from_content_type(&content_type)?;
+                let (body, _) = self.body(req).await?;
+                self.injected_failure(&t, name)?;
+                if patch_type == PatchType::Apply {
+                    return self
+                        .server_side_apply(&store, &t, &rp, &namespace, name, part, &body, &query);
+                }
+                let warnings = Mutex::new(Vec::new());
+                let version = rp.version.clone();
+                let change = |current: &Value| {
+                    let mut patched = patch::apply(
+                        &for_version(&t, &version, current),
+                        patch_type,
+                        &body,
+                        t.custom,
+                    )?;
+                    *warnings.lock().unwrap_or_else(|e| e.into_inner()) =
+                        field_validation(&t, &version, &mut patched, &query)?;
+                    Ok(to_storage(&t, patched))
+                };
+                let updated =
+                    store.modify_as(&self.stored(&t), &namespace, name, part, &change, &manager)?;
+                let updated = self.dry_answer(dry_run, &t, &namespace, updated);
+                let warnings = warnings.into_inner().unwrap_or_else(|e| e.into_inner());
+                Ok(with_warnings(
+                    json_response(200, &for_version(&t, &rp.version, &updated)),
+                    &warnings,
+                ))
+            }
+            (&Method::DELETE, Some(name)) => {
+                let (body, _) = self.body(req).await?;
+                self.injected_failure(&t, name)?;
+                let opts = delete_options(&body, &query)?;
+                // kube-rs and kubectl put `dryRun` in the DeleteOptions body.
+                let store = if dry_run_in_body(&body) {
+                    self.store.dry_run_copy()
+                } else {
+                    store
+                };
+                let (obj, gone) = store.delete(&self.stored(&t), &namespace, name, &opts)?;
+                // Like the real server: a pending deletion answers with the object; a
+                // completed one with a Success Status, except for the few resources whose
+                // storage returns the deleted object (pods, serviceaccounts).
+                let returns_object =
+                    t.group.is_empty() && matches!(t.plural.as_str(), "pods" | "serviceaccounts");
+                if gone && !returns_object {
+                    let status = json!({
+                        "kind": "Status",
+                        "apiVersion": "v1",
+                        "metadata": {},
+                        "status": "Success",
+                        "details": {"name": name, "group": t.group, "kind": t.plural, "uid": obj["metadata"]["uid"]},
+                    });
+                    return Ok(json_response(200, &status));
+                }
+                Ok(json_response(200, &for_version(&t, &rp.version, &obj)))
+            }
+            (&Method::DELETE, None) => {
+                let (body, _) = self.body(req).await?;
+                let opts = delete_options(&body, &query)?;
+                let store = if dry_run_in_body(&body) {
+                    self.store.dry_run_copy()
+                } else {
+                    store
+                };
+                let filter = selector_filter(&t, &query)?;
+                let page = store.list(
+                    &self.stored(&t),
+                    rp.namespace.as_deref(),
+                    &*filter,
+                    true,
+                    None,
+                    ListFrom::Latest,
+                )?;
+                let mut deleted = Vec::new();
+                for obj in page.items {
+                    let ns = obj["metadata"]["namespace"].as_str().unwrap_or("");
+                    let name = obj["metadata"]["name"].as_str().unwrap_or("");
+                    self.injected_failure(&t, name)?;
+                    match store.delete(&self.stored(&t), ns, name, &opts) {
+                        Ok((o, _)) => deleted.push(for_version(&t, &rp.version, &o).into_owned()),
+                        Err(e) if e.code == 404 => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                let list = json!({
+                    "kind": format!("{}List", t.kind),
+                    "apiVersion": t.api_version(&rp.version),
+                    "metadata": {"resourceVersion": self.store.current_rv().to_string()},
+                    "items": deleted,
+                });
+                Ok(json_response(200, &list))
+            }
+            _ => Err(ApiError::method_not_allowed(
+                "the server does not allow this method on the requested resource",
+            )),
+        }
+    }
+
+    /// PATCH with `application/apply-patch+yaml`: merges the applied configuration for its
+    /// field manager, creating the object when it does not exist.
+    #[allow(clippy::too_many_arguments)]
+    fn server_side_apply(
+        &self,
+        store: &Store,
+        t: &ResourceType,
+        rp: &ResourcePath,
+        namespace: &str,
+        name: &str,
+        part: Part,
+        body: &[u8],
+        query: &HashMap<String, String>,
+    ) -> ApiResult<Response<Body>> {
+        let manager = query.get("fieldManager").map(String::as_str).unwrap_or("");
+        if manager.is_empty() {
+            return Err(ApiError::invalid(
+                "PatchOptions.meta.k8s.io",
+                "meta.k8s.io",
+                "PatchOptions",
+                "",
+                vec![super::error::Cause {
+                    reason: "FieldValueRequired",
+                    field: "fieldManager".into(),
+                    message: "Required value: is required for apply patch".into(),
+                }],
+            ));
+        }
+        let applied: Value = serde_yaml_ng::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+        if !applied.is_object() {
+            return Err(ApiError::bad_request(
+                "the applied configuration must be an object",
+            ));
+        }
+        let applied_name = applied["metadata"]["name"].as_str().unwrap_or("");
+        if applied_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({applied_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let subresource = rp.subresource.as_deref();
+        let force = query.get("force").is_some_and(|f| f == "true");
+        let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let warnings = Mutex::new(Vec::new());
+        let change = |current: &Value| {
+            let current = for_version(t, &rp.version, current);
+            let mut merged = apply::apply(
+                &current,
+                &applied,
+                manager,
+                subresource,
+                t.custom,
+                force,
+                &now,
+            )
+            .map_err(|c| apply_conflict(t, name, &c))?;
+            *warnings.lock().unwrap_or_else(|e| e.into_inner()) =
+                field_validation(t, &rp.version, &mut merged, query)?;
+            Ok(to_storage(t, merged))
+        };
+        let dry_run = query.get("dryRun").is_some_and(|d| d == "All");
+        match store.modify(&self.stored(t), namespace, name, part, &change) {
+            Ok(updated) => {
+                let updated = self.dry_answer(dry_run, t, namespace, updated);
+                let warnings = warnings.into_inner().unwrap_or_else(|e| e.into_inner());
+                Ok(with_warnings(
+                    json_response(200, &for_version(t, &rp.version, &updated)),
+                    &warnings,
+                ))
+            }
+            // Apply creates what does not exist yet (not through /status).
+            Err(e) if e.code == 404 && part == Part::Main => {
+                let mut created =
+                    apply::apply(&Value::Null, &applied, manager, None, t.custom, force, &now)
+                        .map_err(|c| apply_conflict(t, name, &c))?;
+                let warnings = field_validation(t, &rp.version, &mut created, query)?;
+                let created = store.create(&self.stored(t), namespace, to_storage(t, created))?;
+                let created = self.dry_answer(dry_run, t, namespace, created);
+                Ok(with_warnings(
+                    json_response(201, &for_version(t, &rp.version, &created)),
+                    &warnings,
+                ))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The type the store keeps `t`'s objects under (core Events for the events.k8s.io
+    /// view, `t` itself otherwise).
+    fn stored(&self, t: &ResourceType) -> Arc<ResourceType> {
+        let registry = self.store.registry();
+        let found = if events::is_view(t) {
+            registry.lookup("", "v1", "events")
+        } else {
+            registry.get(&t.group_resource())
+        };
+        // A CRD deleted meanwhile: its type as this request saw it.
+        found.unwrap_or_else(|| Arc::new(t.clone()))
+    }
+
+    /// A dry run's answer carries the resourceVersion the object has (none when it does not
+    /// exist), not the one the private copy gave it, as the real server answers.
+    fn dry_answer(
+        &self,
+        dry_run: bool,
+        t: &ResourceType,
+        namespace: &str,
+        mut obj: Value,
+    ) -> Value {
+        if !dry_run {
+            return obj;
+        }
+        let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let ns = if t.namespaced { namespace } else { "" };
+        let stored = self.store.get(&self.stored(t), ns, &name).ok();
+        let rv = stored
+            .as_ref()
+            .map(|o| o["metadata"]["resourceVersion"].clone());
+        if let Some(meta) = obj["metadata"].as_object_mut() {
+            match rv {
+                Some(rv) => meta.insert("resourceVersion".into(), rv),
+                None => meta.remove("resourceVersion"),
+            };
+        }
+        obj
+    }
+
+    /// The user a request's bearer token names; 401 for a malformed header or, when
+    /// unknown tokens are refused, an unknown token.
+    fn authenticate(&self, req: &Request<Incoming>) -> ApiResult<String> {
+        let Some(header) = req.headers().get(header::AUTHORIZATION) else {
+            return self.unknown_token();
+        };
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(ApiError::unauthorized)?;
+        match self.tokens.get(token) {
+            Some(user) => Ok(user.clone()),
+            None => self.unknown_token(),
+        }
+    }
+
+    fn unknown_token(&self) -> ApiResult<String> {
+        if self.accept_unknown_tokens {
+            Ok("system:anonymous".to_string())
+        } else {
+            Err(ApiError::unauthorized())
+        }
+    }
+
+    fn injected_failure(&self, t: &ResourceType, name: &str) -> ApiResult<()> {
+        match self
+            .faults
+            .take_write_failure(&t.plural, &t.group_resource().to_string(), name)
+        {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// The request body and its media type.
+    async fn body(&self, req: Request<Incoming>) -> ApiResult<(Bytes, String)> {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|c| c.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let limited = http_body_util::Limited::new(req.into_body(), self.max_body);
+        let collected = limited.collect().await.map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                ApiError::too_large(self.max_body)
+            } else {
+                ApiError::bad_request(format!("reading the request body: {e}"))
+            }
+        })?;
+        Ok((collected.to_bytes(), content_type))
+    }
+
+    fn table(
+        &self,
+        t: &ResourceType,
+        version: &str,
+        items: &[Value],
+        list_meta: Value,
+        query: &HashMap<String, String>,
+    ) -> ApiResult<Value> {
+        let include = IncludeObject::parse(query.get("includeObject").map(String::as_str))
+            .map_err(ApiError::bad_request)?;
+        Ok(table::table(
+            t,
+            version,
+            items,
+            list_meta,
+            include,
+            chrono::Utc::now(),
+        ))
+    }
+
+    fn list(
+        &self,
+        t: &ResourceType,
+        version: &str,
+        namespace: Option<&str>,
+        query: &HashMap<String, String>,
+        shape: Shape,
+    ) -> ApiResult<Response<Body>> {
+        let filter = selector_filter(t, query)?;
+        let has_selector = ["labelSelector", "fieldSelector"]
+            .iter()
+            .any(|k| query.get(*k).is_some_and(|v| !v.is_empty()));
+        let limit = match query.get("limit").filter(|l| !l.is_empty()) {
+            Some(l) => Some(l.parse::<i64>().map_err(|_| {
+                ApiError::bad_request(format!("limit: Invalid value: \"{l}\": must be an integer"))
+            })?)
+            .filter(|l| *l > 0)
+            .map(|l| l as usize),
+            None => None,
+        };
+        let page = self.store.list(
+            &self.stored(t),
+            namespace,
+            &*filter,
+            has_selector,
+            limit,
+            list_from(query)?,
+        )?;
+        let mut meta = json!({"resourceVersion": page.rv.to_string()});
+        if let Some(c) = &page.continue_token {
+            meta["continue"] = c.clone().into();
+        }
+        if let Some(r) = page.remaining {
+            meta["remainingItemCount"] = r.into();
+        }
+        let items: Vec<Value> = page
+            .items
+            .iter()
+            .map(|o| for_version(t, version, o).into_owned())
+            .collect();
+        match shape {
+            Shape::Table => {
+                return Ok(json_response(
+                    200,
+                    &self.table(t, version, &items, meta, query)?,
+                ));
+            }
+            Shape::Metadata => {
+                let items: Vec<Value> = items.iter().map(partial).collect();
+                return Ok(json_response(
+                    200,
+                    &json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items}),
+                ));
+            }
+            Shape::Object => {}
+        }
+        Ok(json_response(
+            200,
+            &json!({"kind": format!("{}List", t.kind), "apiVersion": t.api_version(version), "metadata": meta, "items": items}),
+        ))
+    }
+
+    fn watch(
+        &self,
+        t: Arc<ResourceType>,
+        version: String,
+        namespace: Option<String>,
+        query: &HashMap<String, String>,
+        shape: Shape,
+    ) -> ApiResult<Response<Body>> {
+        let filter = selector_filter(&t, query)?;
+        let from = match query.get("resourceVersion").map(String::as_str) {
+            None | Some("") | Some("0") => None,
+            Some(rv) => Some(rv.parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "resourceVersion: Invalid value: \"{rv}\": must be a non-negative integer"
+                ))
+            })?),
+        };
+        let initial_events = query.get("sendInitialEvents").is_some_and(|v| v == "true");
+        let bookmarks = query
+            .get("allowWatchBookmarks")
+            .is_some_and(|v| v == "true");
+        let timeout = query
+            .get("timeoutSeconds")
+            .and_then(|s| s.parse::<u64>().ok())
+            .map(Duration::from_secs)
+            .unwrap_or(Duration::from_secs(1800));
+        let include = IncludeObject::parse(query.get("includeObject").map(String::as_str))
+            .map_err(ApiError::bad_request)?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
+        let stored = self.stored(&t);
+        let start = self
+            .store
+            .watch(&stored, if initial_events { None } else { from });
+        let mut drops = self.faults.watch_drops();
+        drops.mark_unchanged();
+        let interval = self.bookmark_interval;
+        let gr = stored.group_resource();
+        let render = {
+            let t = t.clone();
+            let version = version.clone();
+            move |kind: &str, obj: &Value| -> Bytes {
+                let object = match kind {
+                    "BOOKMARK" | "ERROR" => Cow::Borrowed(obj),
+                    _ => {
+                        let obj = for_version(&t, &version, obj);
+                        if shape == Shape::Metadata {
+                            Cow::Owned(partial(&obj))
+                        } else if shape == Shape::Table {
+                            Cow::Owned(table::table(
+                                &t,
+                                &version,
+                                std::slice::from_ref(obj.as_ref()),
+                                json!({}),
+                                include,
+                                chrono::Utc::now(),
+                            ))
+                        } else {
+                            obj
+                        }
+                    }
+                };
+                // Serialized straight from the stored object: one watcher, no copy.
+                let mut line = serde_json::to_vec(&WatchLine {
+                    kind,
+                    object: &object,
+                })
+                .unwrap_or_default();
+                line.push(b'\n');
+                Bytes::from(line)
+            }
+        };
+        let bookmark = move |rv: u64, initial_end: bool| {
+            let mut meta = json!({"resourceVersion": rv.to_string()});
+            if initial_end {
+                meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+            }
+            json!({"kind": t.kind, "apiVersion": t.api_version(&version), "metadata": meta})
+        };
+        tokio::spawn(async move {
+            let mut start = match start {
+                Ok(s) => s,
+                Err(e) => {
+                    // Like the real server: a 200 stream carrying one ERROR event (410 Expired).
+                    let _ = tx.send(render("ERROR", &e.status())).await;
+                    return;
+                }
+            };
+            let matches = |o: &Value| {
+                namespace
+                    .as_deref()
+                    .is_none_or(|ns| o["metadata"]["namespace"] == ns)
+                    && filter(o)
+            };
+            let mut last_rv = start.rv;
+            for e in &start.backlog {
+                if let Some((kind, obj)) = visible(e, &matches)
+                    && tx.send(render(kind, obj)).await.is_err()
+                {
+                    return;
+                }
+                last_rv = last_rv.max(e.rv);
+            }
+            if initial_events
+                && bookmarks
+                && tx
+                    .send(render("BOOKMARK", &bookmark(last_rv, true)))
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+            let deadline = tokio::time::sleep(timeout);
+            tokio::pin!(deadline);
+            let mut ticker = tokio::time::interval(interval);
+            ticker.tick().await;
+            loop {
+                tokio::select! {
+                    _ = &mut deadline => return,
+                    _ = drops.changed() => return,
+                    _ = tx.closed() => return,
+                    _ = ticker.tick(), if bookmarks => {
+                        if tx.send(render("BOOKMARK", &bookmark(last_rv, false))).await.is_err() {
+                            return;
+                        }
+                    }
+                    received = start.receiver.recv() => match received {
+                        Ok(e) => {
+                            if e.rv <= last_rv {
+                                continue;
+                            }
+                            last_rv = e.rv;
+                            if e.gr != gr {
+                                // The resource itself went away with its CRD: end the watch,
+                                // as the real server does.
+                                let crd_removed = e.kind == EventType::Deleted
+                                    && e.gr.group == "apiextensions.k8s.io"
+                                    && e.key.name == format!("{}.{}", gr.resource, gr.group);
+                                if crd_removed {
+                                    return;
+                                }
+                                continue;
+                            }
+                            if let Some((kind, obj)) = visible(&e, &matches)
+                                && tx.send(render(kind, obj)).await.is_err()
+                            {
+                                return;
+                            }
+                        }
+                        // A watcher too slow to keep up is closed, as the real server does;
+                        // the client re-watches from the last version it saw.
+                        Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => return,
+                    }
+                }
+            }
+        });
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv()
+                .await
+                .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+        });
+        let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        Ok(resp)
+    }
+}
+
+/// Which state a list reads, from `continue`, `resourceVersion` and `resourceVersionMatch`.
+fn list_from(query: &HashMap<String, String>) -> ApiResult<ListFrom<'_>> {
+    let get = |k: &str| query.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let rv = match get("resourceVersion") {
+        None => None,
+        Some(v) => Some(v.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(format!(
+                "resourceVersion: Invalid value: \"{v}\": must be a non-negative integer"
+            ))
+        })?),
+    };
+    if let Some(token) = get("continue") {
+        if rv.is_some_and(|v| v != 0) {
+            return Err(ApiError::bad_request(
+                "specifying resource version is not allowed when using continue",
+            ));
+        }
+        return Ok(ListFrom::Continue(token));
+    }
+    match (get("resourceVersionMatch"), rv) {
+        (Some("Exact"), Some(v)) if v > 0 => Ok(ListFrom::Exact(v)),
+        (Some("Exact"), _) => Err(ApiError::bad_request(
+            "resourceVersionMatch: Forbidden: resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+        )),
+        (Some("NotOlderThan") | None, Some(v)) if v > 0 => Ok(ListFrom::NotOlderThan(v)),
+        (Some("NotOlderThan") | None, _) => Ok(ListFrom::Latest),
+        (Some(other), _) => Err(ApiError::bad_request(format!(
+            "resourceVersionMatch: Unsupported value: \"{other}\": supported values: \"Exact\", \"NotOlderThan\""
+        ))),
+    }
+}
+
+/// 409 for apply conflicts, with one cause per field, as the real server reports them.
+fn apply_conflict(t: &ResourceType, name: &str, conflicts: &[apply::Conflict]) -> ApiError {
+    let causes: Vec<Value> = conflicts
+        .iter()
+        .map(|c| json!({"reason": "FieldManagerConflict", "message": apply::conflict_with(c), "field": c.field}))
+        .collect();
+    ApiError {
+        code: 409,
+        reason: "Conflict",
+        message: apply::conflict_message(conflicts),
+        details: Some(json!({"name": name, "group": t.group, "kind": t.plural, "causes": causes})),
+    }
+}
+
+/// An object as the store keeps it: events.k8s.io Events become core Events.
+fn to_storage(t: &ResourceType, obj: Value) -> Value {
+    if events::is_view(t) {
+        events::to_core(&obj)
+    } else {
+        obj
+    }
+}
+
+/// The field manager of a write: `fieldManager`, else the User-Agent up to its first `/`,
+/// as the real server derives it.
+fn field_manager(req: &Request<Incoming>, query: &HashMap<String, String>) -> String {
+    if let Some(m) = query.get("fieldManager").filter(|m| !m.is_empty()) {
+        return m.clone();
+    }
+    let agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|a| a.to_str().ok())
+        .unwrap_or("");
+    let prefix: String = agent
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(128)
+        .collect();
+    if prefix.is_empty() {
+        "unknown".to_string()
+    } else {
+        prefix
+    }
+}
+
+/// Reviews are answered, never stored.
+fn is_review(t: &ResourceType) -> bool {
+    matches!(
+        t.group.as_str(),
+        "authorization.k8s.io" | "authentication.k8s.io"
+    )
+}
+
+/// Answers a self-review: everything is allowed until RBAC enforcement arrives; the user
+/// is the one the bearer token authenticated.
+fn review(t: &ResourceType, mut obj: Value, user: &str) -> Value {
+    obj["apiVersion"] = t.api_version(t.storage_version()).into();
+    obj["kind"] = t.kind.clone().into();
+    obj["status"] = if t.group == "authorization.k8s.io" {
+        json!({"allowed": true, "reason": "kube-emulator does not enforce RBAC yet"})
+    } else {
+        json!({"userInfo": {"username": user, "groups": ["system:authenticated"]}})
+    };
+    obj
+}
+
+/// The event a watcher with a selector sees: an object entering the selection is ADDED,
+/// one leaving it is DELETED, as in the real server.
+fn visible<'a>(
+    e: &'a Event,
+    matches: &dyn Fn(&Value) -> bool,
+) -> Option<(&'static str, &'a Value)> {
+    let now = matches(&e.object);
+    match e.kind {
+        EventType::Added | EventType::Deleted => now.then_some((e.kind.as_str(), &*e.object)),
+        EventType::Modified => {
+            let before = e.prev.as_deref().is_some_and(matches);
+            match (before, now) {
+                (true, true) => Some(("MODIFIED", &*e.object)),
+                (false, true) => Some(("ADDED", &*e.object)),
+                (true, false) => Some(("DELETED", &*e.object)),
+                (false, false) => None,
+            }
+        }
+    }
+}
+
+/// The object as the requested version presents it. Versions of a CRD share one schema
+/// shape here (conversion strategy `None`), so only `apiVersion` changes.
+/// One line of a watch stream.
+#[derive(serde::Serialize)]
+struct WatchLine<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    object: &'a Value,
+}
+
+/// `obj` as version `version` of its resource presents it; borrowed when nothing changes
+/// (the usual case), so reads and watch events do not copy stored objects.
+fn for_version<'a>(t: &ResourceType, version: &str, obj: &'a Value) -> Cow<'a, Value> {
+    if events::is_view(t) {
+        return Cow::Owned(events::to_events_v1(obj));
+    }
+    if t.versions.len() > 1 {
+        let mut out = obj.clone();
+        out["apiVersion"] = t.api_version(version).into();
+        return Cow::Owned(out);
+    }
+    Cow::Borrowed(obj)
+}
+
+type Filter = Box<dyn Fn(&Value) -> bool + Send + Sync>;
+
+fn selector_filter(t: &ResourceType, query: &HashMap<String, String>) -> ApiResult<Filter> {
+    let labels = LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))
+        .map_err(ApiError::bad_request)?;
+    let fields = FieldSelector::parse(
+        query.get("fieldSelector").map(String::as_str).unwrap_or(""),
+        supported_fields(&t.group, &t.plural),
+    )
+    .map_err(ApiError::bad_request)?;
+    if events::is_view(t) {
+        // Stored as core Events; selected by the fields of the view.
+        return Ok(Box::new(move |o| {
+            let o = events::to_events_v1(o);
+            labels.matches(&o) && fields.matches(&o)
+        }));
+    }
+    Ok(Box::new(move |o| labels.matches(o) && fields.matches(o)))
+}
+
+/// A request body as an object: JSON, or protobuf for the few core types kubectl's and
+/// helm's typed clients send that way.
+fn parse_object(t: &ResourceType, content_type: &str, body: &[u8]) -> ApiResult<Value> {
+    if content_type.contains("protobuf") && t.group.is_empty() {
+        return protobuf::decode(&t.kind, body).map_err(|e| {
+            ApiError::unsupported_media_type(format!(
+                "kube-emulator cannot read this {content_type} body: {e}; send application/json"
+            ))
+        });
+    }
+    if content_type.contains("protobuf") || content_type.contains("cbor") {
+        return Err(ApiError::unsupported_media_type(format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json (kube-emulator does not speak {content_type} for {})",
+            t.group_resource()
+        )));
+    }
+    parse_json(body)
+}
+
+fn parse_json(body: &[u8]) -> ApiResult<Value> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body of the request was in an unknown format: {e}"
+        ))
+    })?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request(
+            "the body of the request must be a JSON object",
+        ));
+    }
+    Ok(value)
+}
+
+/// `fieldValidation`: unknown fields of a custom resource are an error (`Strict`), a
+/// warning (`Warn`, the default) or silently dropped (`Ignore`).
+fn field_validation(
+    t: &ResourceType,
+    version: &str,
+    obj: &mut Value,
+    query: &HashMap<String, String>,
+) -> ApiResult<Vec<String>> {
+    let Some(schema) = t.version(version).and_then(|v| v.schema.clone()) else {
+        return Ok(Vec::new());
+    };
+    let mode = query
+        .get("fieldValidation")
+        .map(String::as_str)
+        .unwrap_or("Warn");
+    if mode == "Ignore" {
+        return Ok(Vec::new());
+    }
+    // Only the list of unknown fields is wanted here; the object itself is pruned and
+    // defaulted once, on admission.
+    let mut probe = obj.clone();
+    let unknown = schema.prune(&mut probe);
+    match mode {
+        "Strict" if !unknown.is_empty() => {
+            let listed: Vec<String> = unknown
+                .iter()
+                .map(|f| format!("unknown field \"{f}\""))
+                .collect();
+            Err(ApiError::bad_request(format!(
+                "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
+                listed.join(", "),
+                kind = t.kind
+            )))
+        }
+        "Strict" | "Warn" | "" => Ok(unknown
+            .iter()
+            .map(|f| format!("unknown field \"{f}\""))
+            .collect()),
+        other => Err(ApiError::bad_request(format!(
+            "fieldValidation: Unsupported value: \"{other}\": supported values: \"Ignore\", \"Strict\", \"Warn\""
+        ))),
+    }
+}
+
+fn with_warnings(mut resp: Response<Body>, warnings: &[String]) -> Response<Body> {
+    for w in warnings {
+        let text = format!("299 - \"{}\"", w.replace('"', "\\\""));
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            resp.headers_mut().append(header::WARNING, v);
+        }
+    }
+    resp
+}
+
+/// Whether a DeleteOptions body (JSON or protobuf) asks for `dryRun: ["All"]`.
+fn dry_run_in_body(body: &[u8]) -> bool {
+    let v = if body.starts_with(b"k8s\0") {
+        protobuf::decode("DeleteOptions", body).unwrap_or_default()
+    } else {
+        serde_json::from_slice::<Value>(body).unwrap_or_default()
+    };
+    v["dryRun"]
+        .as_array()
+        .is_some_and(|d| d.iter().any(|x| x == "All"))
+}
+
+fn delete_options(body: &[u8], query: &HashMap<String, String>) -> ApiResult<DeleteOptions> {
+    let mut opts = DeleteOptions::default();
+    if body.starts_with(b"k8s\0") {
+        let v = protobuf::decode("DeleteOptions", body).map_err(|e| {
+            ApiError::unsupported_media_type(format!(
+                "kube-emulator cannot read this protobuf DeleteOptions: {e}"
+            ))
+        })?;
+        opts.uid = v["preconditions"]["uid"].as_str().map(str::to_string);
+        opts.resource_version = v["preconditions"]["resourceVersion"]
+            .as_str()
+            .map(str::to_string);
+        opts.propagation = v["propagationPolicy"].as_str().map(str::to_string);
+        if opts.propagation.is_none() && v["orphanDependents"] == true {
+            opts.propagation = Some("Orphan".into());
+        }
+    } else if !body.iter().all(u8::is_ascii_whitespace) {
+        let v: Value = serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body of the request was in an unknown format: {e}"
+            ))
+        })?;
+        opts.uid = v["preconditions"]["uid"].as_str().map(str::to_string);
+        opts.resource_version = v["preconditions"]["resourceVersion"]
+            .as_str()
+            .map(str::to_string);
+        opts.propagation = v["propagationPolicy"].as_str().map(str::to_string);
+        if opts.propagation.is_none() && v["orphanDependents"] == true {
+            opts.propagation = Some("Orphan".into());
+        }
+    }
+    if let Some(p) = query.get("propagationPolicy").filter(|p| !p.is_empty()) {
+        opts.propagation = Some(p.clone());
+    }
+    match opts.propagation.as_deref() {
+        None | Some("Background") | Some("Foreground") | Some("Orphan") => Ok(opts),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "propagationPolicy: Unsupported value: \"{other}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_resolve_namespaced_and_cluster_resources() {
+        let namespaced = |_: &str, _: &str, r: &str| r == "configmaps";
+        let segs = ["api", "v1", "namespaces", "default", "configmaps", "a"];
+        let p = parse_resource_path(&segs, &namespaced).unwrap();
+        assert_eq!(p.namespace.as_deref(), Some("default"));
+        assert_eq!(p.name.as_deref(), Some("a"));
+        let segs = ["api", "v1", "namespaces", "default", "status"];
+        let p = parse_resource_path(&segs, &namespaced).unwrap();
+        assert_eq!(
+            (
+                p.resource.as_str(),
+                p.name.as_deref(),
+                p.subresource.as_deref()
+            ),
+            ("namespaces", Some("default"), Some("status"))
+        );
+        let segs = ["apis", "ipledger.io", "v1alpha1", "watch", "ippools"];
+        let p = parse_resource_path(&segs, &namespaced).unwrap();
+        assert!(p.watch_prefix);
+        assert!(
+            parse_resource_path(&["apis", "x", "v1", "a", "b", "c", "d"], &namespaced).is_none()
+        );
+    }
+
+    #[test]
+    fn query_strings_are_percent_decoded() {
+        let q = parse_query(Some("labelSelector=app%20in%20(a%2Cb)&limit=5&x"));
+        assert_eq!(q["labelSelector"], "app in (a,b)");
+        assert_eq!(q["limit"], "5");
+        assert_eq!(q["x"], "");
+    }
+
+    #[test]
+    fn delete_options_read_preconditions_and_propagation() {
+        let o = delete_options(
+            br#"{"preconditions":{"uid":"u","resourceVersion":"3"},"propagationPolicy":"Orphan"}"#,
+            &HashMap::new(),
+        )
+        .unwrap();
+        assert_eq!(o.uid.as_deref(), Some("u"));
+        assert_eq!(o.resource_version.as_deref(), Some("3"));
+        assert_eq!(o.propagation.as_deref(), Some("Orphan"));
+        assert_eq!(
+            delete_options(br#"{"propagationPolicy":"Later"}"#, &HashMap::new())
+                .unwrap_err()
+                .code,
+            400
+        );
+    }
+}
