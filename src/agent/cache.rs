@@ -11,7 +11,7 @@ use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 
-use crate::agent::writer::borrower_label;
+use crate::api::borrower_label;
 use crate::api::{IPBlock, IPPool, LABEL_NODE};
 
 /// Watch-fed copies of the pools and of this node's blocks.

@@ -4,7 +4,7 @@
 use axum::http::StatusCode;
 
 use crate::agent::pool_choice::ChoiceError;
-use crate::agent::writer::CommitError;
+use crate::ledger::writer::CommitError;
 use ipledger_cni::ErrorCode;
 use ipledger_cni::protocol::ErrorBody;
 use ipledger_core::{AllocError, FieldError, PoolError};
@@ -65,9 +65,12 @@ pub enum AgentError {
 impl From<CommitError> for AgentError {
     fn from(error: CommitError) -> Self {
         match error {
-            CommitError::Invalid(msg) => AgentError::Corrupt(msg),
-            CommitError::Gone(msg) => AgentError::BlockGone(msg),
-            CommitError::Unavailable(msg) => AgentError::Unavailable(msg),
+            CommitError::InvalidPool(e) => AgentError::InvalidPool(e),
+            e @ CommitError::Corrupt { .. } => AgentError::Corrupt(e.to_string()),
+            e @ CommitError::Gone { .. } => AgentError::BlockGone(e.to_string()),
+            e @ (CommitError::UnknownPool { .. }
+            | CommitError::Api(_)
+            | CommitError::Stopped { .. }) => AgentError::Unavailable(e.to_string()),
         }
     }
 }
@@ -178,6 +181,37 @@ impl AgentError {
             AgentError::Unavailable(_) => "unavailable",
             AgentError::Corrupt(_) => "corrupt_ledger",
             AgentError::BlockGone(_) => "block_gone",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipledger_core::{Pool, PoolSpec};
+
+    /// Invariant 9: a pool found invalid while a block writer decides is a permanent
+    /// refusal (code 7), not "try again" (code 11) as a corrupt record is.
+    #[test]
+    fn commit_errors_keep_permanent_and_transient_apart() {
+        let spec = PoolSpec {
+            cidr: "10.0.0.1/24".into(),
+            ..Default::default()
+        };
+        let invalid = Pool::parse("p", &spec).unwrap_err();
+        let permanent = AgentError::from(CommitError::InvalidPool(invalid));
+        assert_eq!(permanent.code(), ErrorCode::InvalidNetworkConfig.as_u32());
+        assert!(permanent.to_string().contains("spec.cidr"), "{permanent}");
+
+        for transient in [
+            CommitError::UnknownPool { pool: "p".into() },
+            CommitError::Gone { block: "b".into() },
+            CommitError::Api("connection refused".into()),
+            CommitError::Stopped { block: "b".into() },
+        ] {
+            let error = AgentError::from(transient);
+            assert_eq!(error.code(), ErrorCode::TryAgainLater.as_u32(), "{error}");
+            assert_eq!(error.http_status(), StatusCode::SERVICE_UNAVAILABLE);
         }
     }
 }

@@ -1,15 +1,19 @@
 //! The node agent: serves the CNI plugin on a root-only unix socket and allocates from
 //! blocks affine to its node.
 
+mod add;
 pub mod allocator;
 pub mod cache;
+mod check;
 pub mod config;
+mod del;
 pub mod error;
+mod gc;
 pub mod install;
 pub mod pool_choice;
 pub mod server;
 pub mod socket;
-pub mod writer;
+mod status;
 
 use std::future::Future;
 use std::path::PathBuf;

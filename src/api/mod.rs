@@ -20,6 +20,16 @@ pub const LABEL_POOL: &str = "ipledger.io/pool";
 /// Label on an IPBlock naming the node it is affine to.
 pub const LABEL_NODE: &str = "ipledger.io/node";
 
+/// The label a node puts on another node's block when it borrows an address from it, so
+/// that its own watch sees the block: `borrower.ipledger.io/` and a hash of the node name
+/// (label names are at most 63 characters; node names may be longer).
+pub fn borrower_label(node: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(node.as_bytes());
+    let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
+    format!("borrower.ipledger.io/{hex}")
+}
+
 /// Every CRD ipledger installs, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![IPPool::crd(), IPBlock::crd()]
@@ -39,6 +49,16 @@ pub fn crds_yaml() -> Result<String, serde_yaml_ng::Error> {
 mod tests {
     use super::*;
     use serde_json::Value;
+
+    #[test]
+    fn borrower_labels_are_short_stable_and_distinct() {
+        let long = "n".repeat(253);
+        let label = borrower_label(&long);
+        let name = label.split_once('/').unwrap().1;
+        assert!(name.len() <= 63, "{label}");
+        assert_eq!(label, borrower_label(&long));
+        assert_ne!(borrower_label("node-a"), borrower_label("node-b"));
+    }
 
     /// Formats the API server knows; it ignores others, so an unknown one is a silent no-op.
     const KNOWN_FORMATS: &[&str] = &[

@@ -6,5 +6,6 @@
 
 pub mod blocks;
 pub mod cas;
+pub mod writer;
 
 pub use cas::{CasError, Decision, RetryPolicy, Written};

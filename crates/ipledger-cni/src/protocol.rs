@@ -360,6 +360,26 @@ impl PodRef {
     }
 }
 
+/// The attachment as the core keys allocations.
+impl TryFrom<&Attachment> for ipledger_core::Attachment {
+    type Error = ipledger_core::FieldError;
+
+    fn try_from(wire: &Attachment) -> Result<Self, Self::Error> {
+        ipledger_core::Attachment::new(&wire.network, &wire.container_id, &wire.if_name)
+    }
+}
+
+/// The pod as the ledger records it.
+impl From<&PodRef> for ipledger_core::PodRef {
+    fn from(wire: &PodRef) -> Self {
+        ipledger_core::PodRef {
+            namespace: wire.namespace.clone(),
+            name: wire.name.clone(),
+            uid: wire.uid.clone(),
+        }
+    }
+}
+
 fn validate_pod(pod: &Option<PodRef>) -> Result<(), ErrorBody> {
     pod.as_ref().map_or(Ok(()), PodRef::validate)
 }

@@ -11,6 +11,7 @@
 mod addr;
 mod attachment;
 mod block;
+mod change;
 mod claim;
 mod error;
 mod naming;
@@ -22,6 +23,7 @@ pub use attachment::{
     MAX_POD_UID, is_cni_identifier,
 };
 pub use block::{Allocation, Block};
+pub use change::{Change, NeedsPool, Outcome};
 pub use error::{AllocError, BlockError, FieldError, PoolError};
 pub use naming::{block_name, is_dns1123_subdomain};
 pub use pool::{

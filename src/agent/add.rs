@@ -1,0 +1,419 @@
+//! ADD: one address per IP family of the chosen pools, all or nothing; an attachment
+//! that holds addresses already gets them back (DESIGN.md, "The allocation path").
+//!
+//! Pool choice first, then per family: the attachment's existing address, else the
+//! fullest own block with room, else a newly claimed block, else (without strict
+//! affinity) an address borrowed from another node's block, else exhaustion.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::ResourceExt;
+use kube::api::Api;
+
+use super::allocator::{Allocator, allocated, holds, room, unreachable_outcome};
+use crate::agent::error::AgentError;
+use crate::agent::pool_choice::{
+    ANNOTATION_POOLS, ChoiceError, ChoiceInput, FamilyPools, PoolSource, choose_pools,
+};
+use crate::api::{IPBlock, IPPool};
+use crate::ledger::blocks::{Claim, pool_blocks};
+use ipledger_cni::ErrorCode;
+use ipledger_cni::protocol::{AddRequest, AddResponse, AllocatedIp, Dns, ErrorBody, Route};
+use ipledger_core::{AllocError, Attachment, Change, Outcome, PodRef, Pool};
+
+/// Annotation on a pod asking for specific addresses, comma-separated (one per family).
+pub const ANNOTATION_IPS: &str = "ipledger.io/ips";
+
+/// Blocks claimed in one allocation before giving up: each failed claim means another
+/// node won that block, and the next search skips it.
+const MAX_CLAIMS: usize = 16;
+
+impl Allocator {
+    /// Answers an ADD request.
+    pub async fn add(&self, request: AddRequest) -> Result<AddResponse, AgentError> {
+        request.validate().map_err(AgentError::BadRequest)?;
+        let attachment = Attachment::try_from(&request.attachment)?;
+        let pod: Option<PodRef> = request.pod.as_ref().map(Into::into);
+        let surroundings = self.surroundings(&request.pools, pod.as_ref()).await?;
+        let known = self.caches.pools.state();
+        let choice = choose_pools(&surroundings.input(&request.pools), &known)?;
+        let requested = if request.requested_ips.is_empty() {
+            surroundings.annotated_ips()?
+        } else {
+            request.requested_ips.clone()
+        };
+        if let Some(ip) = requested
+            .iter()
+            .find(|ip| !choice.families.iter().any(|f| f.ipv6 == ip.is_ipv6()))
+        {
+            return Err(AgentError::RequestedOutsidePools {
+                address: *ip,
+                pools: choice
+                    .families
+                    .iter()
+                    .flat_map(|f| f.pools.clone())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                source_name: choice.source.to_string(),
+            });
+        }
+
+        let mut allocated = Vec::new();
+        for family in &choice.families {
+            let wanted = requested
+                .iter()
+                .copied()
+                .find(|ip| ip.is_ipv6() == family.ipv6);
+            match self
+                .allocate_in_family(family, choice.source, &attachment, pod.as_ref(), wanted)
+                .await
+            {
+                Ok(done) => allocated.push(done),
+                Err(error) => {
+                    // Dual-stack is all or nothing: give back what this ADD got so far.
+                    if !allocated.is_empty()
+                        && let Err(rollback) = self.release_everywhere(&attachment).await
+                    {
+                        tracing::warn!(%rollback, "could not roll back a partial dual-stack allocation; DEL or GC will");
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        Ok(response(&allocated))
+    }
+
+    async fn allocate_in_family(
+        &self,
+        family: &FamilyPools,
+        source: PoolSource,
+        attachment: &Attachment,
+        pod: Option<&PodRef>,
+        wanted: Option<IpAddr>,
+    ) -> Result<(Arc<IPPool>, Arc<Pool>, IpAddr), AgentError> {
+        if let Some(ip) = wanted {
+            for name in &family.pools {
+                let (object, pool) = self.pools.get(name)?;
+                if pool.contains(ip) {
+                    let got = self
+                        .allocate_requested(&object, &pool, attachment, pod, ip)
+                        .await?;
+                    return Ok((object, pool, got));
+                }
+            }
+            return Err(AgentError::RequestedOutsidePools {
+                address: ip,
+                pools: family.pools.join(", "),
+                source_name: source.to_string(),
+            });
+        }
+        let mut last = None;
+        for name in &family.pools {
+            let (object, pool) = self.pools.get(name)?;
+            match self.allocate_in_pool(&object, &pool, attachment, pod).await {
+                Ok(ip) => return Ok((object, pool, ip)),
+                // The next pool of the family may have room.
+                Err(
+                    e @ (AgentError::Alloc(
+                        AllocError::PoolExhausted { .. } | AllocError::PoolDisabled { .. },
+                    )
+                    | AgentError::NoBlockForNode { .. }),
+                ) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or(AgentError::Choice(ChoiceError::NoPool)))
+    }
+
+    async fn allocate_in_pool(
+        &self,
+        object: &IPPool,
+        pool: &Pool,
+        attachment: &Attachment,
+        pod: Option<&PodRef>,
+    ) -> Result<IpAddr, AgentError> {
+        let allocate = |borrower: Option<String>| Change::Allocate {
+            attachment: attachment.clone(),
+            pod: pod.cloned(),
+            requested: None,
+            borrower,
+        };
+        // Idempotent ADD: the attachment may hold an address in any block we know of.
+        for block in self.known_blocks(Some(pool.name())) {
+            if holds(&self.freshest(&block).spec, attachment) {
+                return self
+                    .expect_address(&block, allocate(self.borrower_of(&block)))
+                    .await;
+            }
+        }
+        if pool.is_disabled() {
+            return Err(AllocError::PoolDisabled {
+                pool: pool.name().to_string(),
+            }
+            .into());
+        }
+        let mut tried = HashSet::new();
+        if let Some(ip) = self.try_own_blocks(pool, &mut tried, &allocate).await? {
+            return Ok(ip);
+        }
+
+        let lock = self.claim_lock(pool.name());
+        let _claiming = lock.lock().await;
+        // A request that held the lock before us may have claimed a block with room.
+        if let Some(ip) = self.try_own_blocks(pool, &mut tried, &allocate).await? {
+            return Ok(ip);
+        }
+        let mut blocks = pool_blocks(&self.blocks, pool.name()).await?;
+        for _ in 0..MAX_CLAIMS {
+            let existing: Vec<IpNet> = blocks.iter().map(|b| b.spec.cidr).collect();
+            let Some(cidr) = pool.next_free_block(&self.node, &existing) else {
+                break;
+            };
+            match self.claim(object, pool, cidr).await? {
+                Claim::Won(block) => {
+                    let block = *block;
+                    match allocated(self.submit(&block, allocate(None)).await?)? {
+                        Some(ip) => return Ok(ip),
+                        None => blocks.push(block),
+                    }
+                }
+                // Another node won it; search again with the pool's current blocks.
+                Claim::Taken => blocks = pool_blocks(&self.blocks, pool.name()).await?,
+            }
+        }
+
+        if !pool.strict_affinity() {
+            let mut foreign: Vec<&IPBlock> = blocks
+                .iter()
+                .filter(|b| b.spec.node != self.node)
+                .filter(|b| (b.spec.allocations.len() as u128) < pool.block_capacity(&b.spec.cidr))
+                .collect();
+            // The emptiest first: borrowing where there is the most room conflicts least.
+            foreign.sort_by_key(|b| b.spec.allocations.len());
+            for block in foreign {
+                let outcome = self
+                    .submit(block, allocate(Some(self.node.clone())))
+                    .await?;
+                if let Some(ip) = allocated(outcome)? {
+                    tracing::info!(block = %block.name_any(), %ip, "borrowed an address from another node's block");
+                    return Ok(ip);
+                }
+            }
+        }
+        let in_use: u128 = pool_blocks(&self.blocks, pool.name())
+            .await?
+            .iter()
+            .map(|b| b.spec.allocations.len() as u128)
+            .sum();
+        if pool.strict_affinity() && in_use < pool.capacity() {
+            return Err(AgentError::NoBlockForNode {
+                pool: pool.name().to_string(),
+                node: self.node.clone(),
+                in_use,
+                capacity: pool.capacity(),
+            });
+        }
+        Err(pool.exhausted(in_use).into())
+    }
+
+    async fn try_own_blocks(
+        &self,
+        pool: &Pool,
+        tried: &mut HashSet<String>,
+        allocate: &impl Fn(Option<String>) -> Change,
+    ) -> Result<Option<IpAddr>, AgentError> {
+        // The fullest block with room first, going by this agent's freshest copies: blocks
+        // fill one by one (concurrent requests meet in one batch, and emptied blocks can be
+        // given back), no request waits on a full block, and a stale count costs only a
+        // BlockFull answer.
+        let mut candidates: Vec<(u128, Arc<IPBlock>)> = self
+            .known_blocks(Some(pool.name()))
+            .into_iter()
+            .filter(|b| b.spec.node == self.node && !tried.contains(&b.name_any()))
+            .map(|b| (room(pool, &self.freshest(&b).spec), b))
+            .filter(|(room, _)| *room > 0)
+            .collect();
+        candidates.sort_by_key(|(room, _)| *room);
+        for (_, block) in candidates {
+            tried.insert(block.name_any());
+            if let Some(ip) = allocated(self.submit(&block, allocate(None)).await?)? {
+                return Ok(Some(ip));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn allocate_requested(
+        &self,
+        object: &IPPool,
+        pool: &Pool,
+        attachment: &Attachment,
+        pod: Option<&PodRef>,
+        ip: IpAddr,
+    ) -> Result<IpAddr, AgentError> {
+        let cidr = pool.block_for(ip).ok_or_else(|| AllocError::OutsidePool {
+            address: ip,
+            pool: pool.name().to_string(),
+            cidr: pool.cidr(),
+        })?;
+        let name = pool.block_name(&cidr);
+        let block = match self.block_named(&name).await? {
+            Some(block) => block,
+            None => match self.claim(object, pool, cidr).await? {
+                Claim::Won(block) => Arc::new(*block),
+                Claim::Taken => self.block_named(&name).await?.ok_or_else(|| {
+                    AgentError::Unavailable(format!("IPBlock {name} vanished while claiming it"))
+                })?,
+            },
+        };
+        // A requested address is honoured in whichever node's block it lies: a pod with a
+        // fixed address may move between nodes.
+        let change = Change::Allocate {
+            attachment: attachment.clone(),
+            pod: pod.cloned(),
+            requested: Some(ip),
+            borrower: self.borrower_of(&block),
+        };
+        self.expect_address(&block, change).await
+    }
+
+    async fn expect_address(&self, block: &IPBlock, change: Change) -> Result<IpAddr, AgentError> {
+        match self.submit(block, change).await? {
+            Outcome::Allocated(ip) => Ok(ip),
+            Outcome::Refused(e) => Err(e.into()),
+            Outcome::Released(_) => unreachable_outcome(),
+        }
+    }
+
+    /// Reads what pool choice needs beyond the request: the pod, its namespace, the node.
+    async fn surroundings(
+        &self,
+        config_pools: &[String],
+        pod: Option<&PodRef>,
+    ) -> Result<Surroundings, AgentError> {
+        let mut found = Surroundings::default();
+        if let Some(pod) = pod {
+            found.pod = Api::<Pod>::namespaced(self.client.clone(), &pod.namespace)
+                .get_opt(&pod.name)
+                .await?;
+        }
+        let pod_names_pools = found
+            .pod
+            .as_ref()
+            .is_some_and(|p| p.annotations().contains_key(ANNOTATION_POOLS));
+        if config_pools.is_empty() && !pod_names_pools {
+            if let Some(pod) = pod {
+                found.namespace = Api::<Namespace>::all(self.client.clone())
+                    .get_opt(&pod.namespace)
+                    .await?;
+            }
+            found.node_labels = self.node_labels().await?;
+        }
+        Ok(found)
+    }
+}
+
+/// The objects around an attachment that pool choice looks at.
+#[derive(Default)]
+struct Surroundings {
+    pod: Option<Pod>,
+    namespace: Option<Namespace>,
+    node_labels: BTreeMap<String, String>,
+}
+
+impl Surroundings {
+    fn input<'a>(&'a self, config_pools: &'a [String]) -> ChoiceInput<'a> {
+        ChoiceInput {
+            config_pools,
+            pod_annotations: self.pod.as_ref().map(|p| p.annotations()),
+            namespace_annotations: self.namespace.as_ref().map(|n| n.annotations()),
+            namespace_labels: self.namespace.as_ref().map(|n| n.labels()),
+            node_labels: Some(&self.node_labels),
+        }
+    }
+
+    /// Addresses the pod's `ipledger.io/ips` annotation asks for.
+    fn annotated_ips(&self) -> Result<Vec<IpAddr>, AgentError> {
+        let Some(value) = self
+            .pod
+            .as_ref()
+            .and_then(|p| p.annotations().get(ANNOTATION_IPS))
+        else {
+            return Ok(Vec::new());
+        };
+        let mut ips = Vec::new();
+        for part in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let ip: IpAddr = part.parse().map_err(|_| {
+                AgentError::BadRequest(ErrorBody {
+                    code: ErrorCode::InvalidNetworkConfig.as_u32(),
+                    msg: format!("pod annotation {ANNOTATION_IPS}: {part:?} is not an IP address"),
+                    details: None,
+                })
+            })?;
+            if ips
+                .iter()
+                .any(|other: &IpAddr| other.is_ipv6() == ip.is_ipv6())
+            {
+                return Err(AgentError::BadRequest(ErrorBody {
+                    code: ErrorCode::InvalidNetworkConfig.as_u32(),
+                    msg: format!(
+                        "pod annotation {ANNOTATION_IPS}: more than one address of the family of {ip}"
+                    ),
+                    details: None,
+                }));
+            }
+            ips.push(ip);
+        }
+        Ok(ips)
+    }
+}
+
+/// The ADD answer: each address with its pool's prefix length and gateway, the pools'
+/// routes and DNS settings.
+fn response(allocated: &[(Arc<IPPool>, Arc<Pool>, IpAddr)]) -> AddResponse {
+    let mut response = AddResponse {
+        ips: Vec::new(),
+        routes: Vec::new(),
+        dns: Dns::default(),
+    };
+    for (object, pool, ip) in allocated {
+        let address =
+            IpNet::new(*ip, pool.cidr().prefix_len()).unwrap_or_else(|_| IpNet::from(*ip));
+        response.ips.push(AllocatedIp {
+            address,
+            gateway: pool.gateway(),
+            pool: pool.name().to_string(),
+        });
+        for route in pool.routes() {
+            response.routes.push(Route {
+                dst: route.dst,
+                gw: route.gw,
+            });
+        }
+        for ip in pool.nameservers() {
+            if !response.dns.nameservers.contains(ip) {
+                response.dns.nameservers.push(*ip);
+            }
+        }
+        if let Some(dns) = &object.spec.dns {
+            if response.dns.domain.is_none() {
+                response.dns.domain = dns.domain.clone();
+            }
+            for search in &dns.search {
+                if !response.dns.search.contains(search) {
+                    response.dns.search.push(search.clone());
+                }
+            }
+            for option in &dns.options {
+                if !response.dns.options.contains(option) {
+                    response.dns.options.push(option.clone());
+                }
+            }
+        }
+    }
+    response
+}
