@@ -16,7 +16,12 @@ pub const REQUIRE_ALL: &str = "IPLEDGER_REQUIRE_ALL";
 /// Skips the calling test because `why`, or fails it when [`REQUIRE_ALL`] is `1`.
 #[track_caller]
 pub fn skip(why: &str) {
-    if std::env::var(REQUIRE_ALL).is_ok_and(|v| v == "1") {
+    skip_unless_required(why, std::env::var(REQUIRE_ALL).is_ok_and(|v| v == "1"));
+}
+
+#[track_caller]
+fn skip_unless_required(why: &str, required: bool) {
+    if required {
         panic!("{REQUIRE_ALL}=1 and this test cannot run: {why}");
     }
     eprintln!("skipped: {why}");
@@ -39,4 +44,20 @@ pub fn binary(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "IPLEDGER_REQUIRE_ALL=1 and this test cannot run: no kubectl")]
+    fn a_required_skip_fails() {
+        skip_unless_required("no kubectl", true);
+    }
+
+    #[test]
+    fn a_skip_on_a_developer_machine_returns() {
+        skip_unless_required("no kubectl", false);
+    }
 }
