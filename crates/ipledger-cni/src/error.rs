@@ -2,8 +2,6 @@
 
 use serde::Serialize;
 
-use crate::protocol::ErrorBody;
-
 /// Every error code ipledger emits; `docs/cni.md` has the table for operators.
 ///
 /// 1–99 are the CNI spec's well-known codes; 100 and above are ipledger's own, which
@@ -155,26 +153,6 @@ impl CniError {
     }
 }
 
-impl From<ErrorBody> for CniError {
-    fn from(body: ErrorBody) -> Self {
-        CniError {
-            code: body.code,
-            msg: body.msg,
-            details: body.details,
-        }
-    }
-}
-
-impl From<CniError> for ErrorBody {
-    fn from(error: CniError) -> Self {
-        ErrorBody {
-            code: error.code,
-            msg: error.msg,
-            details: error.details,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,18 +213,5 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&detailed.to_json("1.1.0")).unwrap();
         assert_eq!(json["details"], "set by the runtime");
         assert_eq!(json["cniVersion"], "1.1.0");
-    }
-
-    #[test]
-    fn agent_error_bodies_pass_through_unchanged_even_with_unknown_codes() {
-        let body = ErrorBody {
-            code: 142,
-            msg: "something newer".into(),
-            details: Some("d".into()),
-        };
-        let error = CniError::from(body.clone());
-        assert_eq!(error.code, 142);
-        assert_eq!(error.known_code(), None);
-        assert_eq!(ErrorBody::from(error), body);
     }
 }

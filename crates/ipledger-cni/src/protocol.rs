@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::error::ErrorCode;
+use crate::error::{CniError, ErrorCode};
 use crate::validate;
 
 /// `POST`: allocate addresses for an attachment ([`AddRequest`] → [`AddResponse`]).
@@ -315,6 +315,28 @@ pub struct ErrorBody {
     /// Longer explanation, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<String>,
+}
+
+/// The agent's error, as the plugin prints it.
+impl From<ErrorBody> for CniError {
+    fn from(body: ErrorBody) -> Self {
+        CniError {
+            code: body.code,
+            msg: body.msg,
+            details: body.details,
+        }
+    }
+}
+
+/// The plugin's own error, as the agent would answer it.
+impl From<CniError> for ErrorBody {
+    fn from(error: CniError) -> Self {
+        ErrorBody {
+            code: error.code,
+            msg: error.msg,
+            details: error.details,
+        }
+    }
 }
 
 /// Most addresses a CHECK may ask about.
@@ -746,5 +768,18 @@ mod tests {
                 pools: None
             }
         );
+    }
+
+    #[test]
+    fn agent_error_bodies_pass_through_unchanged_even_with_unknown_codes() {
+        let body = ErrorBody {
+            code: 142,
+            msg: "something newer".into(),
+            details: Some("d".into()),
+        };
+        let error = CniError::from(body.clone());
+        assert_eq!(error.code, 142);
+        assert_eq!(error.known_code(), None);
+        assert_eq!(ErrorBody::from(error), body);
     }
 }
