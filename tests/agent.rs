@@ -839,6 +839,121 @@ async fn slow_answers_dropped_watches_and_compaction_never_duplicate() {
     h.delete_pool(&later).await;
 }
 
+/// The addresses the pool's ledger records for the attachment with containerID `id`.
+async fn held_by(h: &Harness, pool: &str, id: &str) -> Vec<IpAddr> {
+    let mut held: Vec<IpAddr> = h
+        .ledger(pool)
+        .await
+        .into_iter()
+        .filter(|r| r.1 == id)
+        .map(|r| r.0)
+        .collect();
+    held.sort();
+    held
+}
+
+/// Makes the agents' watch caches lag the ledger for a while: the history is compacted
+/// and every watch dropped, so each watch gets 410 Gone on re-watching and re-lists only
+/// after kube-runtime's backoff (0.8 s at least). A real API server's watch lags the same
+/// way under load, or while the agent reconnects.
+async fn break_watches(h: &Harness) {
+    let faults = h.cluster.emulator.as_ref().expect("the emulator").faults();
+    // A watch that has seen every change may go on from the newest version even after
+    // compaction; one unrelated write puts every agent watch one version behind (until
+    // its next bookmark, a second away).
+    let unrelated: k8s_openapi::api::core::v1::ConfigMap =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": support::unique("bump")}}))
+            .unwrap();
+    Api::default_namespaced(h.client())
+        .create(&PostParams::default(), &unrelated)
+        .await
+        .unwrap();
+    faults.compact();
+    faults.drop_watches();
+    // Long enough for the re-watch to meet its 410, well inside the backoff.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// An ADD whose IPBlock write landed but whose answer was lost, repeated while the
+/// agent's watch cache lags behind the ledger: the repeat must return the address that
+/// landed, not allocate a second one elsewhere (which would leave the attachment holding
+/// two addresses, one of them never answered).
+///
+/// The node's first block is full in the (lagging) cache; a DEL frees one address of it,
+/// which the block's writer knows; the next ADD takes that address and loses its answer.
+/// The writer then forgets its copy, so the repeated ADD goes by the cache: the first
+/// block looks full and without the attachment, and the second block gets asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_repeated_while_the_watch_lags_returns_the_address_that_landed() {
+    let h = Harness::new().await;
+    let Some(emulator) = h.cluster.emulator.as_ref() else {
+        test_support::skip("fault injection needs the emulator (IPLEDGER_TEST_KUBECONFIG is set)");
+        return;
+    };
+    let faults = emulator.faults();
+    let pool = h.pool("lag", v4_pool("10.71.0.0/26", 28)).await;
+    let mut agent = h.agent(&support::unique("node")).await;
+    let net = network("pods", "1.0.0", &agent.socket, &[&pool]);
+    let block_of = |ip: IpAddr| ipnet::IpNet::new(ip, 28).unwrap().trunc();
+
+    // Fill the node's first block and put one address in a second one.
+    let mut answers = HashMap::new();
+    let mut first = None;
+    for i in 0..20 {
+        let id = format!("f{i}");
+        let ip = plugin("ADD", &net, &id, "eth0", &pod_args(&id))
+            .await
+            .addresses()[0]
+            .addr();
+        answers.insert(id, ip);
+        match first {
+            None => first = Some(block_of(ip)),
+            Some(block) if block != block_of(ip) => break,
+            Some(_) => {}
+        }
+    }
+    let first = first.unwrap();
+    assert!(
+        answers.values().any(|ip| !first.contains(ip)),
+        "a second block was claimed"
+    );
+    // The cache catches up: the first block full.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    break_watches(&h).await;
+    let lagging = std::time::Instant::now();
+    let freed = answers
+        .iter()
+        .find(|(_, ip)| first.contains(*ip))
+        .map(|(id, _)| id.clone())
+        .unwrap();
+    let del = plugin("DEL", &net, &freed, "eth0", &pod_args(&freed)).await;
+    assert_eq!(del.code, 0, "DEL {freed}: {}", del.result);
+    answers.remove(&freed);
+    faults.lose_next_write_responses("ipblocks", 1, LostResponse::Reset);
+    let lost = plugin("ADD", &net, "x", "eth0", &pod_args("x")).await;
+    assert_eq!(lost.error_code(), 11, "{}", lost.result);
+    let landed = held_by(&h, &pool, "x").await;
+    assert_eq!(landed.len(), 1, "the lost write landed: {landed:?}");
+    let again = plugin("ADD", &net, "x", "eth0", &pod_args("x")).await;
+    let again = again.addresses()[0].addr();
+    eprintln!(
+        "repeated ADD {:?} after the watches broke",
+        lagging.elapsed()
+    );
+    let held = held_by(&h, &pool, "x").await;
+    assert_eq!(
+        held,
+        vec![again],
+        "x holds {held:?}: the lost write landed {landed:?}, the repeated ADD answered {again}"
+    );
+    answers.insert("x".to_string(), again);
+    assert_ledger_matches(&h, &pool, &answers).await;
+
+    agent.stop().await;
+    h.delete_pool(&pool).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gc_releases_what_the_runtime_no_longer_lists() {
     let h = Harness::new().await;
