@@ -954,6 +954,39 @@ async fn a_lost_answer_repeated_while_the_watch_lags_returns_the_address_that_la
     h.delete_pool(&pool).await;
 }
 
+/// A pool that exists, named in the network configuration while the agent's pool watch
+/// lags (here: re-lists after a 410), is not answered "does not exist" (101): the agent
+/// does not know it yet, which is "try again" (11) or a read of the pool, never a
+/// statement about the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_the_lagging_watch_has_not_shown_yet_is_not_unknown() {
+    let h = Harness::new().await;
+    if !h.cluster.is_emulator() {
+        test_support::skip("fault injection needs the emulator (IPLEDGER_TEST_KUBECONFIG is set)");
+        return;
+    }
+    let mut agent = h.agent(&support::unique("node")).await;
+    break_watches(&h).await;
+    let pool = support::unique("new");
+    Api::<IPPool>::all(h.client())
+        .create(
+            &PostParams::default(),
+            &IPPool::new(&pool, v4_pool("10.72.0.0/24", 28)),
+        )
+        .await
+        .unwrap();
+    let net = network("pods", "1.0.0", &agent.socket, &[&pool]);
+    let run = plugin("ADD", &net, "c1", "eth0", &pod_args("c1")).await;
+    assert!(
+        run.code == 0 || run.error_code() == 11,
+        "ADD naming the existing pool {pool}: {}",
+        run.result
+    );
+
+    agent.stop().await;
+    h.delete_pool(&pool).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gc_releases_what_the_runtime_no_longer_lists() {
     let h = Harness::new().await;
