@@ -6,10 +6,12 @@ mod support;
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use ipledger::api::{IPBlock, IPPool, IPPoolSpec, LABEL_NODE};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
+use kube_emulator::LostResponse;
 use serde_json::Value;
 use support::node::{Agent, network, plugin};
 
@@ -132,6 +134,49 @@ fn duplicates(records: &[(IpAddr, String, String)]) -> Vec<IpAddr> {
         .filter(|r| !seen.insert(r.0))
         .map(|r| r.0)
         .collect()
+}
+
+/// DESIGN.md's invariants on the pool's ledger, given the address each attachment (by
+/// containerID) was last answered with: no address is held twice, every record is the
+/// address its attachment was given, and every answered attachment holds exactly that one
+/// (so nothing leaked: no record for an attachment that was never answered with it).
+async fn assert_ledger_matches(h: &Harness, pool: &str, answers: &HashMap<String, IpAddr>) {
+    let ledger = h.ledger(pool).await;
+    assert!(
+        duplicates(&ledger).is_empty(),
+        "addresses held twice: {:?}",
+        duplicates(&ledger)
+    );
+    for (ip, id, _) in &ledger {
+        assert_eq!(
+            answers.get(id),
+            Some(ip),
+            "{ip} is recorded for {id}, which was not answered with it (leaked)"
+        );
+    }
+    assert_eq!(
+        ledger.len(),
+        answers.len(),
+        "one record per answered attachment: {ledger:?}"
+    );
+}
+
+/// Runs ADD for `id` until it succeeds, for up to 30 s; a failure with a code other than
+/// those of `retry_on` fails the test.
+async fn add_until_answered(net: &Value, id: &str, retry_on: &[u64]) -> IpAddr {
+    for _ in 0..150 {
+        let run = plugin("ADD", net, id, "eth0", &pod_args(id)).await;
+        if run.code == 0 {
+            return run.addresses()[0].addr();
+        }
+        assert!(
+            retry_on.contains(&run.error_code()),
+            "ADD {id}: {}",
+            run.result
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("ADD {id} still failed after 30 s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -558,6 +603,385 @@ async fn injected_conflicts_and_a_killed_agent_never_duplicate() {
         "one address per attachment, none leaked by the kill: {ledger:?}"
     );
     assert_eq!(holders.len(), 70);
+
+    agent.stop().await;
+    h.delete_pool(&pool).await;
+}
+
+/// IPBlock writes that land but whose answer is lost — the connection drops, a 500, or a
+/// 504 that kube-rs repeats into a 409 — on block claims, single allocations, group commits
+/// and releases. A failed ADD is "try again" (11); repeated, every ADD returns the address
+/// its attachment holds; a DEL after a failed ADD (what runtimes do) leaves nothing; and
+/// the ledger holds exactly the addresses answered, none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_ipblock_write_answers_never_duplicate_or_leak() {
+    let h = Harness::new().await;
+    let Some(emulator) = h.cluster.emulator.as_ref() else {
+        test_support::skip("fault injection needs the emulator (IPLEDGER_TEST_KUBECONFIG is set)");
+        return;
+    };
+    let faults = emulator.faults();
+    let pool = h.pool("lost", v4_pool("10.69.0.0/24", 28)).await;
+    let mut agent = h.agent(&support::unique("node")).await;
+    let net = network("pods", "1.0.0", &agent.socket, &[&pool]);
+    let modes = [
+        LostResponse::Reset,
+        LostResponse::Status(500),
+        LostResponse::Status(504),
+    ];
+    let ids = |prefix: &'static str, n: usize| (0..n).map(move |i| format!("{prefix}{i}"));
+
+    // One by one, every third write loses its answer; the very first write is the claim
+    // of the node's first block, later ones claim blocks as /28s fill up.
+    let mut answers = HashMap::new();
+    let mut tried_again = 0;
+    for (i, id) in ids("s", 36).enumerate() {
+        if i % 3 == 0 {
+            faults.lose_next_write_responses("ipblocks", 1, modes[(i / 3) % 3]);
+        }
+        let run = plugin("ADD", &net, &id, "eth0", &pod_args(&id)).await;
+        if run.code == 0 {
+            answers.insert(id, run.addresses()[0].addr());
+        } else {
+            assert_eq!(
+                run.error_code(),
+                11,
+                "a lost answer is 'try again': {}",
+                run.result
+            );
+            tried_again += 1;
+        }
+    }
+    assert!(tried_again > 0, "no ADD saw a lost answer");
+    eprintln!("{tried_again} of 36 ADDs lost their answer");
+
+    // Fifty concurrent ADDs meet in group commits; the first two commits lose their answer.
+    faults.lose_next_write_responses("ipblocks", 1, LostResponse::Reset);
+    faults.lose_next_write_responses("ipblocks", 1, LostResponse::Status(500));
+    let burst: Vec<_> = ids("g", 50)
+        .map(|id| {
+            let net = net.clone();
+            tokio::spawn(async move {
+                let run = plugin("ADD", &net, &id, "eth0", &pod_args(&id)).await;
+                (id, run)
+            })
+        })
+        .collect();
+    for run in burst {
+        let (id, run) = run.await.unwrap();
+        if run.code == 0 {
+            answers.insert(id, run.addresses()[0].addr());
+        } else {
+            assert_eq!(run.error_code(), 11, "{id}: {}", run.result);
+        }
+    }
+
+    // The runtime repeats what failed (and kubelet may repeat what did not).
+    for id in ids("s", 36).chain(ids("g", 50)) {
+        let ip = add_until_answered(&net, &id, &[11]).await;
+        if let Some(before) = answers.get(&id) {
+            assert_eq!(*before, ip, "{id}: a repeated ADD returns the same address");
+        }
+        answers.insert(id, ip);
+    }
+    assert_ledger_matches(&h, &pool, &answers).await;
+
+    // A runtime whose ADD failed calls DEL for it: what landed is released.
+    faults.lose_next_write_responses("ipblocks", 1, LostResponse::Reset);
+    let failed = plugin("ADD", &net, "d0", "eth0", &pod_args("d0")).await;
+    assert_eq!(failed.error_code(), 11, "{}", failed.result);
+    let del = plugin("DEL", &net, "d0", "eth0", &pod_args("d0")).await;
+    assert_eq!(del.code, 0, "DEL after a failed ADD: {}", del.result);
+    assert_ledger_matches(&h, &pool, &answers).await;
+
+    // Releases whose answer is lost: the DEL is "try again" or done; repeated, it is done.
+    for (mode, id) in modes.iter().zip(ids("s", 3)) {
+        faults.lose_next_write_responses("ipblocks", 1, *mode);
+        let del = plugin("DEL", &net, &id, "eth0", &pod_args(&id)).await;
+        assert!(
+            del.code == 0 || del.error_code() == 11,
+            "DEL {id} with a lost answer ({mode:?}): {}",
+            del.result
+        );
+        let again = plugin("DEL", &net, &id, "eth0", &pod_args(&id)).await;
+        assert_eq!(again.code, 0, "repeated DEL {id}: {}", again.result);
+        answers.remove(&id);
+    }
+    assert_ledger_matches(&h, &pool, &answers).await;
+
+    agent.stop().await;
+    h.delete_pool(&pool).await;
+}
+
+/// Two agents allocating concurrently while every API answer is slowed down, watches are
+/// dropped and the history is compacted under them (their watches get 410 Gone and
+/// re-list after a backoff): no ADD fails, no address is handed out twice, every ADD
+/// repeated afterwards returns its address, and the caches recover — a pool created
+/// afterwards is usable and each agent's cached block count matches the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_answers_dropped_watches_and_compaction_never_duplicate() {
+    let h = Harness::new().await;
+    let Some(emulator) = h.cluster.emulator.as_ref() else {
+        test_support::skip("fault injection needs the emulator (IPLEDGER_TEST_KUBECONFIG is set)");
+        return;
+    };
+    let faults = emulator.faults();
+    let pool = h.pool("watch", v4_pool("10.70.0.0/24", 28)).await;
+    let mut agents = Vec::new();
+    for i in 0..2 {
+        agents.push(h.agent(&support::unique(&format!("node{i}"))).await);
+    }
+    let nets: Vec<Value> = agents
+        .iter()
+        .map(|a| network("pods", "1.0.0", &a.socket, &[&pool]))
+        .collect();
+
+    // 2 × 30 ADDs spread over ~1.5 s, with the faults coming and going among them.
+    let mut runs = Vec::new();
+    for (n, net) in nets.iter().enumerate() {
+        for i in 0..30u64 {
+            let net = net.clone();
+            runs.push(tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(50 * i)).await;
+                let id = format!("n{n}c{i}");
+                let run = plugin("ADD", &net, &id, "eth0", &pod_args(&id)).await;
+                (id, run)
+            }));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    faults.delay_responses(Duration::from_millis(40));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    faults.drop_watches();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    faults.compact();
+    faults.drop_watches();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    faults.delay_responses(Duration::ZERO);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    faults.compact();
+    faults.drop_watches();
+
+    let mut answers = HashMap::new();
+    let mut granted: HashMap<IpAddr, String> = HashMap::new();
+    for run in runs {
+        let (id, run) = run.await.unwrap();
+        let ip = run.addresses()[0].addr();
+        if let Some(other) = granted.insert(ip, id.clone()) {
+            panic!("{ip} granted to {other} and {id}");
+        }
+        answers.insert(id, ip);
+    }
+    for (n, net) in nets.iter().enumerate() {
+        for i in 0..30 {
+            let id = format!("n{n}c{i}");
+            let run = plugin("ADD", net, &id, "eth0", &pod_args(&id)).await;
+            assert_eq!(
+                run.addresses()[0].addr(),
+                answers[&id],
+                "{id}: a repeated ADD returns the same address"
+            );
+        }
+    }
+    assert_ledger_matches(&h, &pool, &answers).await;
+
+    // The pool watch recovered: a pool created now becomes known to both agents. (Until
+    // an agent's re-listing watch shows it, the agent answers 101 "does not exist".)
+    let later = h.pool("later", v4_pool("10.70.1.0/24", 28)).await;
+    for (n, agent) in agents.iter().enumerate() {
+        let net = network("pods", "1.0.0", &agent.socket, &[&later]);
+        let ip = add_until_answered(&net, &format!("later{n}"), &[11, 101]).await;
+        assert!(
+            "10.70.1.0/24"
+                .parse::<ipnet::IpNet>()
+                .unwrap()
+                .contains(&ip)
+        );
+    }
+    // The block watch recovered: each agent's cache holds the blocks the API has.
+    let blocks = Api::<IPBlock>::all(h.client())
+        .list(&ListParams::default().labels(&format!("ipledger.io/pool={pool}")))
+        .await
+        .unwrap();
+    for agent in &agents {
+        let held = blocks.iter().filter(|b| b.spec.node == agent.node).count() as f64;
+        let sample = format!(r#"ipledger_agent_blocks_held{{pool="{pool}"}}"#);
+        let mut cached = 0.0;
+        for _ in 0..60 {
+            cached = agent.metric(&sample).await;
+            if cached == held {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        assert_eq!(
+            cached, held,
+            "{}: blocks in its cache vs the API",
+            agent.node
+        );
+    }
+
+    for (n, net) in nets.iter().enumerate() {
+        for i in 0..30 {
+            let id = format!("n{n}c{i}");
+            let del = plugin("DEL", net, &id, "eth0", &pod_args(&id)).await;
+            assert_eq!(del.code, 0, "DEL {id}: {}", del.result);
+        }
+    }
+    assert!(
+        h.ledger(&pool).await.is_empty(),
+        "after the DELs nothing is held"
+    );
+    for agent in &mut agents {
+        agent.stop().await;
+    }
+    h.delete_pool(&pool).await;
+    h.delete_pool(&later).await;
+}
+
+/// The addresses the pool's ledger records for the attachment with containerID `id`.
+async fn held_by(h: &Harness, pool: &str, id: &str) -> Vec<IpAddr> {
+    let mut held: Vec<IpAddr> = h
+        .ledger(pool)
+        .await
+        .into_iter()
+        .filter(|r| r.1 == id)
+        .map(|r| r.0)
+        .collect();
+    held.sort();
+    held
+}
+
+/// Makes the agents' watch caches lag the ledger for a while: the history is compacted
+/// and every watch dropped, so each watch gets 410 Gone on re-watching and re-lists only
+/// after kube-runtime's backoff (0.8 s at least). A real API server's watch lags the same
+/// way under load, or while the agent reconnects.
+async fn break_watches(h: &Harness) {
+    let faults = h.cluster.emulator.as_ref().expect("the emulator").faults();
+    // A watch that has seen every change may go on from the newest version even after
+    // compaction; one unrelated write puts every agent watch one version behind (until
+    // its next bookmark, a second away).
+    let unrelated: k8s_openapi::api::core::v1::ConfigMap =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": support::unique("bump")}}))
+            .unwrap();
+    Api::default_namespaced(h.client())
+        .create(&PostParams::default(), &unrelated)
+        .await
+        .unwrap();
+    faults.compact();
+    faults.drop_watches();
+    // Long enough for the re-watch to meet its 410, well inside the backoff.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// An ADD whose IPBlock write landed but whose answer was lost, repeated while the
+/// agent's watch cache lags behind the ledger: the repeat must return the address that
+/// landed, not allocate a second one elsewhere (which would leave the attachment holding
+/// two addresses, one of them never answered).
+///
+/// The node's first block is full in the (lagging) cache; a DEL frees one address of it,
+/// which the block's writer knows; the next ADD takes that address and loses its answer.
+/// The writer then forgets its copy, so the repeated ADD goes by the cache: the first
+/// block looks full and without the attachment, and the second block gets asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_repeated_while_the_watch_lags_returns_the_address_that_landed() {
+    let h = Harness::new().await;
+    let Some(emulator) = h.cluster.emulator.as_ref() else {
+        test_support::skip("fault injection needs the emulator (IPLEDGER_TEST_KUBECONFIG is set)");
+        return;
+    };
+    let faults = emulator.faults();
+    let pool = h.pool("lag", v4_pool("10.71.0.0/26", 28)).await;
+    let mut agent = h.agent(&support::unique("node")).await;
+    let net = network("pods", "1.0.0", &agent.socket, &[&pool]);
+    let block_of = |ip: IpAddr| ipnet::IpNet::new(ip, 28).unwrap().trunc();
+
+    // Fill the node's first block and put one address in a second one.
+    let mut answers = HashMap::new();
+    let mut first = None;
+    for i in 0..20 {
+        let id = format!("f{i}");
+        let ip = plugin("ADD", &net, &id, "eth0", &pod_args(&id))
+            .await
+            .addresses()[0]
+            .addr();
+        answers.insert(id, ip);
+        match first {
+            None => first = Some(block_of(ip)),
+            Some(block) if block != block_of(ip) => break,
+            Some(_) => {}
+        }
+    }
+    let first = first.unwrap();
+    assert!(
+        answers.values().any(|ip| !first.contains(ip)),
+        "a second block was claimed"
+    );
+    // The cache catches up: the first block full.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    break_watches(&h).await;
+    let lagging = std::time::Instant::now();
+    let freed = answers
+        .iter()
+        .find(|(_, ip)| first.contains(*ip))
+        .map(|(id, _)| id.clone())
+        .unwrap();
+    let del = plugin("DEL", &net, &freed, "eth0", &pod_args(&freed)).await;
+    assert_eq!(del.code, 0, "DEL {freed}: {}", del.result);
+    answers.remove(&freed);
+    faults.lose_next_write_responses("ipblocks", 1, LostResponse::Reset);
+    let lost = plugin("ADD", &net, "x", "eth0", &pod_args("x")).await;
+    assert_eq!(lost.error_code(), 11, "{}", lost.result);
+    let landed = held_by(&h, &pool, "x").await;
+    assert_eq!(landed.len(), 1, "the lost write landed: {landed:?}");
+    let again = plugin("ADD", &net, "x", "eth0", &pod_args("x")).await;
+    let again = again.addresses()[0].addr();
+    eprintln!(
+        "repeated ADD {:?} after the watches broke",
+        lagging.elapsed()
+    );
+    let held = held_by(&h, &pool, "x").await;
+    assert_eq!(
+        held,
+        vec![again],
+        "x holds {held:?}: the lost write landed {landed:?}, the repeated ADD answered {again}"
+    );
+    answers.insert("x".to_string(), again);
+    assert_ledger_matches(&h, &pool, &answers).await;
+
+    agent.stop().await;
+    h.delete_pool(&pool).await;
+}
+
+/// A pool that exists, named in the network configuration while the agent's pool watch
+/// lags (here: re-lists after a 410), is not answered "does not exist" (101): the agent
+/// does not know it yet, which is "try again" (11) or a read of the pool, never a
+/// statement about the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_the_lagging_watch_has_not_shown_yet_is_not_unknown() {
+    let h = Harness::new().await;
+    if !h.cluster.is_emulator() {
+        test_support::skip("fault injection needs the emulator (IPLEDGER_TEST_KUBECONFIG is set)");
+        return;
+    }
+    let mut agent = h.agent(&support::unique("node")).await;
+    break_watches(&h).await;
+    let pool = support::unique("new");
+    Api::<IPPool>::all(h.client())
+        .create(
+            &PostParams::default(),
+            &IPPool::new(&pool, v4_pool("10.72.0.0/24", 28)),
+        )
+        .await
+        .unwrap();
+    let net = network("pods", "1.0.0", &agent.socket, &[&pool]);
+    let run = plugin("ADD", &net, "c1", "eth0", &pod_args("c1")).await;
+    assert!(
+        run.code == 0 || run.error_code() == 11,
+        "ADD naming the existing pool {pool}: {}",
+        run.result
+    );
 
     agent.stop().await;
     h.delete_pool(&pool).await;

@@ -37,7 +37,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use faults::Faults;
+pub use faults::{Faults, LostResponse};
 
 /// The bearer token written into kubeconfigs. Any token is accepted for now; RBAC comes
 /// with the packaging work.

@@ -17,7 +17,7 @@ use super::apply;
 use super::discovery;
 use super::error::{ApiError, ApiResult};
 use super::events;
-use super::faults::Faults;
+use super::faults::{self, Faults, LostResponse};
 use super::patch::{self, PatchType};
 use super::protobuf;
 use super::resources::ResourceType;
@@ -45,6 +45,12 @@ pub struct Server {
     /// Whether a token not in `tokens` is accepted (as `system:anonymous`).
     pub accept_unknown_tokens: bool,
 }
+
+/// A write's answer was lost on purpose ([`LostResponse::Reset`]): the connection closes
+/// without a response.
+#[derive(Clone, Copy, Debug, thiserror::Error)]
+#[error("the answer to a write that landed was dropped (injected fault)")]
+pub struct AnswerLost;
 
 /// Which part of the API a path names.
 #[derive(Debug, PartialEq)]
@@ -184,22 +190,42 @@ fn partial(obj: &Value) -> Value {
 
 impl Server {
     /// Handles one request.
+    ///
+    /// An error means the answer is lost ([`LostResponse::Reset`]): hyper then closes the
+    /// connection without sending anything.
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
-    ) -> Result<Response<Body>, Infallible> {
+    ) -> Result<Response<Body>, AnswerLost> {
         let delay = self.faults.delay();
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        let resp = match self.route(req).await {
+        let mut writes_to = None;
+        let resp = match self.route(req, &mut writes_to).await {
             Ok(r) => r,
             Err(e) => error_response(&e),
         };
-        Ok(resp)
+        // Only a write that landed loses its answer: the point of the fault is a client
+        // that does not know its write happened.
+        let landed = resp.status().is_success();
+        match writes_to
+            .filter(|_| landed)
+            .and_then(|r| self.faults.take_lost_response(&r))
+        {
+            None => Ok(resp),
+            Some(LostResponse::Status(code)) => Ok(error_response(&faults::lost_status(code))),
+            Some(LostResponse::Reset) => Err(AnswerLost),
+        }
     }
 
-    async fn route(&self, req: Request<Incoming>) -> ApiResult<Response<Body>> {
+    /// Answers one request. `writes_to` is set to the resource (plural) when the request
+    /// is a write that lands in the store if it succeeds (not a dry run, not a review).
+    async fn route(
+        &self,
+        req: Request<Incoming>,
+        writes_to: &mut Option<String>,
+    ) -> ApiResult<Response<Body>> {
         // Authorization (RBAC) is the packaging issue's work; it will use this user and sit
         // here, before any resource is touched.
         let user = self.authenticate(&req)?;
@@ -285,6 +311,9 @@ impl Server {
         } else {
             Part::Main
         };
+        if !dry_run && !is_review(&t) && method != Method::GET {
+            *writes_to = Some(t.plural.clone());
+        }
         match (&method, &rp.name) {
             (&Method::GET, Some(name))
                 if !rp.watch_prefix
@@ -406,6 +435,7 @@ impl Server {
                 let opts = delete_options(&body, &query)?;
                 // kube-rs and kubectl put `dryRun` in the DeleteOptions body.
                 let store = if dry_run_in_body(&body) {
+                    *writes_to = None;
                     self.store.dry_run_copy()
                 } else {
                     store
@@ -432,6 +462,7 @@ impl Server {
                 let (body, _) = self.body(req).await?;
                 let opts = delete_options(&body, &query)?;
                 let store = if dry_run_in_body(&body) {
+                    *writes_to = None;
                     self.store.dry_run_copy()
                 } else {
                     store
