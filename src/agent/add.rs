@@ -40,7 +40,13 @@ impl Allocator {
         let pod: Option<PodRef> = request.pod.as_ref().map(Into::into);
         let surroundings = self.surroundings(&request.pools, pod.as_ref()).await?;
         let known = self.caches.pools.state();
-        let choice = choose_pools(&surroundings.input(&request.pools), &known)?;
+        let choice = match choose_pools(&surroundings.input(&request.pools), &known) {
+            Ok(choice) => choice,
+            Err(ChoiceError::UnknownPool { name, named_in }) => {
+                return Err(self.unknown_pool(name, named_in).await);
+            }
+            Err(e) => return Err(e.into()),
+        };
         let requested = if request.requested_ips.is_empty() {
             surroundings.annotated_ips()?
         } else {
@@ -142,7 +148,9 @@ impl Allocator {
             requested: None,
             borrower,
         };
-        // Idempotent ADD: the attachment may hold an address in any block we know of.
+        // Idempotent ADD: the attachment may hold an address in any block we know of,
+        // also one whose last write failed yet landed.
+        self.reread_unsure_blocks(pool.name()).await?;
         for block in self.known_blocks(Some(pool.name())) {
             if holds(&self.freshest(&block).spec, attachment) {
                 return self
@@ -290,6 +298,18 @@ impl Allocator {
     }
 
     /// Reads what pool choice needs beyond the request: the pod, its namespace, the node.
+    /// A pool named but missing from the pool cache: "does not exist" (permanent) only when
+    /// the API says so; the cache may lag behind a pool just created or be re-listing.
+    async fn unknown_pool(&self, name: String, named_in: PoolSource) -> AgentError {
+        match Api::<IPPool>::all(self.client.clone()).get_opt(&name).await {
+            Ok(None) => ChoiceError::UnknownPool { name, named_in }.into(),
+            Ok(Some(_)) => AgentError::Unavailable(format!(
+                "IPPool {name} named in {named_in} exists but this agent's cache does not show it yet"
+            )),
+            Err(e) => e.into(),
+        }
+    }
+
     async fn surroundings(
         &self,
         config_pools: &[String],

@@ -209,6 +209,24 @@ impl Allocator {
             .collect()
     }
 
+    /// Reads afresh the blocks of `pool` whose writer holds no copy because its last write
+    /// failed: a write whose answer was lost may have landed, and the watch cache may lag
+    /// behind it. Deciding "already held" and "room" on the cache would then give the
+    /// attachment a second address.
+    pub(super) async fn reread_unsure_blocks(&self, pool: &str) -> Result<(), AgentError> {
+        for block in self.known_blocks(Some(pool)) {
+            let name = block.name_any();
+            if !matches!(self.writers.knowledge(&name), Some(None)) {
+                continue;
+            }
+            match self.blocks.get_opt(&name).await? {
+                Some(object) => self.writers.offer(&name, object),
+                None => self.forget(&name),
+            }
+        }
+        Ok(())
+    }
+
     /// The freshest copy of `block` at hand: what its writer wrote last, else `block`.
     pub(super) fn freshest(&self, block: &Arc<IPBlock>) -> Arc<IPBlock> {
         self.writers

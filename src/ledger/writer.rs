@@ -320,6 +320,21 @@ impl Writers {
             .map(BlockWriter::latest)
     }
 
+    /// Gives the writer of `name`, when it holds no copy, one read by someone else; a copy
+    /// staler than what the writer writes meanwhile costs only a 409.
+    pub fn offer(&self, name: &str, object: IPBlock) {
+        let writers = self
+            .writers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(writer) = writers.get(name)
+            && let Ok(mut latest) = writer.latest.lock()
+            && latest.is_none()
+        {
+            *latest = Some(Arc::new(object));
+        }
+    }
+
     /// Stops writing `name` (the block was deleted); a later use starts a new writer.
     pub fn forget(&self, name: &str) {
         let mut writers = self
