@@ -1,7 +1,9 @@
 //! The load tool: ADD and DEL through the real plugin binary against an agent on the API
 //! emulator, next to Debian's `host-local` on the same machine in the same run.
 //!
-//! Run: `cargo bench --bench cni_load` (add `-- --quick` for fewer operations). Prints
+//! Run: `cargo build --release --locked --bins && cargo bench --bench cni_load` (add
+//! `-- --quick` for fewer operations; the plugin is another crate's binary, which
+//! `cargo bench` does not build). Prints
 //! median and p99 latency and operations per second, sequentially and 8-way parallel,
 //! the API writes per allocation (from the agent's metrics), and each plugin's
 //! start-to-exit time for VERSION.
