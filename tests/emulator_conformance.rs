@@ -21,7 +21,8 @@ use kube::core::{DynamicObject, GroupVersionKind};
 use kube::discovery::{ApiResource, Discovery};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
-use support::{api_error, cluster, install_crds, namespace, unique, wait_for};
+use support::install_crds;
+use test_support::{api_error, cluster, namespace, unique, wait_for};
 
 fn pool(name: &str, cidr: &str) -> IPPool {
     serde_json::from_value(json!({
@@ -188,7 +189,7 @@ async fn create_needs_an_existing_namespace_and_honours_generate_name() {
         .unwrap();
     assert!(a.name_any().starts_with("gen-") && a.name_any().len() == "gen-".len() + 5);
     assert_ne!(a.name_any(), b.name_any());
-    support::delete_namespace(&c.client, &ns).await;
+    test_support::delete_namespace(&c.client, &ns).await;
 }
 
 #[tokio::test]
@@ -221,7 +222,7 @@ async fn resource_versions_increase_across_resources_and_updates() {
             >= rv(&b)
     );
     api.delete(&name, &DeleteParams::default()).await.unwrap();
-    support::delete_namespace(&c.client, &ns).await;
+    test_support::delete_namespace(&c.client, &ns).await;
 }
 
 #[tokio::test]
@@ -307,7 +308,7 @@ async fn list_filters_by_label_and_field_selectors_and_pages() {
             .await,
     );
     assert_eq!(err.code, 400);
-    support::delete_namespace(&c.client, &ns).await;
+    test_support::delete_namespace(&c.client, &ns).await;
 }
 
 #[tokio::test]
@@ -353,7 +354,7 @@ async fn watch_streams_changes_from_a_resource_version() {
     assert_eq!(seen[0].1.uid(), created.uid());
     assert_eq!(seen[1].1.data.as_ref().unwrap()["k"], "changed");
     assert!(rv(&seen[0].1) < rv(&seen[1].1) && rv(&seen[1].1) < rv(&seen[2].1));
-    support::delete_namespace(&c.client, &ns).await;
+    test_support::delete_namespace(&c.client, &ns).await;
 }
 
 #[tokio::test]
@@ -384,7 +385,7 @@ async fn watch_sends_bookmarks_when_asked() {
     assert!(
         bookmark.metadata.resource_version.parse::<u64>().unwrap() >= from.parse::<u64>().unwrap()
     );
-    support::delete_namespace(&c.client, &ns).await;
+    test_support::delete_namespace(&c.client, &ns).await;
 }
 
 #[tokio::test]
@@ -434,7 +435,7 @@ async fn watch_with_a_selector_sees_objects_enter_and_leave() {
         }
     }
     assert_eq!(kinds, ["ADDED", "DELETED"]);
-    support::delete_namespace(&c.client, &ns).await;
+    test_support::delete_namespace(&c.client, &ns).await;
 }
 
 #[tokio::test]
@@ -673,7 +674,7 @@ async fn orphan_propagation_keeps_dependents_without_the_owner_reference() {
         kept.is_some(),
         "the dependent stays, without its owner reference"
     );
-    support::delete_namespace(&c.client, &ns).await;
+    test_support::delete_namespace(&c.client, &ns).await;
 }
 
 #[tokio::test]
@@ -916,7 +917,7 @@ async fn patches_json_merge_and_strategic() {
         (415, "UnsupportedMediaType")
     );
     api.delete(&name, &DeleteParams::default()).await.unwrap();
-    support::delete_namespace(&c.client, &ns).await;
+    test_support::delete_namespace(&c.client, &ns).await;
 }
 
 #[tokio::test]
@@ -1001,7 +1002,7 @@ async fn a_deleted_crd_takes_its_objects_and_resource_with_it() {
     })
     .await;
     assert!(gone.is_some(), "the CRD's objects go with it");
-    support::delete_namespace(&c.client, &ns).await;
+    test_support::delete_namespace(&c.client, &ns).await;
 }
 
 #[tokio::test]
@@ -1012,7 +1013,7 @@ async fn deleting_a_namespace_deletes_its_content() {
     api.create(&PostParams::default(), &configmap("x", json!({})))
         .await
         .unwrap();
-    support::delete_namespace(&c.client, &ns).await;
+    test_support::delete_namespace(&c.client, &ns).await;
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(c.client.clone());
     let gone = wait_for(|| {
         let namespaces = namespaces.clone();
@@ -1098,7 +1099,7 @@ async fn injected_write_failures_come_back_as_statuses() {
         "failed creates store nothing"
     );
     // Without retries a 503 surfaces; kube-rs's default client retries it away.
-    let bare: Api<IPPool> = Api::all(support::client_without_retries(&c).await);
+    let bare: Api<IPPool> = Api::all(test_support::client_without_retries(&c).await);
     emulator.faults().fail_next_writes("ippools", 1, 503);
     let err = api_error(
         bare.create(&PostParams::default(), &pool(&name, "10.23.0.0/16"))
@@ -1243,7 +1244,7 @@ async fn concurrent_cas_writers_never_lose_an_update() {
         writers * each,
         "every write got its own resourceVersion"
     );
-    support::delete_namespace(&c.client, &ns).await;
+    test_support::delete_namespace(&c.client, &ns).await;
 }
 
 #[tokio::test]
@@ -1328,7 +1329,7 @@ async fn kube_runtime_watcher_lists_then_follows_changes() {
         .expect("the watcher sees the new object");
         assert_eq!(seen.name_any(), name);
     }
-    support::delete_namespace(&c.client, &ns).await;
+    test_support::delete_namespace(&c.client, &ns).await;
 }
 
 #[tokio::test]
@@ -1388,7 +1389,7 @@ async fn self_subject_access_review_is_answered() {
 
 #[tokio::test]
 async fn unknown_bearer_tokens_are_refused_when_configured() {
-    let c = support::cluster_with(kube_emulator::Config {
+    let c = test_support::cluster_with(kube_emulator::Config {
         accept_unknown_tokens: false,
         ..Default::default()
     })
@@ -1436,7 +1437,7 @@ async fn continued_lists_are_consistent_with_their_first_page() {
         rest.metadata.resource_version,
         first.metadata.resource_version
     );
-    support::delete_namespace(&c.client, &ns).await;
+    test_support::delete_namespace(&c.client, &ns).await;
 }
 
 #[tokio::test]
@@ -1468,7 +1469,7 @@ async fn delete_collection_removes_what_the_selector_matches() {
         .map(|c| c.name_any())
         .collect();
     assert_eq!(left, ["c"]);
-    support::delete_namespace(&c.client, &ns).await;
+    test_support::delete_namespace(&c.client, &ns).await;
 }
 
 #[tokio::test]
@@ -1494,7 +1495,7 @@ async fn builtin_status_subresource_keeps_spec_and_status_apart() {
     assert_eq!(running.status.unwrap().phase.as_deref(), Some("Running"));
     let image = running.spec.unwrap().containers[0].image.clone();
     assert_eq!(image.as_deref(), Some("one"), "status writes ignore spec");
-    support::delete_namespace(&c.client, &ns).await;
+    test_support::delete_namespace(&c.client, &ns).await;
 }
 
 #[tokio::test]
@@ -1545,7 +1546,7 @@ async fn server_side_apply_creates_merges_and_drops_what_is_no_longer_applied() 
             .await,
     );
     assert_eq!(err.code, 422, "apply needs a field manager");
-    support::delete_namespace(&c.client, &ns).await;
+    test_support::delete_namespace(&c.client, &ns).await;
 }
 
 #[tokio::test]
@@ -1593,7 +1594,7 @@ async fn lists_read_an_exact_resource_version_and_refuse_future_ones() {
     let names: Vec<_> = exact.iter().map(|l| l.name_any()).collect();
     assert_eq!(names, ["a"], "the list at {at} does not see b yet");
     let future = (at.parse::<u64>().unwrap() + 1_000_000).to_string();
-    let api: Api<Lease> = Api::namespaced(support::client_without_retries(&c).await, &ns);
+    let api: Api<Lease> = Api::namespaced(test_support::client_without_retries(&c).await, &ns);
     let err = api_error(
         api.list(
             &ListParams::default()
@@ -1608,7 +1609,7 @@ async fn lists_read_an_exact_resource_version_and_refuse_future_ones() {
         "{}",
         err.message
     );
-    support::delete_namespace(&c.client, &ns).await;
+    test_support::delete_namespace(&c.client, &ns).await;
 }
 
 #[tokio::test]
@@ -1645,7 +1646,7 @@ async fn server_side_apply_reports_conflicts_between_managers_unless_forced() {
         .await
         .unwrap();
     assert_eq!(forced.data.unwrap()["k"], "2");
-    support::delete_namespace(&c.client, &ns).await;
+    test_support::delete_namespace(&c.client, &ns).await;
 }
 
 #[tokio::test]
@@ -1681,7 +1682,7 @@ async fn events_are_one_resource_in_two_api_groups() {
     let back = events.get("pool-full").await.unwrap();
     assert_eq!(back.note.as_deref(), Some("all 254 addresses are in use"));
     assert_eq!(back.regarding.unwrap().name.as_deref(), Some("p"));
-    support::delete_namespace(&c.client, &ns).await;
+    test_support::delete_namespace(&c.client, &ns).await;
 }
 
 #[tokio::test]
@@ -1753,7 +1754,7 @@ async fn a_watch_sees_every_concurrent_write_once_in_resource_version_order() {
         "events arrive in resourceVersion order"
     );
     assert_eq!(seen, written, "every write is seen exactly once");
-    support::delete_namespace(&c.client, &ns).await;
+    test_support::delete_namespace(&c.client, &ns).await;
 }
 
 #[tokio::test]
@@ -2042,7 +2043,7 @@ async fn dry_runs_validate_and_answer_without_writing() {
 
 #[tokio::test]
 async fn oversized_bodies_are_refused_with_413() {
-    let c = support::cluster_with(kube_emulator::Config {
+    let c = test_support::cluster_with(kube_emulator::Config {
         max_body: 64 * 1024,
         ..Default::default()
     })

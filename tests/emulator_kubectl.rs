@@ -2,117 +2,27 @@
 //! `IPLEDGER_TEST_KUBECONFIG`). kubectl comes from `$KUBECTL`, else /usr/local/bin/kubectl
 //! (installed by `.ci/install-kube-tools.sh`); without one the tests skip, saying so.
 
-mod support;
-
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kube_emulator::{Config, Emulator};
-use support::unique;
+use test_support::kubectl::Kubectl;
+use test_support::unique;
 
-fn kubectl_binary() -> Option<PathBuf> {
-    if let Ok(k) = std::env::var("KUBECTL") {
-        return Some(PathBuf::from(k));
-    }
-    let default = PathBuf::from("/usr/local/bin/kubectl");
-    default.exists().then_some(default)
+/// Installs ipledger's CRDs with `kubectl apply -f crds/`.
+async fn install_crds(k: &Kubectl) {
+    k.install_crds(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("crds"),
+        &["ippools.ipledger.io", "ipblocks.ipledger.io"],
+    )
+    .await;
 }
 
-/// A kubectl bound to one kubeconfig, in a scratch directory.
-struct Kubectl {
-    binary: PathBuf,
-    kubeconfig: PathBuf,
-    dir: PathBuf,
-    _emulator: Option<Emulator>,
-}
-
-impl Kubectl {
-    async fn start() -> Option<Self> {
-        let Some(binary) = kubectl_binary() else {
-            test_support::skip(
-                "no kubectl ($KUBECTL unset and /usr/local/bin/kubectl missing; run .ci/install-kube-tools.sh)",
-            );
-            return None;
-        };
-        let dir = std::env::temp_dir().join(unique("ipledger-kubectl"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (kubeconfig, emulator) = match std::env::var("IPLEDGER_TEST_KUBECONFIG") {
-            Ok(path) => (PathBuf::from(path), None),
-            Err(_) => {
-                let emulator = Emulator::start(Config::default()).await.unwrap();
-                let path = dir.join("kubeconfig");
-                emulator.write_kubeconfig(&path).unwrap();
-                (path, Some(emulator))
-            }
-        };
-        Some(Self {
-            binary,
-            kubeconfig,
-            dir,
-            _emulator: emulator,
-        })
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(&self.binary);
-        cmd.args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("HOME", &self.dir)
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        cmd
-    }
-
-    /// Runs kubectl to completion off the async runtime (the emulator serves on it).
-    async fn run(&self, args: &[&str]) -> Output {
-        let mut cmd = self.command(args);
-        tokio::task::spawn_blocking(move || cmd.output().expect("kubectl runs"))
-            .await
-            .unwrap()
-    }
-
-    async fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args).await;
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn write(&self, name: &str, content: &str) -> String {
-        let path = self.dir.join(name);
-        std::fs::write(&path, content).unwrap();
-        path.display().to_string()
-    }
-
-    async fn install_crds(&self) {
-        self.ok(&["apply", "-f", "crds/"]).await;
-        self.ok(&[
-            "wait",
-            "--for",
-            "condition=established",
-            "--timeout=30s",
-            "crd/ippools.ipledger.io",
-            "crd/ipblocks.ipledger.io",
-        ])
-        .await;
-    }
-
-    fn pool_file(&self, name: &str, cidr: &str) -> String {
-        self.write(
-            &format!("{name}.yaml"),
-            &format!("apiVersion: ipledger.io/v1alpha1\nkind: IPPool\nmetadata:\n  name: {name}\nspec:\n  cidr: {cidr}\n  blockSize: 26\n"),
-        )
-    }
-}
-
-impl Drop for Kubectl {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+fn pool_file(k: &Kubectl, name: &str, cidr: &str) -> String {
+    k.write(
+        &format!("{name}.yaml"),
+        &format!("apiVersion: ipledger.io/v1alpha1\nkind: IPPool\nmetadata:\n  name: {name}\nspec:\n  cidr: {cidr}\n  blockSize: 26\n"),
+    )
 }
 
 fn wait_child(
@@ -134,9 +44,9 @@ async fn apply_wait_and_get_show_printer_columns() {
     let Some(k) = Kubectl::start().await else {
         return;
     };
-    k.install_crds().await;
+    install_crds(&k).await;
     let name = unique("pool");
-    let file = k.pool_file(&name, "10.30.0.0/16");
+    let file = pool_file(&k, &name, "10.30.0.0/16");
     let out = k.ok(&["apply", "-f", &file]).await;
     assert!(
         out.contains(&format!("ippool.ipledger.io/{name} created")),
@@ -182,9 +92,9 @@ async fn replace_with_a_stale_resource_version_reports_the_conflict() {
     let Some(k) = Kubectl::start().await else {
         return;
     };
-    k.install_crds().await;
+    install_crds(&k).await;
     let name = unique("stale");
-    k.ok(&["apply", "-f", &k.pool_file(&name, "10.31.0.0/16")])
+    k.ok(&["apply", "-f", &pool_file(&k, &name, "10.31.0.0/16")])
         .await;
     let stale = k.ok(&["get", "ippool", &name, "-o", "yaml"]).await;
     let stale_file = k.write("stale.yaml", &stale);
@@ -217,7 +127,7 @@ async fn delete_with_a_finalizer_waits_until_it_is_removed() {
     let Some(k) = Kubectl::start().await else {
         return;
     };
-    k.install_crds().await;
+    install_crds(&k).await;
     let name = unique("fin");
     let file = k.write(
         "fin.yaml",
@@ -275,10 +185,10 @@ async fn get_watch_sees_changes() {
     let Some(k) = Kubectl::start().await else {
         return;
     };
-    k.install_crds().await;
+    install_crds(&k).await;
     let name = unique("watched");
     // The pool exists first, so its line shows when the watch has started.
-    k.ok(&["apply", "-f", &k.pool_file(&name, "10.34.0.0/16")])
+    k.ok(&["apply", "-f", &pool_file(&k, &name, "10.34.0.0/16")])
         .await;
     let mut watch = k
         .command(&["get", "ippools", "-w"])
@@ -382,7 +292,7 @@ async fn builtins_work_with_apply_and_get() {
         "{listed}"
     );
     k.ok(&["delete", "namespace", &ns]).await;
-    assert!(!Path::new(&k.kubeconfig).as_os_str().is_empty());
+    assert!(!Path::new(k.kubeconfig()).as_os_str().is_empty());
 }
 
 #[tokio::test]
@@ -459,7 +369,7 @@ async fn helm_installs_and_uninstalls_a_chart() {
     }
     let ns = unique("helm");
     k.ok(&["create", "namespace", &ns]).await;
-    let chart = k.dir.join("chart");
+    let chart = k.dir().join("chart");
     std::fs::create_dir_all(chart.join("templates")).unwrap();
     std::fs::write(
         chart.join("Chart.yaml"),
@@ -474,8 +384,8 @@ async fn helm_installs_and_uninstalls_a_chart() {
     let run_helm = |args: Vec<String>| {
         let mut cmd = Command::new(&helm);
         cmd.args(&args)
-            .env("KUBECONFIG", &k.kubeconfig)
-            .env("HOME", &k.dir);
+            .env("KUBECONFIG", k.kubeconfig())
+            .env("HOME", k.dir());
         async move {
             tokio::task::spawn_blocking(move || cmd.output().expect("helm runs"))
                 .await
