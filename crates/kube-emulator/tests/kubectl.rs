@@ -1,6 +1,10 @@
-//! Real kubectl, default flags, against the emulator (or the cluster named by
-//! `IPLEDGER_TEST_KUBECONFIG`). kubectl comes from `$KUBECTL`, else /usr/local/bin/kubectl
-//! (installed by `.ci/install-kube-tools.sh`); without one the tests skip, saying so.
+//! Real kubectl and helm, default flags, against the emulator (or the cluster named by
+//! `IPLEDGER_TEST_KUBECONFIG`), with built-in types and the test CRDs of `tests/fixtures/`.
+//! kubectl comes from `$KUBECTL`, else /usr/local/bin/kubectl, helm from `$HELM`, else
+//! /usr/local/bin/helm (both installed by `.ci/install-kube-tools.sh`); without them the
+//! tests skip, saying so.
+
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -9,19 +13,16 @@ use std::time::{Duration, Instant};
 use test_support::kubectl::Kubectl;
 use test_support::unique;
 
-/// Installs ipledger's CRDs with `kubectl apply -f crds/`.
+/// Installs the test CRDs with `kubectl apply -f tests/fixtures/`.
 async fn install_crds(k: &Kubectl) {
-    k.install_crds(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("crds"),
-        &["ippools.ipledger.io", "ipblocks.ipledger.io"],
-    )
-    .await;
+    k.install_crds(support::fixtures(), &support::CRD_NAMES)
+        .await;
 }
 
-fn pool_file(k: &Kubectl, name: &str, cidr: &str) -> String {
+fn subnet_file(k: &Kubectl, name: &str, cidr: &str) -> String {
     k.write(
         &format!("{name}.yaml"),
-        &format!("apiVersion: ipledger.io/v1alpha1\nkind: IPPool\nmetadata:\n  name: {name}\nspec:\n  cidr: {cidr}\n  blockSize: 26\n"),
+        &format!("apiVersion: emulator.example.com/v1\nkind: Subnet\nmetadata:\n  name: {name}\nspec:\n  cidr: {cidr}\n  blockSize: 26\n"),
     )
 }
 
@@ -45,16 +46,16 @@ async fn apply_wait_and_get_show_printer_columns() {
         return;
     };
     install_crds(&k).await;
-    let name = unique("pool");
-    let file = pool_file(&k, &name, "10.30.0.0/16");
+    let name = unique("subnet");
+    let file = subnet_file(&k, &name, "10.30.0.0/16");
     let out = k.ok(&["apply", "-f", &file]).await;
     assert!(
-        out.contains(&format!("ippool.ipledger.io/{name} created")),
+        out.contains(&format!("subnet.emulator.example.com/{name} created")),
         "{out}"
     );
     let again = k.ok(&["apply", "-f", &file]).await;
     assert!(again.contains("unchanged"), "{again}");
-    let table = k.ok(&["get", "ippools", &name]).await;
+    let table = k.ok(&["get", "subnets", &name]).await;
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
         header,
@@ -63,10 +64,10 @@ async fn apply_wait_and_get_show_printer_columns() {
     assert!(table.lines().nth(1).unwrap().starts_with(&name));
     assert!(table.contains("10.30.0.0/16"));
     // kubectl diff asks the server for a dry run of the change.
-    let pool = std::fs::read_to_string(&file).unwrap();
+    let subnet = std::fs::read_to_string(&file).unwrap();
     let changed = k.write(
         "changed.yaml",
-        &pool.replace("blockSize: 26", "blockSize: 26\n  disabled: true"),
+        &subnet.replace("blockSize: 26", "blockSize: 26\n  disabled: true"),
     );
     let diff = k.run(&["diff", "-f", &changed]).await;
     assert_eq!(
@@ -77,14 +78,14 @@ async fn apply_wait_and_get_show_printer_columns() {
     );
     assert!(String::from_utf8_lossy(&diff.stdout).contains("+  disabled: true"));
     let unchanged = k
-        .ok(&["get", "ippool", &name, "-o", "jsonpath={.spec.disabled}"])
+        .ok(&["get", "subnet", &name, "-o", "jsonpath={.spec.disabled}"])
         .await;
     assert_eq!(unchanged, "", "the dry run changed nothing");
     let short = k
-        .ok(&["get", "ipp", &name, "-o", "jsonpath={.spec.cidr}"])
+        .ok(&["get", "sn", &name, "-o", "jsonpath={.spec.cidr}"])
         .await;
     assert_eq!(short, "10.30.0.0/16");
-    k.ok(&["delete", "ippool", &name]).await;
+    k.ok(&["delete", "subnet", &name]).await;
 }
 
 #[tokio::test]
@@ -94,22 +95,22 @@ async fn replace_with_a_stale_resource_version_reports_the_conflict() {
     };
     install_crds(&k).await;
     let name = unique("stale");
-    k.ok(&["apply", "-f", &pool_file(&k, &name, "10.31.0.0/16")])
+    k.ok(&["apply", "-f", &subnet_file(&k, &name, "10.31.0.0/16")])
         .await;
-    let stale = k.ok(&["get", "ippool", &name, "-o", "yaml"]).await;
+    let stale = k.ok(&["get", "subnet", &name, "-o", "yaml"]).await;
     let stale_file = k.write("stale.yaml", &stale);
-    k.ok(&["label", "ippool", &name, "changed=yes"]).await;
+    k.ok(&["label", "subnet", &name, "changed=yes"]).await;
     let out = k.run(&["replace", "-f", &stale_file]).await;
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains(&format!("Operation cannot be fulfilled on ippools.ipledger.io \"{name}\": the object has been modified; please apply your changes to the latest version and try again")),
+        stderr.contains(&format!("Operation cannot be fulfilled on subnets.emulator.example.com \"{name}\": the object has been modified; please apply your changes to the latest version and try again")),
         "{stderr}"
     );
     let cidr_change = k
         .run(&[
             "patch",
-            "ippool",
+            "subnet",
             &name,
             "--type",
             "merge",
@@ -119,7 +120,7 @@ async fn replace_with_a_stale_resource_version_reports_the_conflict() {
         .await;
     assert!(!cidr_change.status.success());
     assert!(String::from_utf8_lossy(&cidr_change.stderr).contains("cidr is immutable"));
-    k.ok(&["delete", "ippool", &name]).await;
+    k.ok(&["delete", "subnet", &name]).await;
 }
 
 #[tokio::test]
@@ -131,11 +132,11 @@ async fn delete_with_a_finalizer_waits_until_it_is_removed() {
     let name = unique("fin");
     let file = k.write(
         "fin.yaml",
-        &format!("apiVersion: ipledger.io/v1alpha1\nkind: IPPool\nmetadata:\n  name: {name}\n  finalizers: [ipledger.io/test]\nspec:\n  cidr: 10.33.0.0/16\n"),
+        &format!("apiVersion: emulator.example.com/v1\nkind: Subnet\nmetadata:\n  name: {name}\n  finalizers: [emulator.example.com/test]\nspec:\n  cidr: 10.33.0.0/16\n"),
     );
     k.ok(&["apply", "-f", &file]).await;
     let mut delete = k
-        .command(&["delete", "ippool", &name, "--timeout=60s"])
+        .command(&["delete", "subnet", &name, "--timeout=60s"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -154,7 +155,7 @@ async fn delete_with_a_finalizer_waits_until_it_is_removed() {
     let ts = k
         .ok(&[
             "get",
-            "ippool",
+            "subnet",
             &name,
             "-o",
             "jsonpath={.metadata.deletionTimestamp}",
@@ -163,7 +164,7 @@ async fn delete_with_a_finalizer_waits_until_it_is_removed() {
     assert!(!ts.is_empty(), "deletionTimestamp is set");
     k.ok(&[
         "patch",
-        "ippool",
+        "subnet",
         &name,
         "--type",
         "json",
@@ -176,7 +177,7 @@ async fn delete_with_a_finalizer_waits_until_it_is_removed() {
             .await
             .unwrap();
     assert!(status.expect("kubectl delete finished").success());
-    let gone = k.run(&["get", "ippool", &name]).await;
+    let gone = k.run(&["get", "subnet", &name]).await;
     assert!(String::from_utf8_lossy(&gone.stderr).contains("not found"));
 }
 
@@ -187,11 +188,11 @@ async fn get_watch_sees_changes() {
     };
     install_crds(&k).await;
     let name = unique("watched");
-    // The pool exists first, so its line shows when the watch has started.
-    k.ok(&["apply", "-f", &pool_file(&k, &name, "10.34.0.0/16")])
+    // The subnet exists first, so its line shows when the watch has started.
+    k.ok(&["apply", "-f", &subnet_file(&k, &name, "10.34.0.0/16")])
         .await;
     let mut watch = k
-        .command(&["get", "ippools", "-w"])
+        .command(&["get", "subnets", "-w"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -233,10 +234,10 @@ async fn get_watch_sees_changes() {
     assert_eq!(
         wait_for_lines(1).await.len(),
         1,
-        "the watch lists the pool first"
+        "the watch lists the subnet first"
     );
-    k.ok(&["label", "ippool", &name, "seen=yes"]).await;
-    k.ok(&["delete", "ippool", &name]).await;
+    k.ok(&["label", "subnet", &name, "seen=yes"]).await;
+    k.ok(&["delete", "subnet", &name]).await;
     let seen = wait_for_lines(3).await;
     watch.kill().unwrap();
     let _ = watch.wait();
@@ -377,7 +378,7 @@ async fn helm_installs_and_uninstalls_a_chart() {
     )
     .unwrap();
     std::fs::write(
-        chart.join("templates/pool.yaml"),
+        chart.join("templates/settings.yaml"),
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: demo-settings\ndata:\n  mode: fast\n",
     )
     .unwrap();
