@@ -18,14 +18,14 @@ use support::node::{Agent, network, plugin};
 /// A cluster with ipledger's CRDs, a kubeconfig file for agent processes, and a
 /// directory for sockets.
 struct Harness {
-    cluster: support::Cluster,
+    cluster: test_support::Cluster,
     kubeconfig: PathBuf,
     dir: tempfile::TempDir,
 }
 
 impl Harness {
     async fn new() -> Harness {
-        let cluster = support::cluster().await;
+        let cluster = test_support::cluster().await;
         support::install_crds(&cluster.client).await;
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = match std::env::var("IPLEDGER_TEST_KUBECONFIG") {
@@ -58,7 +58,7 @@ impl Harness {
 
     /// Creates a pool and returns its (unique) name.
     async fn pool(&self, prefix: &str, spec: IPPoolSpec) -> String {
-        let name = support::unique(prefix);
+        let name = test_support::unique(prefix);
         Api::<IPPool>::all(self.client())
             .create(&PostParams::default(), &IPPool::new(&name, spec))
             .await
@@ -183,7 +183,7 @@ async fn add_until_answered(net: &Value, id: &str, retry_on: &[u64]) -> IpAddr {
 async fn add_is_idempotent_and_del_releases_even_twice() {
     let h = Harness::new().await;
     let pool = h.pool("idem", v4_pool("10.60.0.0/24", 28)).await;
-    let mut agent = h.agent(&support::unique("node")).await;
+    let mut agent = h.agent(&test_support::unique("node")).await;
     let net = network("pods", "1.0.0", &agent.socket, &[&pool]);
 
     let first = plugin("ADD", &net, "c1", "eth0", &pod_args("p1")).await;
@@ -272,7 +272,7 @@ async fn requested_unknown_and_stopped_agent_get_their_documented_codes() {
     let install = ["--install-cni-bin-dir", bin.to_str().unwrap()];
     let mut agent = Agent::start_with(
         &h.kubeconfig,
-        &support::unique("node"),
+        &test_support::unique("node"),
         h.dir.path(),
         &install,
     )
@@ -384,7 +384,7 @@ async fn dual_stack_gets_one_address_per_family_and_ipv6_48_pools_work() {
             },
         )
         .await;
-    let mut agent = h.agent(&support::unique("node")).await;
+    let mut agent = h.agent(&test_support::unique("node")).await;
     let net = network("pods", "1.0.0", &agent.socket, &[&v4, &v6]);
 
     let run = plugin("ADD", &net, "c1", "eth0", &pod_args("p1")).await;
@@ -435,7 +435,7 @@ async fn four_agents_fifty_concurrent_adds_never_duplicate() {
     let pool = h.pool("conc", v4_pool("10.63.0.0/26", 29)).await;
     let mut agents = Vec::new();
     for i in 0..4 {
-        agents.push(h.agent(&support::unique(&format!("node{i}"))).await);
+        agents.push(h.agent(&test_support::unique(&format!("node{i}"))).await);
     }
     let mut runs = Vec::new();
     for (n, agent) in agents.iter().enumerate() {
@@ -542,7 +542,7 @@ async fn injected_conflicts_and_a_killed_agent_never_duplicate() {
         return;
     };
     let pool = h.pool("fault", v4_pool("10.64.0.0/24", 27)).await;
-    let mut agent = h.agent(&support::unique("node")).await;
+    let mut agent = h.agent(&test_support::unique("node")).await;
     let net = network("pods", "1.0.0", &agent.socket, &[&pool]);
 
     // Every fifth write to IPBlocks fails with 409 (injected in bursts).
@@ -992,7 +992,7 @@ async fn a_pool_the_lagging_watch_has_not_shown_yet_is_not_unknown() {
 async fn gc_releases_what_the_runtime_no_longer_lists() {
     let h = Harness::new().await;
     let pool = h.pool("gc", v4_pool("10.65.0.0/24", 28)).await;
-    let mut agent = h.agent(&support::unique("node")).await;
+    let mut agent = h.agent(&test_support::unique("node")).await;
     let net = network("gcnet", "1.1.0", &agent.socket, &[&pool]);
     for id in ["keep", "drop1", "drop2"] {
         plugin("ADD", &net, id, "eth0", &pod_args(id))
@@ -1030,8 +1030,8 @@ async fn borrowing_from_a_full_pool_and_strict_affinity() {
     let h = Harness::new().await;
     // A /28 in /29 blocks: two blocks, 14 usable addresses.
     let pool = h.pool("borrow", v4_pool("10.66.0.0/28", 29)).await;
-    let mut lender = h.agent(&support::unique("lender")).await;
-    let mut borrower = h.agent(&support::unique("borrower")).await;
+    let mut lender = h.agent(&test_support::unique("lender")).await;
+    let mut borrower = h.agent(&test_support::unique("borrower")).await;
     let lender_net = network("pods", "1.1.0", &lender.socket, &[&pool]);
     for i in 0..9 {
         let id = format!("l{i}");
@@ -1166,7 +1166,7 @@ async fn reference_bridge_plugin_allocates_through_the_agent() {
             },
         )
         .await;
-    let mut agent = h.agent(&support::unique("node")).await;
+    let mut agent = h.agent(&test_support::unique("node")).await;
     let bin = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(
         test_support::binary("ipledger-cni"),
@@ -1267,7 +1267,7 @@ async fn every_supported_cni_version_adds_checks_and_deletes() {
             },
         )
         .await;
-    let mut agent = h.agent(&support::unique("node")).await;
+    let mut agent = h.agent(&test_support::unique("node")).await;
     for version in ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
         let net = network("pods", version, &agent.socket, &[&pool]);
         let id = format!("v{}", version.replace('.', ""));

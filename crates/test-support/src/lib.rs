@@ -1,12 +1,22 @@
 //! What the tests of every crate share: one way to skip a test that this machine
-//! cannot run, network namespaces for the end-to-end tests, and where the workspace's
-//! binaries are.
+//! cannot run, network namespaces for the end-to-end tests, where the workspace's
+//! binaries are, and (feature `cluster`) a cluster to test against and kubectl bound to it.
 //!
 //! A skip prints `skipped: <why>` on a developer's machine. With
 //! `IPLEDGER_REQUIRE_ALL=1` (set by `.ci/run`) it fails the test instead, so a missing
 //! install step in CI can never pass green.
 
+#[cfg(feature = "cluster")]
+mod cluster;
+#[cfg(feature = "cluster")]
+pub mod kubectl;
 pub mod netns;
+
+#[cfg(feature = "cluster")]
+pub use cluster::{
+    Cluster, KUBECONFIG, api_error, client_without_retries, cluster, cluster_with,
+    delete_namespace, install_crds, namespace, unique, wait_for,
+};
 
 use std::path::PathBuf;
 

@@ -1,4 +1,5 @@
-//! Conformance of the API emulator, written with kube-rs against the real REST protocol.
+//! Conformance of the API emulator, written with kube-rs against the real REST protocol,
+//! with built-in types and the test CRDs of `tests/fixtures/`.
 //!
 //! Runs against the emulator; set `IPLEDGER_TEST_KUBECONFIG` to run the same tests against
 //! a real cluster (each test uses unique names or its own namespace, and cleans up).
@@ -9,7 +10,6 @@ mod support;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use ipledger::api::{IPBlock, IPPool};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -21,17 +21,8 @@ use kube::core::{DynamicObject, GroupVersionKind};
 use kube::discovery::{ApiResource, Discovery};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
-use support::{api_error, cluster, install_crds, namespace, unique, wait_for};
-
-fn pool(name: &str, cidr: &str) -> IPPool {
-    serde_json::from_value(json!({
-        "apiVersion": "ipledger.io/v1alpha1",
-        "kind": "IPPool",
-        "metadata": {"name": name},
-        "spec": {"cidr": cidr},
-    }))
-    .unwrap()
-}
+use support::{GROUP, Reservation, Subnet, install_crds, subnet};
+use test_support::{api_error, cluster, namespace, unique, wait_for};
 
 fn lease(name: &str, labels: Value) -> Lease {
     serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}, "spec": {"holderIdentity": "conformance"}})).unwrap()
@@ -44,7 +35,7 @@ fn configmap(name: &str, labels: Value) -> ConfigMap {
     .unwrap()
 }
 
-async fn pools(client: &Client) -> Api<IPPool> {
+async fn subnets(client: &Client) -> Api<Subnet> {
     install_crds(client).await;
     Api::all(client.clone())
 }
@@ -60,15 +51,15 @@ async fn discovery_serves_version_builtins_and_registered_crds() {
     assert_eq!(version.major, "1");
     install_crds(&c.client).await;
     let discovery = Discovery::new(c.client.clone()).run().await.unwrap();
-    let (pools, caps) = discovery
-        .resolve_gvk(&GroupVersionKind::gvk("ipledger.io", "v1alpha1", "IPPool"))
-        .expect("IPPool discovered");
-    assert_eq!(pools.plural, "ippools");
+    let (subnets, caps) = discovery
+        .resolve_gvk(&GroupVersionKind::gvk(GROUP, "v1", "Subnet"))
+        .expect("Subnet discovered");
+    assert_eq!(subnets.plural, "subnets");
     assert_eq!(caps.scope, kube::discovery::Scope::Cluster);
     assert!(
         caps.subresources
             .iter()
-            .any(|(r, _)| r.plural == "ippools/status" || r.plural == "status")
+            .any(|(r, _)| r.plural == "subnets/status" || r.plural == "status")
     );
     for (group, kind) in [
         ("", "Pod"),
@@ -93,10 +84,10 @@ async fn discovery_serves_version_builtins_and_registered_crds() {
 #[tokio::test]
 async fn create_conflicts_and_not_found_carry_the_real_status() {
     let c = cluster().await;
-    let api = pools(&c.client).await;
+    let api = subnets(&c.client).await;
     let name = unique("crud");
     let created = api
-        .create(&PostParams::default(), &pool(&name, "10.10.0.0/16"))
+        .create(&PostParams::default(), &subnet(&name, "10.10.0.0/16"))
         .await
         .unwrap();
     assert!(created.uid().is_some());
@@ -104,7 +95,7 @@ async fn create_conflicts_and_not_found_carry_the_real_status() {
     assert_eq!(created.metadata.generation, Some(1));
 
     let exists = api_error(
-        api.create(&PostParams::default(), &pool(&name, "10.10.0.0/16"))
+        api.create(&PostParams::default(), &subnet(&name, "10.10.0.0/16"))
             .await,
     );
     assert_eq!(
@@ -113,14 +104,14 @@ async fn create_conflicts_and_not_found_carry_the_real_status() {
     );
     assert_eq!(
         exists.message,
-        format!("ippools.ipledger.io \"{name}\" already exists")
+        format!("subnets.emulator.example.com \"{name}\" already exists")
     );
 
     let missing = api_error(api.get(&format!("{name}-missing")).await);
     assert_eq!((missing.code, missing.reason.as_str()), (404, "NotFound"));
     assert_eq!(
         missing.message,
-        format!("ippools.ipledger.io \"{name}-missing\" not found")
+        format!("subnets.emulator.example.com \"{name}-missing\" not found")
     );
 
     let mut stale = created.clone();
@@ -138,7 +129,7 @@ async fn create_conflicts_and_not_found_carry_the_real_status() {
     assert_eq!(
         conflict.message,
         format!(
-            "Operation cannot be fulfilled on ippools.ipledger.io \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
+            "Operation cannot be fulfilled on subnets.emulator.example.com \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
         )
     );
 
@@ -188,7 +179,7 @@ async fn create_needs_an_existing_namespace_and_honours_generate_name() {
         .unwrap();
     assert!(a.name_any().starts_with("gen-") && a.name_any().len() == "gen-".len() + 5);
     assert_ne!(a.name_any(), b.name_any());
-    support::delete_namespace(&c.client, &ns).await;
+    test_support::delete_namespace(&c.client, &ns).await;
 }
 
 #[tokio::test]
@@ -196,14 +187,14 @@ async fn resource_versions_increase_across_resources_and_updates() {
     let c = cluster().await;
     let ns = namespace(&c.client).await;
     let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), &ns);
-    let api = pools(&c.client).await;
+    let api = subnets(&c.client).await;
     let name = unique("rv");
     let a = cms
         .create(&PostParams::default(), &configmap("a", json!({})))
         .await
         .unwrap();
     let p = api
-        .create(&PostParams::default(), &pool(&name, "10.11.0.0/16"))
+        .create(&PostParams::default(), &subnet(&name, "10.11.0.0/16"))
         .await
         .unwrap();
     let b = cms
@@ -221,7 +212,7 @@ async fn resource_versions_increase_across_resources_and_updates() {
             >= rv(&b)
     );
     api.delete(&name, &DeleteParams::default()).await.unwrap();
-    support::delete_namespace(&c.client, &ns).await;
+    test_support::delete_namespace(&c.client, &ns).await;
 }
 
 #[tokio::test]
@@ -307,7 +298,7 @@ async fn list_filters_by_label_and_field_selectors_and_pages() {
             .await,
     );
     assert_eq!(err.code, 400);
-    support::delete_namespace(&c.client, &ns).await;
+    test_support::delete_namespace(&c.client, &ns).await;
 }
 
 #[tokio::test]
@@ -353,7 +344,7 @@ async fn watch_streams_changes_from_a_resource_version() {
     assert_eq!(seen[0].1.uid(), created.uid());
     assert_eq!(seen[1].1.data.as_ref().unwrap()["k"], "changed");
     assert!(rv(&seen[0].1) < rv(&seen[1].1) && rv(&seen[1].1) < rv(&seen[2].1));
-    support::delete_namespace(&c.client, &ns).await;
+    test_support::delete_namespace(&c.client, &ns).await;
 }
 
 #[tokio::test]
@@ -384,7 +375,7 @@ async fn watch_sends_bookmarks_when_asked() {
     assert!(
         bookmark.metadata.resource_version.parse::<u64>().unwrap() >= from.parse::<u64>().unwrap()
     );
-    support::delete_namespace(&c.client, &ns).await;
+    test_support::delete_namespace(&c.client, &ns).await;
 }
 
 #[tokio::test]
@@ -434,15 +425,15 @@ async fn watch_with_a_selector_sees_objects_enter_and_leave() {
         }
     }
     assert_eq!(kinds, ["ADDED", "DELETED"]);
-    support::delete_namespace(&c.client, &ns).await;
+    test_support::delete_namespace(&c.client, &ns).await;
 }
 
 #[tokio::test]
 async fn status_subresource_and_generation_are_separate() {
     let c = cluster().await;
-    let api = pools(&c.client).await;
+    let api = subnets(&c.client).await;
     let name = unique("status");
-    let mut with_status = pool(&name, "10.12.0.0/16");
+    let mut with_status = subnet(&name, "10.12.0.0/16");
     with_status.status = Some(serde_json::from_value(json!({"allocated": "5"})).unwrap());
     let created = api
         .create(&PostParams::default(), &with_status)
@@ -504,10 +495,10 @@ async fn status_subresource_and_generation_are_separate() {
 #[tokio::test]
 async fn finalizers_hold_deletion_until_removed() {
     let c = cluster().await;
-    let api = pools(&c.client).await;
+    let api = subnets(&c.client).await;
     let name = unique("fin");
-    let mut p = pool(&name, "10.13.0.0/16");
-    p.metadata.finalizers = Some(vec!["ipledger.io/test".into()]);
+    let mut p = subnet(&name, "10.13.0.0/16");
+    p.metadata.finalizers = Some(vec!["emulator.example.com/test".into()]);
     api.create(&PostParams::default(), &p).await.unwrap();
     let answer = api.delete(&name, &DeleteParams::default()).await.unwrap();
     let pending = answer
@@ -521,7 +512,7 @@ async fn finalizers_hold_deletion_until_removed() {
             &name,
             &PatchParams::default(),
             &Patch::Merge(
-                json!({"metadata": {"finalizers": ["ipledger.io/test", "ipledger.io/more"]}}),
+                json!({"metadata": {"finalizers": ["emulator.example.com/test", "emulator.example.com/more"]}}),
             ),
         )
         .await,
@@ -543,10 +534,10 @@ async fn finalizers_hold_deletion_until_removed() {
 #[tokio::test]
 async fn delete_preconditions_guard_uid_and_resource_version() {
     let c = cluster().await;
-    let api = pools(&c.client).await;
+    let api = subnets(&c.client).await;
     let name = unique("pre");
     let created = api
-        .create(&PostParams::default(), &pool(&name, "10.14.0.0/16"))
+        .create(&PostParams::default(), &subnet(&name, "10.14.0.0/16"))
         .await
         .unwrap();
     let wrong_uid = DeleteParams {
@@ -591,30 +582,33 @@ async fn delete_preconditions_guard_uid_and_resource_version() {
 #[tokio::test]
 async fn deleting_an_owner_deletes_its_dependents_in_the_background() {
     let c = cluster().await;
-    let pools = pools(&c.client).await;
-    let blocks: Api<IPBlock> = Api::all(c.client.clone());
+    let subnets = subnets(&c.client).await;
+    let reservations: Api<Reservation> = Api::all(c.client.clone());
     let name = unique("owner");
-    let owner = pools
-        .create(&PostParams::default(), &pool(&name, "10.15.0.0/16"))
+    let owner = subnets
+        .create(&PostParams::default(), &subnet(&name, "10.15.0.0/16"))
         .await
         .unwrap();
-    let block: IPBlock = serde_json::from_value(json!({
-        "apiVersion": "ipledger.io/v1alpha1", "kind": "IPBlock",
-        "metadata": {"name": format!("{name}-b"), "ownerReferences": [{"apiVersion": "ipledger.io/v1alpha1", "kind": "IPPool", "name": name, "uid": owner.uid().unwrap()}]},
-        "spec": {"pool": name, "cidr": "10.15.0.0/26", "node": "n1"},
+    let dependent: Reservation = serde_json::from_value(json!({
+        "apiVersion": "emulator.example.com/v1", "kind": "Reservation",
+        "metadata": {"name": format!("{name}-r"), "ownerReferences": [{"apiVersion": "emulator.example.com/v1", "kind": "Subnet", "name": name, "uid": owner.uid().unwrap()}]},
+        "spec": {"subnet": name, "cidr": "10.15.0.0/26", "holder": "n1"},
     }))
     .unwrap();
-    blocks.create(&PostParams::default(), &block).await.unwrap();
+    reservations
+        .create(&PostParams::default(), &dependent)
+        .await
+        .unwrap();
     let second_name = format!("{name}-second");
-    let mut second = block.clone();
+    let mut second = dependent.clone();
     second.metadata.name = Some(second_name.clone());
     second.metadata.owner_references = None;
-    blocks
+    reservations
         .create(&PostParams::default(), &second)
         .await
         .unwrap();
 
-    pools
+    subnets
         .delete(
             &name,
             &DeleteParams {
@@ -625,20 +619,23 @@ async fn deleting_an_owner_deletes_its_dependents_in_the_background() {
         .await
         .unwrap();
     let gone = wait_for(|| {
-        let blocks = blocks.clone();
-        let name = format!("{name}-b");
+        let reservations = reservations.clone();
+        let name = format!("{name}-r");
         async move {
-            matches!(blocks.get(&name).await, Err(kube::Error::Api(e)) if e.code == 404)
+            matches!(reservations.get(&name).await, Err(kube::Error::Api(e)) if e.code == 404)
                 .then_some(())
         }
     })
     .await;
-    assert!(gone.is_some(), "the dependent block is garbage collected");
     assert!(
-        blocks.get_opt(&second_name).await.unwrap().is_some(),
-        "a block without an owner reference stays"
+        gone.is_some(),
+        "the dependent reservation is garbage collected"
     );
-    blocks
+    assert!(
+        reservations.get_opt(&second_name).await.unwrap().is_some(),
+        "a reservation without an owner reference stays"
+    );
+    reservations
         .delete(&second_name, &DeleteParams::default())
         .await
         .unwrap();
@@ -673,20 +670,20 @@ async fn orphan_propagation_keeps_dependents_without_the_owner_reference() {
         kept.is_some(),
         "the dependent stays, without its owner reference"
     );
-    support::delete_namespace(&c.client, &ns).await;
+    test_support::delete_namespace(&c.client, &ns).await;
 }
 
 #[tokio::test]
 async fn schema_prunes_unknown_fields_and_rejects_invalid_values() {
     let c = cluster().await;
-    let api = pools(&c.client).await;
+    let api = subnets(&c.client).await;
     let raw: Api<DynamicObject> = Api::all_with(
         c.client.clone(),
-        &ApiResource::from_gvk(&GroupVersionKind::gvk("ipledger.io", "v1alpha1", "IPPool")),
+        &ApiResource::from_gvk(&GroupVersionKind::gvk(GROUP, "v1", "Subnet")),
     );
     let name = unique("schema");
     let obj: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "ipledger.io/v1alpha1", "kind": "IPPool", "metadata": {"name": name},
+        "apiVersion": "emulator.example.com/v1", "kind": "Subnet", "metadata": {"name": name},
         "spec": {"cidr": "10.16.0.0/16", "colour": "blue"},
     }))
     .unwrap();
@@ -694,7 +691,7 @@ async fn schema_prunes_unknown_fields_and_rejects_invalid_values() {
     assert_eq!(created.data["spec"], json!({"cidr": "10.16.0.0/16"}));
 
     let bad_type: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "ipledger.io/v1alpha1", "kind": "IPPool", "metadata": {"name": format!("{name}-t")},
+        "apiVersion": "emulator.example.com/v1", "kind": "Subnet", "metadata": {"name": format!("{name}-t")},
         "spec": {"cidr": "10.17.0.0/16", "blockSize": "big"},
     }))
     .unwrap();
@@ -707,7 +704,7 @@ async fn schema_prunes_unknown_fields_and_rejects_invalid_values() {
     );
 
     let missing: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "ipledger.io/v1alpha1", "kind": "IPPool", "metadata": {"name": format!("{name}-m")}, "spec": {},
+        "apiVersion": "emulator.example.com/v1", "kind": "Subnet", "metadata": {"name": format!("{name}-m")}, "spec": {},
     }))
     .unwrap();
     let err = api_error(raw.create(&PostParams::default(), &missing).await);
@@ -721,7 +718,7 @@ async fn schema_prunes_unknown_fields_and_rejects_invalid_values() {
     let err = api_error(
         api.create(
             &PostParams::default(),
-            &pool(&format!("{name}-h"), "10.18.0.1/16"),
+            &subnet(&format!("{name}-h"), "10.18.0.1/16"),
         )
         .await,
     );
@@ -735,12 +732,14 @@ async fn schema_prunes_unknown_fields_and_rejects_invalid_values() {
     api.delete(&name, &DeleteParams::default()).await.unwrap();
 }
 
+/// Transition rules (`self == oldSelf`, and one on the parent with a `fieldPath`) refuse an
+/// update with the rule's message, at the field's path.
 #[tokio::test]
-async fn cel_transition_rule_refuses_changing_a_pools_cidr() {
+async fn cel_transition_rules_refuse_changing_an_immutable_field() {
     let c = cluster().await;
-    let api = pools(&c.client).await;
+    let api = subnets(&c.client).await;
     let name = unique("cel");
-    api.create(&PostParams::default(), &pool(&name, "10.19.0.0/16"))
+    api.create(&PostParams::default(), &subnet(&name, "10.19.0.0/16"))
         .await
         .unwrap();
     let err = api_error(
@@ -770,16 +769,17 @@ async fn cel_transition_rule_refuses_changing_a_pools_cidr() {
     api.delete(&name, &DeleteParams::default()).await.unwrap();
 }
 
-/// The IPPool CRD's CEL rules (block size per family, gateway inside the pool), as a real
-/// API server evaluates them: the good pools pass, each bad one is refused with its message.
+/// CEL rules with the Kubernetes IP library (`isCIDR`, `cidr().prefixLength()`, `isIP`,
+/// `containsIP`), as a real API server evaluates them: the good subnets pass, each bad
+/// one is refused with its message.
 #[tokio::test]
-async fn cel_rules_bound_block_size_and_gateway() {
+async fn cel_rules_with_the_ip_library_check_block_size_and_gateway() {
     let c = cluster().await;
-    let api = pools(&c.client).await;
+    let api = subnets(&c.client).await;
     let name = unique("celr");
-    let with = |suffix: &str, spec: Value| -> IPPool {
+    let with = |suffix: &str, spec: Value| -> Subnet {
         serde_json::from_value(json!({
-            "apiVersion": "ipledger.io/v1alpha1", "kind": "IPPool",
+            "apiVersion": "emulator.example.com/v1", "kind": "Subnet",
             "metadata": {"name": format!("{name}-{suffix}")}, "spec": spec,
         }))
         .unwrap()
@@ -794,20 +794,10 @@ async fn cel_rules_bound_block_size_and_gateway() {
             json!({"cidr": "fd00:21::/48", "blockSize": 122, "gateway": "fd00:21::1"}),
         ),
     ];
-    for pool in &good {
-        api.create(&PostParams::default(), pool).await.unwrap();
+    for subnet in &good {
+        api.create(&PostParams::default(), subnet).await.unwrap();
     }
     for (suffix, spec, message) in [
-        (
-            "big",
-            json!({"cidr": "10.22.0.0/16", "blockSize": 20}),
-            "blockSize must be between 22 and 32",
-        ),
-        (
-            "v6big",
-            json!({"cidr": "fd00:22::/48", "blockSize": 100}),
-            "between 118 and 128 for an IPv6 pool",
-        ),
         (
             "short",
             json!({"cidr": "10.23.0.0/28", "blockSize": 26}),
@@ -836,8 +826,8 @@ async fn cel_rules_bound_block_size_and_gateway() {
         );
         assert!(err.message.contains(message), "{suffix}: {}", err.message);
     }
-    for pool in &good {
-        api.delete(&pool.name_any(), &DeleteParams::default())
+    for subnet in &good {
+        api.delete(&subnet.name_any(), &DeleteParams::default())
             .await
             .unwrap();
     }
@@ -898,9 +888,9 @@ async fn patches_json_merge_and_strategic() {
         [("n".to_string(), "1".to_string())]
     );
 
-    let api = pools(&c.client).await;
+    let api = subnets(&c.client).await;
     let name = unique("smp");
-    api.create(&PostParams::default(), &pool(&name, "10.21.0.0/16"))
+    api.create(&PostParams::default(), &subnet(&name, "10.21.0.0/16"))
         .await
         .unwrap();
     let err = api_error(
@@ -916,7 +906,7 @@ async fn patches_json_merge_and_strategic() {
         (415, "UnsupportedMediaType")
     );
     api.delete(&name, &DeleteParams::default()).await.unwrap();
-    support::delete_namespace(&c.client, &ns).await;
+    test_support::delete_namespace(&c.client, &ns).await;
 }
 
 #[tokio::test]
@@ -924,7 +914,7 @@ async fn a_deleted_crd_takes_its_objects_and_resource_with_it() {
     let c = cluster().await;
     let crds: Api<CustomResourceDefinition> = Api::all(c.client.clone());
     let plural = unique("widgets").replace('-', "");
-    let group = "conformance.ipledger.io";
+    let group = "conformance.emulator.example.com";
     let crd: CustomResourceDefinition = serde_json::from_value(json!({
         "metadata": {"name": format!("{plural}.{group}")},
         "spec": {"group": group, "scope": "Namespaced", "names": {"plural": plural, "singular": format!("{plural}s"), "kind": "Widget", "listKind": "WidgetList"},
@@ -1001,7 +991,7 @@ async fn a_deleted_crd_takes_its_objects_and_resource_with_it() {
     })
     .await;
     assert!(gone.is_some(), "the CRD's objects go with it");
-    support::delete_namespace(&c.client, &ns).await;
+    test_support::delete_namespace(&c.client, &ns).await;
 }
 
 #[tokio::test]
@@ -1012,7 +1002,7 @@ async fn deleting_a_namespace_deletes_its_content() {
     api.create(&PostParams::default(), &configmap("x", json!({})))
         .await
         .unwrap();
-    support::delete_namespace(&c.client, &ns).await;
+    test_support::delete_namespace(&c.client, &ns).await;
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(c.client.clone());
     let gone = wait_for(|| {
         let namespaces = namespaces.clone();
@@ -1034,12 +1024,12 @@ async fn deleting_a_namespace_deletes_its_content() {
 #[tokio::test]
 async fn tables_show_printer_columns() {
     let c = cluster().await;
-    let api = pools(&c.client).await;
+    let api = subnets(&c.client).await;
     let name = unique("table");
-    api.create(&PostParams::default(), &pool(&name, "10.22.0.0/16"))
+    api.create(&PostParams::default(), &subnet(&name, "10.22.0.0/16"))
         .await
         .unwrap();
-    let req = http::Request::get(format!("/apis/ipledger.io/v1alpha1/ippools/{name}"))
+    let req = http::Request::get(format!("/apis/emulator.example.com/v1/subnets/{name}"))
         .header(
             "Accept",
             "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
@@ -1081,13 +1071,13 @@ macro_rules! emulator_only {
 async fn injected_write_failures_come_back_as_statuses() {
     let c = cluster().await;
     let emulator = emulator_only!(c);
-    let api = pools(&c.client).await;
+    let api = subnets(&c.client).await;
     let name = unique("fault");
-    emulator.faults().fail_next_writes("ippools", 1, 409);
-    emulator.faults().fail_next_writes("ippools", 1, 500);
+    emulator.faults().fail_next_writes("subnets", 1, 409);
+    emulator.faults().fail_next_writes("subnets", 1, 500);
     for code in [409, 500] {
         let err = api_error(
-            api.create(&PostParams::default(), &pool(&name, "10.23.0.0/16"))
+            api.create(&PostParams::default(), &subnet(&name, "10.23.0.0/16"))
                 .await,
         );
         assert_eq!(err.code, code);
@@ -1098,18 +1088,18 @@ async fn injected_write_failures_come_back_as_statuses() {
         "failed creates store nothing"
     );
     // Without retries a 503 surfaces; kube-rs's default client retries it away.
-    let bare: Api<IPPool> = Api::all(support::client_without_retries(&c).await);
-    emulator.faults().fail_next_writes("ippools", 1, 503);
+    let bare: Api<Subnet> = Api::all(test_support::client_without_retries(&c).await);
+    emulator.faults().fail_next_writes("subnets", 1, 503);
     let err = api_error(
-        bare.create(&PostParams::default(), &pool(&name, "10.23.0.0/16"))
+        bare.create(&PostParams::default(), &subnet(&name, "10.23.0.0/16"))
             .await,
     );
     assert_eq!((err.code, err.reason.as_str()), (503, "ServiceUnavailable"));
-    emulator.faults().fail_next_writes("ippools", 1, 503);
-    api.create(&PostParams::default(), &pool(&name, "10.23.0.0/16"))
+    emulator.faults().fail_next_writes("subnets", 1, 503);
+    api.create(&PostParams::default(), &subnet(&name, "10.23.0.0/16"))
         .await
         .unwrap();
-    emulator.faults().fail_next_writes("ippools", 1, 409);
+    emulator.faults().fail_next_writes("subnets", 1, 409);
     let err = api_error(
         api.patch(
             &name,
@@ -1243,16 +1233,16 @@ async fn concurrent_cas_writers_never_lose_an_update() {
         writers * each,
         "every write got its own resourceVersion"
     );
-    support::delete_namespace(&c.client, &ns).await;
+    test_support::delete_namespace(&c.client, &ns).await;
 }
 
 #[tokio::test]
 async fn a_patch_carrying_a_stale_resource_version_conflicts() {
     let c = cluster().await;
-    let api = pools(&c.client).await;
+    let api = subnets(&c.client).await;
     let name = unique("patchrv");
     let created = api
-        .create(&PostParams::default(), &pool(&name, "10.24.0.0/16"))
+        .create(&PostParams::default(), &subnet(&name, "10.24.0.0/16"))
         .await
         .unwrap();
     api.patch(
@@ -1328,7 +1318,7 @@ async fn kube_runtime_watcher_lists_then_follows_changes() {
         .expect("the watcher sees the new object");
         assert_eq!(seen.name_any(), name);
     }
-    support::delete_namespace(&c.client, &ns).await;
+    test_support::delete_namespace(&c.client, &ns).await;
 }
 
 #[tokio::test]
@@ -1388,7 +1378,7 @@ async fn self_subject_access_review_is_answered() {
 
 #[tokio::test]
 async fn unknown_bearer_tokens_are_refused_when_configured() {
-    let c = support::cluster_with(kube_emulator::Config {
+    let c = test_support::cluster_with(kube_emulator::Config {
         accept_unknown_tokens: false,
         ..Default::default()
     })
@@ -1436,7 +1426,7 @@ async fn continued_lists_are_consistent_with_their_first_page() {
         rest.metadata.resource_version,
         first.metadata.resource_version
     );
-    support::delete_namespace(&c.client, &ns).await;
+    test_support::delete_namespace(&c.client, &ns).await;
 }
 
 #[tokio::test]
@@ -1468,7 +1458,7 @@ async fn delete_collection_removes_what_the_selector_matches() {
         .map(|c| c.name_any())
         .collect();
     assert_eq!(left, ["c"]);
-    support::delete_namespace(&c.client, &ns).await;
+    test_support::delete_namespace(&c.client, &ns).await;
 }
 
 #[tokio::test]
@@ -1494,7 +1484,7 @@ async fn builtin_status_subresource_keeps_spec_and_status_apart() {
     assert_eq!(running.status.unwrap().phase.as_deref(), Some("Running"));
     let image = running.spec.unwrap().containers[0].image.clone();
     assert_eq!(image.as_deref(), Some("one"), "status writes ignore spec");
-    support::delete_namespace(&c.client, &ns).await;
+    test_support::delete_namespace(&c.client, &ns).await;
 }
 
 #[tokio::test]
@@ -1545,14 +1535,14 @@ async fn server_side_apply_creates_merges_and_drops_what_is_no_longer_applied() 
             .await,
     );
     assert_eq!(err.code, 422, "apply needs a field manager");
-    support::delete_namespace(&c.client, &ns).await;
+    test_support::delete_namespace(&c.client, &ns).await;
 }
 
 #[tokio::test]
 async fn creating_with_a_resource_version_is_refused() {
     let c = cluster().await;
-    let api = pools(&c.client).await;
-    let mut p = pool(&unique("withrv"), "10.25.0.0/16");
+    let api = subnets(&c.client).await;
+    let mut p = subnet(&unique("withrv"), "10.25.0.0/16");
     p.metadata.resource_version = Some("12345".into());
     let err = api_error(api.create(&PostParams::default(), &p).await);
     assert_eq!(err.code, 500);
@@ -1593,7 +1583,7 @@ async fn lists_read_an_exact_resource_version_and_refuse_future_ones() {
     let names: Vec<_> = exact.iter().map(|l| l.name_any()).collect();
     assert_eq!(names, ["a"], "the list at {at} does not see b yet");
     let future = (at.parse::<u64>().unwrap() + 1_000_000).to_string();
-    let api: Api<Lease> = Api::namespaced(support::client_without_retries(&c).await, &ns);
+    let api: Api<Lease> = Api::namespaced(test_support::client_without_retries(&c).await, &ns);
     let err = api_error(
         api.list(
             &ListParams::default()
@@ -1608,7 +1598,7 @@ async fn lists_read_an_exact_resource_version_and_refuse_future_ones() {
         "{}",
         err.message
     );
-    support::delete_namespace(&c.client, &ns).await;
+    test_support::delete_namespace(&c.client, &ns).await;
 }
 
 #[tokio::test]
@@ -1645,7 +1635,7 @@ async fn server_side_apply_reports_conflicts_between_managers_unless_forced() {
         .await
         .unwrap();
     assert_eq!(forced.data.unwrap()["k"], "2");
-    support::delete_namespace(&c.client, &ns).await;
+    test_support::delete_namespace(&c.client, &ns).await;
 }
 
 #[tokio::test]
@@ -1657,11 +1647,11 @@ async fn events_are_one_resource_in_two_api_groups() {
     let events: Api<Event> = Api::namespaced(c.client.clone(), &ns);
     let core: Api<CoreEvent> = Api::namespaced(c.client.clone(), &ns);
     let event: Event = serde_json::from_value(json!({
-        "metadata": {"name": "pool-full"},
+        "metadata": {"name": "subnet-full"},
         "eventTime": "2024-01-01T00:00:00.000000Z",
-        "regarding": {"apiVersion": "ipledger.io/v1alpha1", "kind": "IPPool", "name": "p"},
-        "reason": "PoolExhausted", "note": "all 254 addresses are in use", "type": "Warning",
-        "action": "Allocate", "reportingController": "ipledger.io/controller", "reportingInstance": "controller-0",
+        "regarding": {"apiVersion": "emulator.example.com/v1", "kind": "Subnet", "name": "p"},
+        "reason": "SubnetExhausted", "note": "all 254 addresses are in use", "type": "Warning",
+        "action": "Allocate", "reportingController": "emulator.example.com/controller", "reportingInstance": "controller-0",
     }))
     .unwrap();
     events.create(&PostParams::default(), &event).await.unwrap();
@@ -1676,12 +1666,12 @@ async fn events_are_one_resource_in_two_api_groups() {
     );
     assert_eq!(
         seen.items[0].involved_object.kind.as_deref(),
-        Some("IPPool")
+        Some("Subnet")
     );
-    let back = events.get("pool-full").await.unwrap();
+    let back = events.get("subnet-full").await.unwrap();
     assert_eq!(back.note.as_deref(), Some("all 254 addresses are in use"));
     assert_eq!(back.regarding.unwrap().name.as_deref(), Some("p"));
-    support::delete_namespace(&c.client, &ns).await;
+    test_support::delete_namespace(&c.client, &ns).await;
 }
 
 #[tokio::test]
@@ -1753,16 +1743,16 @@ async fn a_watch_sees_every_concurrent_write_once_in_resource_version_order() {
         "events arrive in resourceVersion order"
     );
     assert_eq!(seen, written, "every write is seen exactly once");
-    support::delete_namespace(&c.client, &ns).await;
+    test_support::delete_namespace(&c.client, &ns).await;
 }
 
 #[tokio::test]
 async fn metadata_only_lists_and_watches_carry_just_metadata() {
     use kube::runtime::{WatchStreamExt, watcher};
     let c = cluster().await;
-    let api = pools(&c.client).await;
+    let api = subnets(&c.client).await;
     let name = unique("meta");
-    let mut p = pool(&name, "10.26.0.0/16");
+    let mut p = subnet(&name, "10.26.0.0/16");
     p.metadata.labels = Some([("suite".to_string(), name.clone())].into());
     api.create(&PostParams::default(), &p).await.unwrap();
     let listed = api
@@ -1775,7 +1765,7 @@ async fn metadata_only_lists_and_watches_carry_just_metadata() {
         Some(name.as_str())
     );
     let req = http::Request::get(format!(
-        "/apis/ipledger.io/v1alpha1/ippools?labelSelector=suite%3D{name}"
+        "/apis/emulator.example.com/v1/subnets?labelSelector=suite%3D{name}"
     ))
     .header(
         "Accept",
@@ -1789,7 +1779,7 @@ async fn metadata_only_lists_and_watches_carry_just_metadata() {
     assert!(raw["items"][0].get("spec").is_none(), "only metadata");
     let got = api.get_metadata(&name).await.unwrap();
     assert_eq!(got.metadata.uid, listed.items[0].metadata.uid);
-    let meta_api: Api<kube::core::PartialObjectMeta<IPPool>> = Api::all(c.client.clone());
+    let meta_api: Api<kube::core::PartialObjectMeta<Subnet>> = Api::all(c.client.clone());
     let mut stream = watcher(
         meta_api,
         watcher::Config::default().labels(&format!("suite={name}")),
@@ -1832,13 +1822,13 @@ async fn kube_runtime_finalizer_helper_adds_and_removes_its_finalizer() {
     use kube::runtime::finalizer::{Event, finalizer};
     use std::sync::Arc;
     let c = cluster().await;
-    let api = pools(&c.client).await;
+    let api = subnets(&c.client).await;
     let name = unique("finhelper");
-    api.create(&PostParams::default(), &pool(&name, "10.27.0.0/16"))
+    api.create(&PostParams::default(), &subnet(&name, "10.27.0.0/16"))
         .await
         .unwrap();
-    let fin = "conformance.ipledger.io/cleanup";
-    let run = |obj: IPPool| {
+    let fin = "conformance.emulator.example.com/cleanup";
+    let run = |obj: Subnet| {
         let api = api.clone();
         async move {
             finalizer(&api, fin, Arc::new(obj), |event| async move {
@@ -1869,7 +1859,7 @@ async fn kube_runtime_finalizer_helper_adds_and_removes_its_finalizer() {
     .await;
     assert!(
         gone.is_some(),
-        "the pool goes once its finalizer is removed"
+        "the subnet goes once its finalizer is removed"
     );
 }
 
@@ -1879,16 +1869,16 @@ async fn a_kube_runtime_controller_reconciles_against_it() {
     use kube::runtime::{Controller, watcher};
     use std::sync::Arc;
     let c = cluster().await;
-    let api = pools(&c.client).await;
+    let api = subnets(&c.client).await;
     let name = unique("ctrl");
-    let mut p = pool(&name, "10.28.0.0/16");
+    let mut p = subnet(&name, "10.28.0.0/16");
     p.metadata.labels = Some([("suite".to_string(), name.clone())].into());
     api.create(&PostParams::default(), &p).await.unwrap();
-    let reconcile = |pool: Arc<IPPool>, api: Arc<Api<IPPool>>| async move {
-        let generation = pool.metadata.generation.unwrap_or_default();
+    let reconcile = |subnet: Arc<Subnet>, api: Arc<Api<Subnet>>| async move {
+        let generation = subnet.metadata.generation.unwrap_or_default();
         let status = json!({"status": {"observedGeneration": generation, "allocated": "0"}});
         api.patch_status(
-            &pool.name_any(),
+            &subnet.name_any(),
             &PatchParams::default(),
             &Patch::Merge(status),
         )
@@ -1942,22 +1932,22 @@ async fn kube_runtime_recorder_events_show_up_as_core_events() {
     use k8s_openapi::api::core::v1::Event as CoreEvent;
     use kube::runtime::events::{Event, EventType, Recorder, Reporter};
     let c = cluster().await;
-    let api = pools(&c.client).await;
+    let api = subnets(&c.client).await;
     let name = unique("recorded");
     let created = api
-        .create(&PostParams::default(), &pool(&name, "10.29.0.0/16"))
+        .create(&PostParams::default(), &subnet(&name, "10.29.0.0/16"))
         .await
         .unwrap();
     let recorder = Recorder::new(
         c.client.clone(),
         Reporter {
-            controller: "ipledger-conformance".into(),
+            controller: "emulator-conformance".into(),
             instance: Some("test-0".into()),
         },
     );
     let event = Event {
         type_: EventType::Warning,
-        reason: "PoolExhausted".into(),
+        reason: "SubnetExhausted".into(),
         note: Some("no free address".into()),
         action: "Allocate".into(),
         secondary: None,
@@ -1977,7 +1967,7 @@ async fn kube_runtime_recorder_events_show_up_as_core_events() {
                 .ok()?;
             list.items
                 .into_iter()
-                .find(|e| e.reason.as_deref() == Some("PoolExhausted"))
+                .find(|e| e.reason.as_deref() == Some("SubnetExhausted"))
         }
     })
     .await
@@ -1989,14 +1979,14 @@ async fn kube_runtime_recorder_events_show_up_as_core_events() {
 #[tokio::test]
 async fn dry_runs_validate_and_answer_without_writing() {
     let c = cluster().await;
-    let api = pools(&c.client).await;
+    let api = subnets(&c.client).await;
     let name = unique("dry");
     let dry = PostParams {
         dry_run: true,
         ..Default::default()
     };
     let answer = api
-        .create(&dry, &pool(&name, "10.30.0.0/16"))
+        .create(&dry, &subnet(&name, "10.30.0.0/16"))
         .await
         .unwrap();
     assert_eq!(answer.name_any(), name);
@@ -2004,11 +1994,11 @@ async fn dry_runs_validate_and_answer_without_writing() {
         api.get_opt(&name).await.unwrap().is_none(),
         "a dry-run create stores nothing"
     );
-    let err = api_error(api.create(&dry, &pool(&name, "10.30.0.1/16")).await);
+    let err = api_error(api.create(&dry, &subnet(&name, "10.30.0.1/16")).await);
     assert_eq!(err.code, 422, "a dry run still validates");
 
     let created = api
-        .create(&PostParams::default(), &pool(&name, "10.30.0.0/16"))
+        .create(&PostParams::default(), &subnet(&name, "10.30.0.0/16"))
         .await
         .unwrap();
     let patched = api
@@ -2042,7 +2032,7 @@ async fn dry_runs_validate_and_answer_without_writing() {
 
 #[tokio::test]
 async fn oversized_bodies_are_refused_with_413() {
-    let c = support::cluster_with(kube_emulator::Config {
+    let c = test_support::cluster_with(kube_emulator::Config {
         max_body: 64 * 1024,
         ..Default::default()
     })

@@ -1,43 +1,38 @@
-//! Throughput of the API emulator under the ledger's write pattern: concurrent kube-rs
-//! clients each doing get + replace (a resourceVersion compare-and-swap) on IPBlocks.
+//! Throughput of the API emulator under a controller's write pattern: concurrent kube-rs
+//! clients each doing get + replace (a resourceVersion compare-and-swap) on custom
+//! resources, here the test CRD `Subnet` (schema validation and CEL rules on every write).
 //!
-//! `cargo bench --bench emulator_cas`; the figure is criterion's `thrpt` (replaces/s).
+//! `cargo bench -p kube-emulator --bench cas`; the figure is criterion's `thrpt`
+//! (replaces/s).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ipledger::api::IPBlock;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::PostParams;
 use kube::{Api, Client};
 use kube_emulator::{Config, Emulator};
-use serde_json::json;
+use support::Subnet;
 
 const CLIENTS: usize = 8;
 
-fn block(name: &str) -> IPBlock {
-    serde_json::from_value(json!({
-        "apiVersion": "ipledger.io/v1alpha1", "kind": "IPBlock",
-        "metadata": {"name": name, "labels": {"ipledger.io/pool": "bench", "ipledger.io/node": name}},
-        "spec": {"pool": "bench", "cidr": "10.0.0.0/26", "node": name},
-    }))
-    .expect("a valid block")
+fn subnet(name: &str) -> Subnet {
+    let mut subnet = support::subnet(name, "10.0.0.0/24");
+    subnet.spec.block_size = Some(26);
+    subnet.metadata.labels = Some([("bench".to_string(), "cas".to_string())].into());
+    subnet
 }
 
-async fn setup() -> (Emulator, Vec<Api<IPBlock>>) {
+async fn setup() -> (Emulator, Vec<Api<Subnet>>) {
     let emulator = Emulator::start(Config::default())
         .await
         .expect("emulator starts");
-    let client = emulator.client();
-    let crds: Api<CustomResourceDefinition> = Api::all(client);
-    for crd in ipledger::api::crds() {
-        crds.create(&PostParams::default(), &crd)
-            .await
-            .expect("CRD installed");
-    }
-    // One client (connection pool) per worker, as separate agents would have.
-    let apis: Vec<Api<IPBlock>> = (0..CLIENTS)
+    support::install_crds(&emulator.client()).await;
+    // One client (connection pool) per worker, as separate controllers would have.
+    let apis: Vec<Api<Subnet>> = (0..CLIENTS)
         .map(|_| {
             Api::all(Client::try_from(kube::Config::new(emulator.url().parse().unwrap())).unwrap())
         })
@@ -46,17 +41,14 @@ async fn setup() -> (Emulator, Vec<Api<IPBlock>>) {
 }
 
 /// One CAS write: read, change, replace with the read resourceVersion; retry on 409.
-async fn cas_replace(api: &Api<IPBlock>, name: &str) -> u32 {
+async fn cas_replace(api: &Api<Subnet>, name: &str) -> u32 {
     let mut conflicts = 0;
     loop {
-        let mut b = api.get(name).await.expect("block exists");
-        b.spec.last_allocated = Some(format!("10.0.0.{}", conflicts % 60 + 1).parse().unwrap());
-        b.spec.node = format!(
-            "{}-{}",
-            name,
-            b.metadata.resource_version.clone().unwrap_or_default()
-        );
-        match api.replace(name, &PostParams::default(), &b).await {
+        let mut s = api.get(name).await.expect("subnet exists");
+        s.spec.exclude = vec![format!("10.0.0.{}", conflicts % 60 + 1)];
+        // Always a change: an unchanged replace would be a no-op write.
+        s.spec.disabled = !s.spec.disabled;
+        match api.replace(name, &PostParams::default(), &s).await {
             Ok(_) => return conflicts,
             Err(kube::Error::Api(e)) if e.code == 409 => conflicts += 1,
             Err(e) => panic!("replace failed: {e}"),
@@ -66,7 +58,7 @@ async fn cas_replace(api: &Api<IPBlock>, name: &str) -> u32 {
 
 fn run(
     rt: &tokio::runtime::Runtime,
-    apis: &[Api<IPBlock>],
+    apis: &[Api<Subnet>],
     names: Arc<Vec<String>>,
     iters: u64,
 ) -> Duration {
@@ -103,18 +95,18 @@ fn bench(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let (_emulator, apis) = rt.block_on(setup());
-    let own: Arc<Vec<String>> = Arc::new((0..CLIENTS).map(|i| format!("block-{i}")).collect());
-    let shared: Arc<Vec<String>> = Arc::new(vec!["block-shared".to_string()]);
+    let own: Arc<Vec<String>> = Arc::new((0..CLIENTS).map(|i| format!("subnet-{i}")).collect());
+    let shared: Arc<Vec<String>> = Arc::new(vec!["subnet-shared".to_string()]);
     rt.block_on(async {
         for name in own.iter().chain(shared.iter()) {
             apis[0]
-                .create(&PostParams::default(), &block(name))
+                .create(&PostParams::default(), &subnet(name))
                 .await
-                .expect("block created");
+                .expect("subnet created");
         }
     });
 
-    let mut group = c.benchmark_group("emulator_cas");
+    let mut group = c.benchmark_group("cas");
     group.throughput(Throughput::Elements(1));
     group.measurement_time(Duration::from_secs(10));
     group.bench_function(format!("get_replace_{CLIENTS}_clients_own_objects"), |b| {

@@ -1,118 +1,29 @@
-//! Real kubectl, default flags, against the emulator (or the cluster named by
-//! `IPLEDGER_TEST_KUBECONFIG`). kubectl comes from `$KUBECTL`, else /usr/local/bin/kubectl
-//! (installed by `.ci/install-kube-tools.sh`); without one the tests skip, saying so.
+//! Real kubectl and helm, default flags, against the emulator (or the cluster named by
+//! `IPLEDGER_TEST_KUBECONFIG`), with built-in types and the test CRDs of `tests/fixtures/`.
+//! kubectl comes from `$KUBECTL`, else /usr/local/bin/kubectl, helm from `$HELM`, else
+//! /usr/local/bin/helm (both installed by `.ci/install-kube-tools.sh`); without them the
+//! tests skip, saying so.
 
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kube_emulator::{Config, Emulator};
-use support::unique;
+use test_support::kubectl::Kubectl;
+use test_support::unique;
 
-fn kubectl_binary() -> Option<PathBuf> {
-    if let Ok(k) = std::env::var("KUBECTL") {
-        return Some(PathBuf::from(k));
-    }
-    let default = PathBuf::from("/usr/local/bin/kubectl");
-    default.exists().then_some(default)
-}
-
-/// A kubectl bound to one kubeconfig, in a scratch directory.
-struct Kubectl {
-    binary: PathBuf,
-    kubeconfig: PathBuf,
-    dir: PathBuf,
-    _emulator: Option<Emulator>,
-}
-
-impl Kubectl {
-    async fn start() -> Option<Self> {
-        let Some(binary) = kubectl_binary() else {
-            test_support::skip(
-                "no kubectl ($KUBECTL unset and /usr/local/bin/kubectl missing; run .ci/install-kube-tools.sh)",
-            );
-            return None;
-        };
-        let dir = std::env::temp_dir().join(unique("ipledger-kubectl"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (kubeconfig, emulator) = match std::env::var("IPLEDGER_TEST_KUBECONFIG") {
-            Ok(path) => (PathBuf::from(path), None),
-            Err(_) => {
-                let emulator = Emulator::start(Config::default()).await.unwrap();
-                let path = dir.join("kubeconfig");
-                emulator.write_kubeconfig(&path).unwrap();
-                (path, Some(emulator))
-            }
-        };
-        Some(Self {
-            binary,
-            kubeconfig,
-            dir,
-            _emulator: emulator,
-        })
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(&self.binary);
-        cmd.args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("HOME", &self.dir)
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        cmd
-    }
-
-    /// Runs kubectl to completion off the async runtime (the emulator serves on it).
-    async fn run(&self, args: &[&str]) -> Output {
-        let mut cmd = self.command(args);
-        tokio::task::spawn_blocking(move || cmd.output().expect("kubectl runs"))
-            .await
-            .unwrap()
-    }
-
-    async fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args).await;
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn write(&self, name: &str, content: &str) -> String {
-        let path = self.dir.join(name);
-        std::fs::write(&path, content).unwrap();
-        path.display().to_string()
-    }
-
-    async fn install_crds(&self) {
-        self.ok(&["apply", "-f", "crds/"]).await;
-        self.ok(&[
-            "wait",
-            "--for",
-            "condition=established",
-            "--timeout=30s",
-            "crd/ippools.ipledger.io",
-            "crd/ipblocks.ipledger.io",
-        ])
+/// Installs the test CRDs with `kubectl apply -f tests/fixtures/`.
+async fn install_crds(k: &Kubectl) {
+    k.install_crds(support::fixtures(), &support::CRD_NAMES)
         .await;
-    }
-
-    fn pool_file(&self, name: &str, cidr: &str) -> String {
-        self.write(
-            &format!("{name}.yaml"),
-            &format!("apiVersion: ipledger.io/v1alpha1\nkind: IPPool\nmetadata:\n  name: {name}\nspec:\n  cidr: {cidr}\n  blockSize: 26\n"),
-        )
-    }
 }
 
-impl Drop for Kubectl {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+fn subnet_file(k: &Kubectl, name: &str, cidr: &str) -> String {
+    k.write(
+        &format!("{name}.yaml"),
+        &format!("apiVersion: emulator.example.com/v1\nkind: Subnet\nmetadata:\n  name: {name}\nspec:\n  cidr: {cidr}\n  blockSize: 26\n"),
+    )
 }
 
 fn wait_child(
@@ -134,17 +45,17 @@ async fn apply_wait_and_get_show_printer_columns() {
     let Some(k) = Kubectl::start().await else {
         return;
     };
-    k.install_crds().await;
-    let name = unique("pool");
-    let file = k.pool_file(&name, "10.30.0.0/16");
+    install_crds(&k).await;
+    let name = unique("subnet");
+    let file = subnet_file(&k, &name, "10.30.0.0/16");
     let out = k.ok(&["apply", "-f", &file]).await;
     assert!(
-        out.contains(&format!("ippool.ipledger.io/{name} created")),
+        out.contains(&format!("subnet.emulator.example.com/{name} created")),
         "{out}"
     );
     let again = k.ok(&["apply", "-f", &file]).await;
     assert!(again.contains("unchanged"), "{again}");
-    let table = k.ok(&["get", "ippools", &name]).await;
+    let table = k.ok(&["get", "subnets", &name]).await;
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
         header,
@@ -153,10 +64,10 @@ async fn apply_wait_and_get_show_printer_columns() {
     assert!(table.lines().nth(1).unwrap().starts_with(&name));
     assert!(table.contains("10.30.0.0/16"));
     // kubectl diff asks the server for a dry run of the change.
-    let pool = std::fs::read_to_string(&file).unwrap();
+    let subnet = std::fs::read_to_string(&file).unwrap();
     let changed = k.write(
         "changed.yaml",
-        &pool.replace("blockSize: 26", "blockSize: 26\n  disabled: true"),
+        &subnet.replace("blockSize: 26", "blockSize: 26\n  disabled: true"),
     );
     let diff = k.run(&["diff", "-f", &changed]).await;
     assert_eq!(
@@ -167,14 +78,14 @@ async fn apply_wait_and_get_show_printer_columns() {
     );
     assert!(String::from_utf8_lossy(&diff.stdout).contains("+  disabled: true"));
     let unchanged = k
-        .ok(&["get", "ippool", &name, "-o", "jsonpath={.spec.disabled}"])
+        .ok(&["get", "subnet", &name, "-o", "jsonpath={.spec.disabled}"])
         .await;
     assert_eq!(unchanged, "", "the dry run changed nothing");
     let short = k
-        .ok(&["get", "ipp", &name, "-o", "jsonpath={.spec.cidr}"])
+        .ok(&["get", "sn", &name, "-o", "jsonpath={.spec.cidr}"])
         .await;
     assert_eq!(short, "10.30.0.0/16");
-    k.ok(&["delete", "ippool", &name]).await;
+    k.ok(&["delete", "subnet", &name]).await;
 }
 
 #[tokio::test]
@@ -182,24 +93,24 @@ async fn replace_with_a_stale_resource_version_reports_the_conflict() {
     let Some(k) = Kubectl::start().await else {
         return;
     };
-    k.install_crds().await;
+    install_crds(&k).await;
     let name = unique("stale");
-    k.ok(&["apply", "-f", &k.pool_file(&name, "10.31.0.0/16")])
+    k.ok(&["apply", "-f", &subnet_file(&k, &name, "10.31.0.0/16")])
         .await;
-    let stale = k.ok(&["get", "ippool", &name, "-o", "yaml"]).await;
+    let stale = k.ok(&["get", "subnet", &name, "-o", "yaml"]).await;
     let stale_file = k.write("stale.yaml", &stale);
-    k.ok(&["label", "ippool", &name, "changed=yes"]).await;
+    k.ok(&["label", "subnet", &name, "changed=yes"]).await;
     let out = k.run(&["replace", "-f", &stale_file]).await;
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains(&format!("Operation cannot be fulfilled on ippools.ipledger.io \"{name}\": the object has been modified; please apply your changes to the latest version and try again")),
+        stderr.contains(&format!("Operation cannot be fulfilled on subnets.emulator.example.com \"{name}\": the object has been modified; please apply your changes to the latest version and try again")),
         "{stderr}"
     );
     let cidr_change = k
         .run(&[
             "patch",
-            "ippool",
+            "subnet",
             &name,
             "--type",
             "merge",
@@ -209,7 +120,7 @@ async fn replace_with_a_stale_resource_version_reports_the_conflict() {
         .await;
     assert!(!cidr_change.status.success());
     assert!(String::from_utf8_lossy(&cidr_change.stderr).contains("cidr is immutable"));
-    k.ok(&["delete", "ippool", &name]).await;
+    k.ok(&["delete", "subnet", &name]).await;
 }
 
 #[tokio::test]
@@ -217,15 +128,15 @@ async fn delete_with_a_finalizer_waits_until_it_is_removed() {
     let Some(k) = Kubectl::start().await else {
         return;
     };
-    k.install_crds().await;
+    install_crds(&k).await;
     let name = unique("fin");
     let file = k.write(
         "fin.yaml",
-        &format!("apiVersion: ipledger.io/v1alpha1\nkind: IPPool\nmetadata:\n  name: {name}\n  finalizers: [ipledger.io/test]\nspec:\n  cidr: 10.33.0.0/16\n"),
+        &format!("apiVersion: emulator.example.com/v1\nkind: Subnet\nmetadata:\n  name: {name}\n  finalizers: [emulator.example.com/test]\nspec:\n  cidr: 10.33.0.0/16\n"),
     );
     k.ok(&["apply", "-f", &file]).await;
     let mut delete = k
-        .command(&["delete", "ippool", &name, "--timeout=60s"])
+        .command(&["delete", "subnet", &name, "--timeout=60s"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -244,7 +155,7 @@ async fn delete_with_a_finalizer_waits_until_it_is_removed() {
     let ts = k
         .ok(&[
             "get",
-            "ippool",
+            "subnet",
             &name,
             "-o",
             "jsonpath={.metadata.deletionTimestamp}",
@@ -253,7 +164,7 @@ async fn delete_with_a_finalizer_waits_until_it_is_removed() {
     assert!(!ts.is_empty(), "deletionTimestamp is set");
     k.ok(&[
         "patch",
-        "ippool",
+        "subnet",
         &name,
         "--type",
         "json",
@@ -266,7 +177,7 @@ async fn delete_with_a_finalizer_waits_until_it_is_removed() {
             .await
             .unwrap();
     assert!(status.expect("kubectl delete finished").success());
-    let gone = k.run(&["get", "ippool", &name]).await;
+    let gone = k.run(&["get", "subnet", &name]).await;
     assert!(String::from_utf8_lossy(&gone.stderr).contains("not found"));
 }
 
@@ -275,13 +186,13 @@ async fn get_watch_sees_changes() {
     let Some(k) = Kubectl::start().await else {
         return;
     };
-    k.install_crds().await;
+    install_crds(&k).await;
     let name = unique("watched");
-    // The pool exists first, so its line shows when the watch has started.
-    k.ok(&["apply", "-f", &k.pool_file(&name, "10.34.0.0/16")])
+    // The subnet exists first, so its line shows when the watch has started.
+    k.ok(&["apply", "-f", &subnet_file(&k, &name, "10.34.0.0/16")])
         .await;
     let mut watch = k
-        .command(&["get", "ippools", "-w"])
+        .command(&["get", "subnets", "-w"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -323,10 +234,10 @@ async fn get_watch_sees_changes() {
     assert_eq!(
         wait_for_lines(1).await.len(),
         1,
-        "the watch lists the pool first"
+        "the watch lists the subnet first"
     );
-    k.ok(&["label", "ippool", &name, "seen=yes"]).await;
-    k.ok(&["delete", "ippool", &name]).await;
+    k.ok(&["label", "subnet", &name, "seen=yes"]).await;
+    k.ok(&["delete", "subnet", &name]).await;
     let seen = wait_for_lines(3).await;
     watch.kill().unwrap();
     let _ = watch.wait();
@@ -382,7 +293,7 @@ async fn builtins_work_with_apply_and_get() {
         "{listed}"
     );
     k.ok(&["delete", "namespace", &ns]).await;
-    assert!(!Path::new(&k.kubeconfig).as_os_str().is_empty());
+    assert!(!Path::new(k.kubeconfig()).as_os_str().is_empty());
 }
 
 #[tokio::test]
@@ -459,7 +370,7 @@ async fn helm_installs_and_uninstalls_a_chart() {
     }
     let ns = unique("helm");
     k.ok(&["create", "namespace", &ns]).await;
-    let chart = k.dir.join("chart");
+    let chart = k.dir().join("chart");
     std::fs::create_dir_all(chart.join("templates")).unwrap();
     std::fs::write(
         chart.join("Chart.yaml"),
@@ -467,15 +378,15 @@ async fn helm_installs_and_uninstalls_a_chart() {
     )
     .unwrap();
     std::fs::write(
-        chart.join("templates/pool.yaml"),
+        chart.join("templates/settings.yaml"),
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: demo-settings\ndata:\n  mode: fast\n",
     )
     .unwrap();
     let run_helm = |args: Vec<String>| {
         let mut cmd = Command::new(&helm);
         cmd.args(&args)
-            .env("KUBECONFIG", &k.kubeconfig)
-            .env("HOME", &k.dir);
+            .env("KUBECONFIG", k.kubeconfig())
+            .env("HOME", k.dir());
         async move {
             tokio::task::spawn_blocking(move || cmd.output().expect("helm runs"))
                 .await
