@@ -622,7 +622,7 @@ async fn lost_ipblock_write_answers_never_duplicate_or_leak() {
     };
     let faults = emulator.faults();
     let pool = h.pool("lost", v4_pool("10.69.0.0/24", 28)).await;
-    let mut agent = h.agent(&support::unique("node")).await;
+    let mut agent = h.agent(&test_support::unique("node")).await;
     let net = network("pods", "1.0.0", &agent.socket, &[&pool]);
     let modes = [
         LostResponse::Reset,
@@ -729,7 +729,7 @@ async fn slow_answers_dropped_watches_and_compaction_never_duplicate() {
     let pool = h.pool("watch", v4_pool("10.70.0.0/24", 28)).await;
     let mut agents = Vec::new();
     for i in 0..2 {
-        agents.push(h.agent(&support::unique(&format!("node{i}"))).await);
+        agents.push(h.agent(&test_support::unique(&format!("node{i}"))).await);
     }
     let nets: Vec<Value> = agents
         .iter()
@@ -862,9 +862,10 @@ async fn break_watches(h: &Harness) {
     // A watch that has seen every change may go on from the newest version even after
     // compaction; one unrelated write puts every agent watch one version behind (until
     // its next bookmark, a second away).
-    let unrelated: k8s_openapi::api::core::v1::ConfigMap =
-        serde_json::from_value(serde_json::json!({"metadata": {"name": support::unique("bump")}}))
-            .unwrap();
+    let unrelated: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(
+        serde_json::json!({"metadata": {"name": test_support::unique("bump")}}),
+    )
+    .unwrap();
     Api::default_namespaced(h.client())
         .create(&PostParams::default(), &unrelated)
         .await
@@ -893,7 +894,7 @@ async fn a_lost_answer_repeated_while_the_watch_lags_returns_the_address_that_la
     };
     let faults = emulator.faults();
     let pool = h.pool("lag", v4_pool("10.71.0.0/26", 28)).await;
-    let mut agent = h.agent(&support::unique("node")).await;
+    let mut agent = h.agent(&test_support::unique("node")).await;
     let net = network("pods", "1.0.0", &agent.socket, &[&pool]);
     let block_of = |ip: IpAddr| ipnet::IpNet::new(ip, 28).unwrap().trunc();
 
@@ -966,9 +967,9 @@ async fn a_pool_the_lagging_watch_has_not_shown_yet_is_not_unknown() {
         test_support::skip("fault injection needs the emulator (IPLEDGER_TEST_KUBECONFIG is set)");
         return;
     }
-    let mut agent = h.agent(&support::unique("node")).await;
+    let mut agent = h.agent(&test_support::unique("node")).await;
     break_watches(&h).await;
-    let pool = support::unique("new");
+    let pool = test_support::unique("new");
     Api::<IPPool>::all(h.client())
         .create(
             &PostParams::default(),
