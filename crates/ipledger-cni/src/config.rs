@@ -19,7 +19,7 @@ use super::env::Command;
 use super::error::{CniError, ErrorCode};
 use super::validate;
 use super::version::CniVersion;
-use crate::protocol::{DEFAULT_SOCKET_PATH, Dns, LiveAttachment, Route};
+use crate::protocol::{DEFAULT_SOCKET_PATH, Dns, LiveAttachment, MAX_CHECK_IPS, Route};
 
 /// Agent timeout when `ipam.timeoutSeconds` is not set; runtimes wait minutes.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -231,6 +231,13 @@ impl NetworkConfig {
                     invalid("prevResult: missing; CHECK needs the result of the ADD to verify")
                 })?;
                 let prev: RawPrevResult = decode("prevResult", prev)?;
+                // The agent's limit: a CHECK it would refuse is refused here, by name.
+                if prev.ips.len() > MAX_CHECK_IPS {
+                    return Err(invalid(format!(
+                        "prevResult.ips: {} addresses; at most {MAX_CHECK_IPS}",
+                        prev.ips.len()
+                    )));
+                }
                 config.prev_result_ips = prev
                     .ips
                     .iter()
@@ -551,6 +558,25 @@ mod tests {
         let config = parse(base(), Command::Add).unwrap();
         assert_eq!(config.requested_ips(&from_cni_args), from_cni_args);
         assert!(config.requested_ips(&[]).is_empty());
+    }
+
+    /// Found by the `cni_input` fuzz target: the plugin sent the agent a CHECK the agent
+    /// refuses. The plugin refuses it itself, naming the field.
+    #[test]
+    fn check_refuses_more_prev_result_ips_than_the_agent_takes() {
+        let ips = |n: usize| -> Vec<Value> {
+            (1..=n)
+                .map(|i| json!({"address": format!("10.0.0.{i}/16")}))
+                .collect()
+        };
+        let mut doc = base();
+        doc["prevResult"] = json!({ "ips": ips(crate::protocol::MAX_CHECK_IPS) });
+        assert!(parse(doc, Command::Check).is_ok());
+        let mut doc = base();
+        doc["prevResult"] = json!({ "ips": ips(crate::protocol::MAX_CHECK_IPS + 1) });
+        let e = error(doc, Command::Check);
+        assert_eq!(e.code, ErrorCode::InvalidNetworkConfig.as_u32());
+        assert_eq!(e.msg, "prevResult.ips: 65 addresses; at most 64");
     }
 
     #[test]

@@ -339,8 +339,8 @@ impl From<CniError> for ErrorBody {
     }
 }
 
-/// Most addresses a CHECK may ask about.
-const MAX_CHECK_IPS: usize = 64;
+/// Most addresses a CHECK may ask about (the plugin refuses more itself).
+pub const MAX_CHECK_IPS: usize = 64;
 
 /// An [`ErrorBody`] refusing a request, with the message of a field check.
 fn refuse(code: ErrorCode) -> impl Fn(String) -> ErrorBody {
