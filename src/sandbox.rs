@@ -93,6 +93,7 @@ pub async fn run(
         install_cni_bin_dir: None,
         cni_binary: None,
         request_timeout: Duration::from_secs(25),
+        cni_gc_grace: Duration::from_secs(60),
     };
     let (stop_agent, agent_stopped) = tokio::sync::oneshot::channel::<()>();
     let agent = tokio::spawn(agent::run(args, async move {

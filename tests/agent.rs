@@ -5,136 +5,14 @@ mod support;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use ipledger::api::{IPBlock, IPPool, IPPoolSpec, LABEL_NODE};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use kube::{Client, ResourceExt};
+use ipledger::api::{IPBlock, IPPool, IPPoolSpec};
+use kube::api::{Api, ListParams, PostParams};
 use kube_emulator::LostResponse;
 use serde_json::Value;
+use support::harness::{Harness, duplicates, held_by, pod_args, v4_pool};
 use support::node::{Agent, network, plugin};
-
-/// A cluster with ipledger's CRDs, a kubeconfig file for agent processes, and a
-/// directory for sockets.
-struct Harness {
-    cluster: test_support::Cluster,
-    kubeconfig: PathBuf,
-    dir: tempfile::TempDir,
-}
-
-impl Harness {
-    async fn new() -> Harness {
-        let cluster = test_support::cluster().await;
-        support::install_crds(&cluster.client).await;
-        let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = match std::env::var("IPLEDGER_TEST_KUBECONFIG") {
-            Ok(path) => PathBuf::from(path),
-            Err(_) => {
-                let path = dir.path().join("kubeconfig");
-                cluster
-                    .emulator
-                    .as_ref()
-                    .unwrap()
-                    .write_kubeconfig(&path)
-                    .unwrap();
-                path
-            }
-        };
-        Harness {
-            cluster,
-            kubeconfig,
-            dir,
-        }
-    }
-
-    fn client(&self) -> Client {
-        self.cluster.client.clone()
-    }
-
-    async fn agent(&self, node: &str) -> Agent {
-        Agent::start(&self.kubeconfig, node, self.dir.path()).await
-    }
-
-    /// Creates a pool and returns its (unique) name.
-    async fn pool(&self, prefix: &str, spec: IPPoolSpec) -> String {
-        let name = test_support::unique(prefix);
-        Api::<IPPool>::all(self.client())
-            .create(&PostParams::default(), &IPPool::new(&name, spec))
-            .await
-            .unwrap();
-        // The agents' watches must see the pool before it is used.
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        name
-    }
-
-    /// Every allocation recorded in the pool's blocks: address → (containerID, block node).
-    async fn ledger(&self, pool: &str) -> Vec<(IpAddr, String, String)> {
-        let blocks = Api::<IPBlock>::all(self.client())
-            .list(&ListParams::default().labels(&format!("ipledger.io/pool={pool}")))
-            .await
-            .unwrap();
-        let mut records = Vec::new();
-        for block in blocks {
-            assert!(
-                block.labels().contains_key(LABEL_NODE),
-                "block {} has no node label",
-                block.name_any()
-            );
-            for record in &block.spec.allocations {
-                assert!(
-                    block.spec.cidr.contains(&record.address),
-                    "{} outside its block {}",
-                    record.address,
-                    block.spec.cidr
-                );
-                records.push((
-                    record.address,
-                    record.container_id.clone(),
-                    block.spec.node.clone(),
-                ));
-            }
-        }
-        records
-    }
-
-    async fn delete_pool(&self, name: &str) {
-        let blocks = Api::<IPBlock>::all(self.client());
-        let _ = blocks
-            .delete_collection(
-                &DeleteParams::default(),
-                &ListParams::default().labels(&format!("ipledger.io/pool={name}")),
-            )
-            .await;
-        let _ = Api::<IPPool>::all(self.client())
-            .delete(name, &DeleteParams::default())
-            .await;
-    }
-}
-
-fn v4_pool(cidr: &str, block_size: u8) -> IPPoolSpec {
-    IPPoolSpec {
-        cidr: cidr.into(),
-        block_size: Some(block_size),
-        reuse_cooldown_seconds: Some(0),
-        ..Default::default()
-    }
-}
-
-fn pod_args(name: &str) -> String {
-    format!(
-        "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={name};K8S_POD_INFRA_CONTAINER_ID=x{name}"
-    )
-}
-
-fn duplicates(records: &[(IpAddr, String, String)]) -> Vec<IpAddr> {
-    let mut seen = HashSet::new();
-    records
-        .iter()
-        .filter(|r| !seen.insert(r.0))
-        .map(|r| r.0)
-        .collect()
-}
 
 /// DESIGN.md's invariants on the pool's ledger, given the address each attachment (by
 /// containerID) was last answered with: no address is held twice, every record is the
@@ -841,17 +719,6 @@ async fn slow_answers_dropped_watches_and_compaction_never_duplicate() {
 }
 
 /// The addresses the pool's ledger records for the attachment with containerID `id`.
-async fn held_by(h: &Harness, pool: &str, id: &str) -> Vec<IpAddr> {
-    let mut held: Vec<IpAddr> = h
-        .ledger(pool)
-        .await
-        .into_iter()
-        .filter(|r| r.1 == id)
-        .map(|r| r.0)
-        .collect();
-    held.sort();
-    held
-}
 
 /// Makes the agents' watch caches lag the ledger for a while: the history is compacted
 /// and every watch dropped, so each watch gets 410 Gone on re-watching and re-lists only
@@ -993,7 +860,9 @@ async fn a_pool_the_lagging_watch_has_not_shown_yet_is_not_unknown() {
 async fn gc_releases_what_the_runtime_no_longer_lists() {
     let h = Harness::new().await;
     let pool = h.pool("gc", v4_pool("10.65.0.0/24", 28)).await;
-    let mut agent = h.agent(&test_support::unique("node")).await;
+    let mut agent = h
+        .agent_without_gc_grace(&test_support::unique("node"))
+        .await;
     let net = network("gcnet", "1.1.0", &agent.socket, &[&pool]);
     for id in ["keep", "drop1", "drop2"] {
         plugin("ADD", &net, id, "eth0", &pod_args(id))
@@ -1022,6 +891,50 @@ async fn gc_releases_what_the_runtime_no_longer_lists() {
     h.delete_pool(&pool).await;
 }
 
+/// GC racing ADD: the runtime takes its list of attachments, an ADD commits, then the GC
+/// built on the older list arrives. The new allocation survives the GC; once the grace
+/// has passed, a GC that still does not list it releases it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_spares_an_add_that_committed_after_the_runtime_took_its_list() {
+    let h = Harness::new().await;
+    let pool = h.pool("gcrace", v4_pool("10.67.0.0/24", 28)).await;
+    let node = test_support::unique("node");
+    let mut agent = Agent::start_with(
+        &h.kubeconfig,
+        &node,
+        h.dir.path(),
+        &["--cni-gc-grace", "3s"],
+    )
+    .await;
+    let net = network("racenet", "1.1.0", &agent.socket, &[&pool]);
+    // The runtime's list, taken now: it holds no attachment yet.
+    let mut gc = net.clone();
+    gc["cni.dev/valid-attachments"] = serde_json::json!([]);
+    // The ADD commits after the list was taken.
+    let ip = plugin("ADD", &net, "young", "eth0", &pod_args("young"))
+        .await
+        .addresses()[0]
+        .addr();
+    // The GC built on that list arrives.
+    let run = plugin("GC", &gc, "", "", "").await;
+    assert_eq!(run.code, 0, "GC: {} {}", run.result, run.stderr);
+    assert_eq!(
+        held_by(&h, &pool, "young").await,
+        vec![ip],
+        "an allocation younger than the grace survives a GC that does not list it"
+    );
+
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let run = plugin("GC", &gc, "", "", "").await;
+    assert_eq!(run.code, 0, "GC: {} {}", run.result, run.stderr);
+    assert!(
+        held_by(&h, &pool, "young").await.is_empty(),
+        "past the grace, an attachment the runtime does not list is released"
+    );
+    agent.stop().await;
+    h.delete_pool(&pool).await;
+}
+
 /// A node with no block of its own and no free block left borrows from another node's
 /// block; its DEL finds the borrowed address again, and the lending node's GC leaves it
 /// alone (only the borrower's runtime knows whether that pod lives). With
@@ -1031,7 +944,9 @@ async fn borrowing_from_a_full_pool_and_strict_affinity() {
     let h = Harness::new().await;
     // A /28 in /29 blocks: two blocks, 14 usable addresses.
     let pool = h.pool("borrow", v4_pool("10.66.0.0/28", 29)).await;
-    let mut lender = h.agent(&test_support::unique("lender")).await;
+    let mut lender = h
+        .agent_without_gc_grace(&test_support::unique("lender"))
+        .await;
     let mut borrower = h.agent(&test_support::unique("borrower")).await;
     let lender_net = network("pods", "1.1.0", &lender.socket, &[&pool]);
     for i in 0..9 {

@@ -1,15 +1,18 @@
 //! ADD: one address per IP family of the chosen pools, all or nothing; an attachment
 //! that holds addresses already gets them back (DESIGN.md, "The allocation path").
 //!
-//! Pool choice first, then per family: the attachment's existing address, else the
-//! fullest own block with room, else a newly claimed block, else (without strict
-//! affinity) an address borrowed from another node's block, else exhaustion.
+//! Pool choice first, then per family: the attachment's existing address in any pool of
+//! the family, else the fullest own block with room, else a newly claimed block, else
+//! (without strict affinity) an address borrowed from another node's block, else
+//! exhaustion. Where to claim or borrow, or that the pool is exhausted, is decided from
+//! the block index, without reading any block.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use ipnet::IpNet;
+use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::ResourceExt;
 use kube::api::Api;
@@ -19,11 +22,14 @@ use crate::agent::error::AgentError;
 use crate::agent::pool_choice::{
     ANNOTATION_POOLS, ChoiceError, ChoiceInput, FamilyPools, PoolSource, choose_pools,
 };
+use crate::api::usage::summary_of;
 use crate::api::{IPBlock, IPPool};
-use crate::ledger::blocks::{Claim, pool_blocks};
+use crate::ledger::blocks::Claim;
 use ipledger_cni::ErrorCode;
 use ipledger_cni::protocol::{AddRequest, AddResponse, AllocatedIp, Dns, ErrorBody, Route};
-use ipledger_core::{AllocError, Attachment, Change, Outcome, PodRef, Pool};
+use ipledger_core::{
+    AllocError, Attachment, BlockSummary, Change, NextStep, Outcome, PodRef, Pool,
+};
 
 /// Annotation on a pod asking for specific addresses, comma-separated (one per family).
 pub const ANNOTATION_IPS: &str = "ipledger.io/ips";
@@ -34,7 +40,7 @@ const MAX_CLAIMS: usize = 16;
 
 impl Allocator {
     /// Answers an ADD request.
-    pub async fn add(&self, request: AddRequest) -> Result<AddResponse, AgentError> {
+    pub async fn add(self: &Arc<Self>, request: AddRequest) -> Result<AddResponse, AgentError> {
         request.validate().map_err(AgentError::BadRequest)?;
         let attachment = Attachment::try_from(&request.attachment)?;
         let pod: Option<PodRef> = request.pod.as_ref().map(Into::into);
@@ -68,6 +74,12 @@ impl Allocator {
             });
         }
 
+        let _adding = self.adding(&attachment);
+        let mut rollback = Rollback {
+            allocator: self.clone(),
+            attachment: attachment.clone(),
+            armed: false,
+        };
         let mut allocated = Vec::new();
         for family in &choice.families {
             let wanted = requested
@@ -78,18 +90,23 @@ impl Allocator {
                 .allocate_in_family(family, choice.source, &attachment, pod.as_ref(), wanted)
                 .await
             {
-                Ok(done) => allocated.push(done),
+                Ok(done) => {
+                    allocated.push(done);
+                    rollback.armed = true;
+                }
                 Err(error) => {
                     // Dual-stack is all or nothing: give back what this ADD got so far.
-                    if !allocated.is_empty()
-                        && let Err(rollback) = self.release_everywhere(&attachment).await
-                    {
-                        tracing::warn!(%rollback, "could not roll back a partial dual-stack allocation; DEL or GC will");
+                    if rollback.armed {
+                        if let Err(error) = self.release_everywhere(&attachment).await {
+                            tracing::warn!(%error, "could not roll back a partial dual-stack allocation; DEL or GC will");
+                        }
+                        rollback.armed = false;
                     }
                     return Err(error);
                 }
             }
         }
+        rollback.armed = false;
         Ok(response(&allocated))
     }
 
@@ -117,6 +134,14 @@ impl Allocator {
                 source_name: source.to_string(),
             });
         }
+        // Idempotent ADD: the attachment may hold an address in any pool of the family, a
+        // later one too (the first was full then and may have room now).
+        for name in &family.pools {
+            let (object, pool) = self.pools.get(name)?;
+            if let Some(ip) = self.held(&pool, attachment, pod).await? {
+                return Ok((object, pool, ip));
+            }
+        }
         let mut last = None;
         for name in &family.pools {
             let (object, pool) = self.pools.get(name)?;
@@ -127,12 +152,36 @@ impl Allocator {
                     e @ (AgentError::Alloc(
                         AllocError::PoolExhausted { .. } | AllocError::PoolDisabled { .. },
                     )
-                    | AgentError::NoBlockForNode { .. }),
+                    | AgentError::NoBlockForNode { .. }
+                    | AgentError::Shadowed { .. }),
                 ) => last = Some(e),
                 Err(e) => return Err(e),
             }
         }
         Err(last.unwrap_or(AgentError::Choice(ChoiceError::NoPool)))
+    }
+
+    /// The address `attachment` holds in `pool` already, if it holds one.
+    async fn held(
+        &self,
+        pool: &Pool,
+        attachment: &Attachment,
+        pod: Option<&PodRef>,
+    ) -> Result<Option<IpAddr>, AgentError> {
+        // Also in a block whose last write failed yet landed.
+        self.reread_unsure_blocks(pool.name()).await?;
+        for block in self.known_blocks(Some(pool.name())) {
+            if holds(&self.freshest(&block).spec, attachment) {
+                let again = Change::Allocate {
+                    attachment: attachment.clone(),
+                    pod: pod.cloned(),
+                    requested: None,
+                    borrower: self.borrower_of(&block),
+                };
+                return self.expect_address(&block, again).await.map(Some);
+            }
+        }
+        Ok(None)
     }
 
     async fn allocate_in_pool(
@@ -148,16 +197,6 @@ impl Allocator {
             requested: None,
             borrower,
         };
-        // Idempotent ADD: the attachment may hold an address in any block we know of,
-        // also one whose last write failed yet landed.
-        self.reread_unsure_blocks(pool.name()).await?;
-        for block in self.known_blocks(Some(pool.name())) {
-            if holds(&self.freshest(&block).spec, attachment) {
-                return self
-                    .expect_address(&block, allocate(self.borrower_of(&block)))
-                    .await;
-            }
-        }
         if pool.is_disabled() {
             return Err(AllocError::PoolDisabled {
                 pool: pool.name().to_string(),
@@ -168,6 +207,17 @@ impl Allocator {
         if let Some(ip) = self.try_own_blocks(pool, &mut tried, &allocate).await? {
             return Ok(ip);
         }
+        // An exhausted pool is answered from the block index at once: an exhaustion
+        // storm must not queue every ADD of the node behind the claim lock.
+        match pool.next_step(
+            &self.node,
+            &self.summaries(pool.name()).await?,
+            Timestamp::now(),
+        ) {
+            NextStep::Exhausted(error) => return Err(error.into()),
+            NextStep::NoBlockForNode { in_use } => return Err(self.no_block(pool, in_use)),
+            NextStep::Claim(_) | NextStep::Borrow(_) => {}
+        }
 
         let lock = self.claim_lock(pool.name());
         let _claiming = lock.lock().await;
@@ -175,57 +225,63 @@ impl Allocator {
         if let Some(ip) = self.try_own_blocks(pool, &mut tried, &allocate).await? {
             return Ok(ip);
         }
-        let mut blocks = pool_blocks(&self.blocks, pool.name()).await?;
+        let mut blocks = self.summaries(pool.name()).await?;
         for _ in 0..MAX_CLAIMS {
-            let existing: Vec<IpNet> = blocks.iter().map(|b| b.spec.cidr).collect();
-            let Some(cidr) = pool.next_free_block(&self.node, &existing) else {
-                break;
-            };
-            match self.claim(object, pool, cidr).await? {
-                Claim::Won(block) => {
-                    let block = *block;
-                    match allocated(self.submit(&block, allocate(None)).await?)? {
-                        Some(ip) => return Ok(ip),
-                        None => blocks.push(block),
+            match pool.next_step(&self.node, &blocks, Timestamp::now()) {
+                NextStep::Claim(cidr) => match self.claim(object, pool, cidr).await? {
+                    Claim::Won(block) => {
+                        let block = *block;
+                        if let Some(ip) = allocated(self.submit(&block, allocate(None)).await?)? {
+                            return Ok(ip);
+                        }
+                        blocks.push(summary_of(&self.freshest(&Arc::new(block)), &self.node));
                     }
+                    // Another node won it (the index had not shown it yet): search again.
+                    Claim::Taken => blocks.push(BlockSummary {
+                        name: pool.block_name(&cidr),
+                        cidr,
+                        mine: false,
+                        in_use: pool.block_capacity(&cidr),
+                        released: 0,
+                        last_release: None,
+                    }),
+                },
+                NextStep::Borrow(names) => {
+                    for name in names.iter().filter(|n| !tried.contains(*n)) {
+                        let outcome = match self
+                            .submit_named(name, allocate(Some(self.node.clone())))
+                            .await
+                        {
+                            Ok(outcome) => outcome,
+                            Err(AgentError::BlockGone(_)) => continue,
+                            Err(e) => return Err(e),
+                        };
+                        if let Some(ip) = allocated(outcome)? {
+                            tracing::info!(block = %name, %ip, "borrowed an address from another node's block");
+                            return Ok(ip);
+                        }
+                    }
+                    break;
                 }
-                // Another node won it; search again with the pool's current blocks.
-                Claim::Taken => blocks = pool_blocks(&self.blocks, pool.name()).await?,
+                NextStep::Exhausted(error) => return Err(error.into()),
+                NextStep::NoBlockForNode { in_use } => return Err(self.no_block(pool, in_use)),
             }
         }
+        // The index promised room the blocks did not have (it lags behind their writes).
+        let blocks = self.summaries(pool.name()).await?;
+        let now = Timestamp::now();
+        let in_use = blocks.iter().map(|b| b.in_use).sum();
+        let cooling = blocks.iter().map(|b| b.cooling(pool, now)).sum();
+        Err(pool.exhausted(in_use, cooling).into())
+    }
 
-        if !pool.strict_affinity() {
-            let mut foreign: Vec<&IPBlock> = blocks
-                .iter()
-                .filter(|b| b.spec.node != self.node)
-                .filter(|b| (b.spec.allocations.len() as u128) < pool.block_capacity(&b.spec.cidr))
-                .collect();
-            // The emptiest first: borrowing where there is the most room conflicts least.
-            foreign.sort_by_key(|b| b.spec.allocations.len());
-            for block in foreign {
-                let outcome = self
-                    .submit(block, allocate(Some(self.node.clone())))
-                    .await?;
-                if let Some(ip) = allocated(outcome)? {
-                    tracing::info!(block = %block.name_any(), %ip, "borrowed an address from another node's block");
-                    return Ok(ip);
-                }
-            }
+    fn no_block(&self, pool: &Pool, in_use: u128) -> AgentError {
+        AgentError::NoBlockForNode {
+            pool: pool.name().to_string(),
+            node: self.node.clone(),
+            in_use,
+            capacity: pool.capacity(),
         }
-        let in_use: u128 = pool_blocks(&self.blocks, pool.name())
-            .await?
-            .iter()
-            .map(|b| b.spec.allocations.len() as u128)
-            .sum();
-        if pool.strict_affinity() && in_use < pool.capacity() {
-            return Err(AgentError::NoBlockForNode {
-                pool: pool.name().to_string(),
-                node: self.node.clone(),
-                in_use,
-                capacity: pool.capacity(),
-            });
-        }
-        Err(pool.exhausted(in_use).into())
     }
 
     async fn try_own_blocks(
@@ -248,7 +304,14 @@ impl Allocator {
         candidates.sort_by_key(|(room, _)| *room);
         for (_, block) in candidates {
             tried.insert(block.name_any());
-            if let Some(ip) = allocated(self.submit(&block, allocate(None)).await?)? {
+            let outcome = match self.submit(&block, allocate(None)).await {
+                Ok(outcome) => outcome,
+                // Deleted under us (an empty block reclaimed, its pool deleted): forgotten
+                // by `submit`; the next block, or a claim, has room.
+                Err(AgentError::BlockGone(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            if let Some(ip) = allocated(outcome)? {
                 return Ok(Some(ip));
             }
         }
@@ -297,7 +360,6 @@ impl Allocator {
         }
     }
 
-    /// Reads what pool choice needs beyond the request: the pod, its namespace, the node.
     /// A pool named but missing from the pool cache: "does not exist" (permanent) only when
     /// the API says so; the cache may lag behind a pool just created or be re-listing.
     async fn unknown_pool(&self, name: String, named_in: PoolSource) -> AgentError {
@@ -310,6 +372,7 @@ impl Allocator {
         }
     }
 
+    /// Reads what pool choice needs beyond the request: the pod, its namespace, the node.
     async fn surroundings(
         &self,
         config_pools: &[String],
@@ -334,6 +397,30 @@ impl Allocator {
             found.node_labels = self.node_labels().await?;
         }
         Ok(found)
+    }
+}
+
+/// Gives back what a dual-stack ADD got when its handler is dropped between the families
+/// (the request timed out, the agent is stopping): the runtime sees the ADD fail, so
+/// nothing may stay held for it.
+struct Rollback {
+    allocator: Arc<Allocator>,
+    attachment: Attachment,
+    armed: bool,
+}
+
+impl Drop for Rollback {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let allocator = self.allocator.clone();
+        let attachment = self.attachment.clone();
+        tokio::spawn(async move {
+            if let Err(error) = allocator.release_everywhere(&attachment).await {
+                tracing::warn!(%error, %attachment, "could not roll back a cancelled ADD; DEL or GC will");
+            }
+        });
     }
 }
 

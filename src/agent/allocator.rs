@@ -16,12 +16,14 @@ use kube::{Client, ResourceExt};
 
 use crate::agent::cache::Caches;
 use crate::agent::error::AgentError;
+use crate::agent::pool_choice::overlapped_by;
+use crate::api::usage::summary_of;
 use crate::api::{IPBlock, IPBlockSpec, IPPool};
 use crate::ledger::RetryPolicy;
-use crate::ledger::blocks::{Claim, claim_block};
-use crate::ledger::writer::{CommitError, PoolLookup, Writers};
+use crate::ledger::blocks::{Claim, claim_block, pool_blocks};
+use crate::ledger::writer::{CommitError, PoolEntry, PoolLookup, Writers};
 use crate::metrics::{AgentMetrics, WriteLabels};
-use ipledger_core::{AllocError, Attachment, Block, Change, Outcome, Pool};
+use ipledger_core::{AllocError, Attachment, Block, BlockSummary, Change, Outcome, Pool};
 
 /// The agent's allocation logic, shared by every request.
 pub struct Allocator {
@@ -33,6 +35,10 @@ pub struct Allocator {
     pub(super) pools: Arc<PoolModels>,
     /// Blocks this agent claimed, until its watch cache shows them.
     claimed: Mutex<BTreeMap<String, Arc<IPBlock>>>,
+    /// Attachments with an ADD in progress, and how many: CNI GC spares them.
+    adding: Mutex<HashMap<Attachment, usize>>,
+    /// CNI GC spares allocations younger than this.
+    pub(super) gc_grace: std::time::Duration,
     /// One claim at a time per pool on this node: fifty pods starting together need one
     /// new block, not fifty.
     claim_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -76,6 +82,7 @@ impl Allocator {
         client: Client,
         caches: Caches,
         policy: RetryPolicy,
+        gc_grace: std::time::Duration,
         metrics: AgentMetrics,
     ) -> Self {
         let blocks = Api::<IPBlock>::all(client.clone());
@@ -87,7 +94,10 @@ impl Allocator {
         let lookup: PoolLookup = Arc::new(move |name: &str| {
             lookup_models
                 .get(name)
-                .map(|(_, model)| model)
+                .map(|(object, model)| PoolEntry {
+                    uid: object.uid(),
+                    model,
+                })
                 .map_err(|e| match e {
                     AgentError::InvalidPool(e) => CommitError::InvalidPool(e),
                     _ => CommitError::UnknownPool {
@@ -104,12 +114,18 @@ impl Allocator {
             writers,
             pools,
             claimed: Mutex::default(),
+            adding: Mutex::default(),
+            gc_grace,
             claim_locks: Mutex::default(),
             metrics,
         }
     }
 
     /// Claims block `cidr` of `pool` for this node by creating its IPBlock.
+    ///
+    /// A claim is the moment a pool starts to hand out a range: the overlap rule is
+    /// checked again on a fresh list of the pools, so that a watch lagging behind an older
+    /// overlapping pool's creation cannot let this one take its addresses.
     pub(super) async fn claim(
         &self,
         object: &IPPool,
@@ -117,6 +133,15 @@ impl Allocator {
         cidr: IpNet,
     ) -> Result<Claim, AgentError> {
         let name = pool.block_name(&cidr);
+        let fresh = Api::<IPPool>::all(self.client.clone())
+            .list(&Default::default())
+            .await?;
+        if let Some(older) = overlapped_by(object, &fresh.items) {
+            return Err(AgentError::Shadowed {
+                pool: pool.name().to_string(),
+                older,
+            });
+        }
         self.metrics
             .api_writes
             .get_or_create(&WriteLabels {
@@ -135,12 +160,40 @@ impl Allocator {
         Ok(claim)
     }
 
+    /// Submits `change` to the writer of `block`. A block found deleted is forgotten at
+    /// once, so that the next request claims afresh instead of failing on it again.
     pub(super) async fn submit(
         &self,
         block: &IPBlock,
         change: Change,
     ) -> Result<Outcome, AgentError> {
-        Ok(self.writers.of(block).submit(change).await?)
+        let answer = self.writers.of(block).submit(change).await;
+        if let Err(CommitError::Gone { block }) = &answer {
+            self.forget(block, None);
+        }
+        Ok(answer?)
+    }
+
+    /// Submits `change` to the block `name`, known only from the block index.
+    pub(super) async fn submit_named(
+        &self,
+        name: &str,
+        change: Change,
+    ) -> Result<Outcome, AgentError> {
+        let answer = match self
+            .known_blocks(None)
+            .iter()
+            .find(|b| b.name_any() == name)
+        {
+            Some(block) => self.writers.of(block),
+            None => self.writers.named(name),
+        }
+        .submit(change)
+        .await;
+        if let Err(CommitError::Gone { block }) = &answer {
+            self.forget(block, None);
+        }
+        Ok(answer?)
     }
 
     /// Submits `change` to every block that may hold this node's allocations: its own and
@@ -166,8 +219,8 @@ impl Allocator {
             match answer {
                 Ok(Outcome::Released(ips)) => released.extend(ips),
                 Ok(_) => {}
-                // A block deleted meanwhile holds nothing any more: stop tracking it.
-                Err(AgentError::BlockGone(_)) => self.forget(&block.name_any()),
+                // A block deleted meanwhile holds nothing any more (submit forgot it).
+                Err(AgentError::BlockGone(_)) => {}
                 Err(e) => failures.push(format!("IPBlock {}: {e}", block.name_any())),
             }
         }
@@ -189,18 +242,24 @@ impl Allocator {
     /// The blocks this agent writes to (its own and those it borrowed from), optionally of
     /// one pool only, in name order.
     pub(super) fn known_blocks(&self, pool: Option<&str>) -> Vec<Arc<IPBlock>> {
-        let mut by_name = self
-            .claimed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        for block in self
+        let cached: Vec<Arc<IPBlock>> = self
             .caches
             .blocks
             .state()
             .into_iter()
             .chain(self.caches.borrowed.state())
-        {
+            .collect();
+        let mut by_name = {
+            let mut claimed = self.claimed.lock().unwrap_or_else(|p| p.into_inner());
+            // Handed over: the watch cache shows the claimed block now.
+            claimed.retain(|name, claim| {
+                !cached
+                    .iter()
+                    .any(|b| b.name_any() == *name && b.uid() == claim.uid())
+            });
+            claimed.clone()
+        };
+        for block in cached {
             by_name.insert(block.name_any(), block);
         }
         by_name
@@ -221,7 +280,7 @@ impl Allocator {
             }
             match self.blocks.get_opt(&name).await? {
                 Some(object) => self.writers.offer(&name, object),
-                None => self.forget(&name),
+                None => self.forget(&name, None),
             }
         }
         Ok(())
@@ -241,13 +300,92 @@ impl Allocator {
         Block::try_from(&self.freshest(block).spec).ok()
     }
 
-    /// Stops tracking a deleted block.
-    pub(super) fn forget(&self, name: &str) {
-        self.claimed
+    /// Stops tracking a deleted block; with `uid`, only the copies of that object (a
+    /// deletion seen late must not forget the block claimed again under its name).
+    pub fn forget(&self, name: &str, uid: Option<&str>) {
+        {
+            let mut claimed = self.claimed.lock().unwrap_or_else(|p| p.into_inner());
+            if claimed
+                .get(name)
+                .is_some_and(|c| uid.is_none() || c.uid().as_deref() == uid)
+            {
+                claimed.remove(name);
+            }
+        }
+        self.writers.forget(name, uid);
+    }
+
+    /// Stops the idle writers of blocks this agent no longer writes to (returned borrows,
+    /// deleted blocks), so that memory follows the blocks in use. A writer whose copy
+    /// holds this node's addresses stays even when no cache shows the block yet: its copy
+    /// is how a repeated ADD finds the address.
+    pub fn sweep(&self) {
+        let known: std::collections::HashSet<String> = self
+            .known_blocks(None)
+            .iter()
+            .map(|b| b.name_any())
+            .collect();
+        self.writers.retain(|name, copy| {
+            known.contains(name)
+                || copy.spec.node == self.node
+                || copy
+                    .spec
+                    .allocations
+                    .iter()
+                    .any(|a| a.node.as_deref() == Some(&self.node))
+        });
+    }
+
+    /// How many block writers run (for the memory benchmark and metrics).
+    pub fn writers(&self) -> usize {
+        self.writers.len()
+    }
+
+    /// The pool's blocks as the block index summarizes them, with this agent's freshest
+    /// copies of its own blocks in place of their entries. Reads the pool's blocks only
+    /// when a block lacks usage annotations (written by an older agent).
+    pub(super) async fn summaries(&self, pool: &str) -> Result<Vec<BlockSummary>, AgentError> {
+        let mut summaries = match self.caches.pool_summaries(pool, &self.node) {
+            Some(summaries) => summaries,
+            None => pool_blocks(&self.blocks, pool)
+                .await?
+                .iter()
+                .map(|b| summary_of(b, &self.node))
+                .collect(),
+        };
+        for block in self.known_blocks(Some(pool)) {
+            let fresh = summary_of(&self.freshest(&block), &self.node);
+            match summaries.iter_mut().find(|s| s.name == fresh.name) {
+                Some(entry) => *entry = fresh,
+                None => summaries.push(fresh),
+            }
+        }
+        Ok(summaries)
+    }
+
+    /// Marks an ADD of `attachment` in progress until the guard is dropped.
+    pub(super) fn adding(&self, attachment: &Attachment) -> AddInProgress<'_> {
+        *self
+            .adding
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
-        self.writers.forget(name);
+            .entry(attachment.clone())
+            .or_default() += 1;
+        AddInProgress {
+            allocator: self,
+            attachment: attachment.clone(),
+        }
+    }
+
+    /// The attachments of `network` with an ADD in progress: (containerID, ifName).
+    pub(super) fn adds_in_progress(&self, network: &str) -> Vec<(String, String)> {
+        self.adding
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .filter(|a| a.network() == network)
+            .map(|a| (a.container_id().to_string(), a.if_name().to_string()))
+            .collect()
     }
 
     pub(super) fn borrower_of(&self, block: &IPBlock) -> Option<String> {
@@ -271,6 +409,28 @@ impl Allocator {
     }
 }
 
+/// An ADD in progress; dropping it ends it.
+pub(super) struct AddInProgress<'a> {
+    allocator: &'a Allocator,
+    attachment: Attachment,
+}
+
+impl Drop for AddInProgress<'_> {
+    fn drop(&mut self) {
+        let mut adding = self
+            .allocator
+            .adding
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = adding.get_mut(&self.attachment) {
+            *count -= 1;
+            if *count == 0 {
+                adding.remove(&self.attachment);
+            }
+        }
+    }
+}
+
 /// Whether the ledger record holds an address for `attachment`.
 pub(super) fn holds(spec: &IPBlockSpec, attachment: &Attachment) -> bool {
     spec.allocations.iter().any(|r| {
@@ -291,7 +451,8 @@ pub(super) fn room(pool: &Pool, spec: &IPBlockSpec) -> u128 {
 pub(super) fn allocated(outcome: Outcome) -> Result<Option<IpAddr>, AgentError> {
     match outcome {
         Outcome::Allocated(ip) => Ok(Some(ip)),
-        Outcome::Refused(AllocError::BlockFull { .. }) => Ok(None),
+        // A full block, or one of a deleted pool that is about to go: try the next one.
+        Outcome::Refused(AllocError::BlockFull { .. } | AllocError::WrongPool { .. }) => Ok(None),
         Outcome::Refused(e) => Err(e.into()),
         Outcome::Released(_) => unreachable_outcome(),
     }

@@ -1,20 +1,26 @@
-//! The agent's read caches: watches of the IPPools and of the IPBlocks affine to its node.
+//! The agent's read caches: watches of the IPPools, of the IPBlocks affine to its node (and
+//! those it borrowed from), and the block index: the metadata of every IPBlock.
 //!
 //! Caches only save reads. Every decision that writes is re-made on the object the write
 //! swaps against, so a stale cache costs a conflict, never a wrong address.
 
 use std::sync::Arc;
 
-use futures::StreamExt;
-use kube::Client;
-use kube::api::Api;
+use futures::{Stream, StreamExt};
+use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use tokio::sync::mpsc;
 
-use crate::api::borrower_label;
-use crate::api::{IPBlock, IPPool, LABEL_NODE};
+use crate::api::usage::summary_of_metadata;
+use crate::api::{IPBlock, IPPool, LABEL_NODE, LABEL_POOL, borrower_label, label_value};
+use ipledger_core::BlockSummary;
 
-/// Watch-fed copies of the pools and of this node's blocks.
+/// A deleted IPBlock: its name and UID.
+pub type Deleted = (String, Option<String>);
+
+/// Watch-fed copies of the pools and blocks.
 #[derive(Clone)]
 pub struct Caches {
     /// Every IPPool.
@@ -23,74 +29,128 @@ pub struct Caches {
     pub blocks: Store<IPBlock>,
     /// Other nodes' IPBlocks this node borrowed addresses from.
     pub borrowed: Store<IPBlock>,
+    /// The metadata of every IPBlock: names, pools, nodes and usage annotations.
+    pub index: Store<PartialObjectMeta<IPBlock>>,
 }
 
 impl Caches {
     /// Starts the watches; they run until the returned handles are dropped or aborted,
-    /// re-listing with backoff after errors (and after `410 Gone`).
-    pub fn start(client: &Client, node: &str) -> (Self, Vec<tokio::task::JoinHandle<()>>) {
+    /// re-listing with backoff after errors (and after `410 Gone`). Every IPBlock deletion
+    /// the index watch sees is sent on the returned channel.
+    pub fn start(
+        client: &Client,
+        node: &str,
+    ) -> (
+        Self,
+        mpsc::UnboundedReceiver<Deleted>,
+        Vec<tokio::task::JoinHandle<()>>,
+    ) {
+        let blocks_api = Api::<IPBlock>::all(client.clone());
         let (pools, pool_writer) = reflector::store();
-        let (blocks, block_writer) = reflector::store();
         let pool_watch = reflector::reflector(
             pool_writer,
             watcher(
                 Api::<IPPool>::all(client.clone()),
                 watcher::Config::default(),
-            ),
-        )
-        .default_backoff()
-        .applied_objects();
-        let block_config = watcher::Config::default().labels(&format!("{LABEL_NODE}={node}"));
+            )
+            .modify(drop_managed_fields),
+        );
+        let (blocks, block_writer) = reflector::store();
+        let block_config =
+            watcher::Config::default().labels(&format!("{LABEL_NODE}={}", label_value(node)));
         let block_watch = reflector::reflector(
             block_writer,
-            watcher(Api::<IPBlock>::all(client.clone()), block_config),
-        )
-        .default_backoff()
-        .applied_objects();
+            watcher(blocks_api.clone(), block_config).modify(drop_managed_fields),
+        );
         let (borrowed, borrowed_writer) = reflector::store();
         let borrowed_config = watcher::Config::default().labels(&borrower_label(node));
         let borrowed_watch = reflector::reflector(
             borrowed_writer,
-            watcher(Api::<IPBlock>::all(client.clone()), borrowed_config),
-        )
-        .default_backoff()
-        .applied_objects();
+            watcher(blocks_api.clone(), borrowed_config).modify(drop_managed_fields),
+        );
+        // Metadata only: the index must stay small while every node's every write shows.
+        let (index, index_writer) = reflector::store();
+        let index_watch = reflector::reflector(
+            index_writer,
+            watcher(
+                Api::<PartialObjectMeta<IPBlock>>::all(client.clone()),
+                watcher::Config::default(),
+            )
+            .modify(drop_managed_fields),
+        );
+        let (deleted, deletions) = mpsc::unbounded_channel();
         let tasks = vec![
-            tokio::spawn(drain(pool_watch, "ippools")),
-            tokio::spawn(drain(block_watch, "ipblocks")),
-            tokio::spawn(drain(borrowed_watch, "ipblocks (borrowed)")),
+            tokio::spawn(drain(pool_watch, "ippools", |_| {})),
+            tokio::spawn(drain(block_watch, "ipblocks", |_| {})),
+            tokio::spawn(drain(borrowed_watch, "ipblocks (borrowed)", |_| {})),
+            tokio::spawn(drain(
+                index_watch,
+                "ipblocks (metadata)",
+                move |event: watcher::Event<PartialObjectMeta<IPBlock>>| {
+                    if let watcher::Event::Delete(gone) = event {
+                        let _ = deleted.send((gone.name_any(), gone.uid()));
+                    }
+                },
+            )),
         ];
-        (
-            Self {
-                pools,
-                blocks,
-                borrowed,
-            },
-            tasks,
-        )
+        let caches = Self {
+            pools,
+            blocks,
+            borrowed,
+            index,
+        };
+        (caches, deletions, tasks)
     }
 
-    /// Waits until both watches have listed once.
+    /// Waits until every watch has listed once.
     pub async fn ready(&self) -> Result<(), reflector::store::WriterDropped> {
         self.pools.wait_until_ready().await?;
         self.blocks.wait_until_ready().await?;
-        self.borrowed.wait_until_ready().await
+        self.borrowed.wait_until_ready().await?;
+        self.index.wait_until_ready().await
     }
 
     /// The cached pool named `name`.
     pub fn pool(&self, name: &str) -> Option<Arc<IPPool>> {
         self.pools.get(&reflector::ObjectRef::new(name))
     }
+
+    /// The index's summaries of `pool`'s blocks as `node` sees them; `None` when a block of
+    /// the pool carries no usage annotations (an older agent wrote it): only reading the
+    /// blocks can tell then.
+    pub fn pool_summaries(&self, pool: &str, node: &str) -> Option<Vec<BlockSummary>> {
+        let value = label_value(pool);
+        self.index
+            .state()
+            .iter()
+            .filter(|b| b.labels().get(LABEL_POOL) == Some(&value))
+            .map(|b| summary_of_metadata(&b.metadata, node))
+            .collect()
+    }
+
+    /// The index's entry of block `name`, when it has one.
+    pub fn indexed(&self, name: &str) -> bool {
+        self.index.get(&reflector::ObjectRef::new(name)).is_some()
+    }
 }
 
-async fn drain<S, K>(stream: S, what: &'static str)
+/// Nothing the agent does reads managedFields; on a real server they are most of an
+/// object's metadata.
+fn drop_managed_fields<K: Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
+}
+
+async fn drain<S, K>(stream: S, what: &'static str, mut seen: impl FnMut(watcher::Event<K>))
 where
-    S: futures::Stream<Item = Result<K, watcher::Error>>,
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
 {
-    let mut stream = std::pin::pin!(stream);
+    let mut stream = std::pin::pin!(stream.default_backoff());
     while let Some(event) = stream.next().await {
-        if let Err(error) = event {
-            tracing::warn!(resource = what, %error, "watch failed; retrying with backoff");
+        match event {
+            Ok(event) => seen(event),
+            Err(error) => {
+                tracing::warn!(resource = what, %error, "watch failed; retrying with backoff")
+            }
         }
     }
 }

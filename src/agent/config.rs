@@ -37,4 +37,9 @@ pub struct AgentArgs {
     /// Longest time one plugin request may take before the agent gives up on it.
     #[arg(long, env = "IPLEDGER_REQUEST_TIMEOUT", default_value = "25s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
+
+    /// CNI GC keeps allocations younger than this, whether the runtime lists them or
+    /// not: the runtime's list may have been taken before their ADD committed.
+    #[arg(long, env = "IPLEDGER_CNI_GC_GRACE", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub cni_gc_grace: Duration,
 }

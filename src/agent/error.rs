@@ -35,6 +35,12 @@ pub enum AgentError {
         in_use: u128,
         capacity: u128,
     },
+    /// The pool overlaps an older pool, which a fresh list of the pools showed while
+    /// claiming a block: only the older one allocates.
+    #[error(
+        "IPPool {pool} overlaps IPPool {older}, created before it: of overlapping pools only the first created allocates"
+    )]
+    Shadowed { pool: String, older: String },
     /// A requested address lies in no pool chosen for the attachment.
     #[error("requested address {address} is outside the pools chosen from {source_name} ({pools})")]
     RequestedOutsidePools {
@@ -70,7 +76,8 @@ impl From<CommitError> for AgentError {
             e @ CommitError::Gone { .. } => AgentError::BlockGone(e.to_string()),
             e @ (CommitError::UnknownPool { .. }
             | CommitError::Api(_)
-            | CommitError::Stopped { .. }) => AgentError::Unavailable(e.to_string()),
+            | CommitError::Stopped { .. }
+            | CommitError::Busy { .. }) => AgentError::Unavailable(e.to_string()),
         }
     }
 }
@@ -94,42 +101,43 @@ impl From<kube::Error> for AgentError {
 impl AgentError {
     /// The CNI error code the plugin prints for this error.
     pub fn code(&self) -> u32 {
-        let code = match self {
-            AgentError::BadRequest(body) => return body.code,
-            AgentError::Choice(ChoiceError::UnknownPool { .. }) => ErrorCode::UnknownPool,
-            AgentError::Choice(ChoiceError::Disabled { .. }) => ErrorCode::PoolDisabled,
-            AgentError::Choice(ChoiceError::Overlapping { .. }) => ErrorCode::PoolOverlapping,
-            AgentError::Choice(ChoiceError::InvalidCidr { .. }) | AgentError::InvalidPool(_) => {
-                ErrorCode::InvalidNetworkConfig
-            }
-            AgentError::Choice(ChoiceError::NoPool) => ErrorCode::NoPoolMatches,
-            AgentError::Alloc(error) => match error {
-                AllocError::PoolExhausted { .. } | AllocError::BlockFull { .. } => {
-                    ErrorCode::PoolExhausted
+        let code =
+            match self {
+                AgentError::BadRequest(body) => return body.code,
+                AgentError::Choice(ChoiceError::UnknownPool { .. }) => ErrorCode::UnknownPool,
+                AgentError::Choice(ChoiceError::Disabled { .. }) => ErrorCode::PoolDisabled,
+                AgentError::Choice(ChoiceError::Overlapping { .. })
+                | AgentError::Shadowed { .. } => ErrorCode::PoolOverlapping,
+                AgentError::Choice(ChoiceError::InvalidCidr { .. })
+                | AgentError::InvalidPool(_) => ErrorCode::InvalidNetworkConfig,
+                AgentError::Choice(ChoiceError::NoPool) => ErrorCode::NoPoolMatches,
+                AgentError::Alloc(error) => match error {
+                    AllocError::PoolExhausted { .. } | AllocError::BlockFull { .. } => {
+                        ErrorCode::PoolExhausted
+                    }
+                    AllocError::PoolDisabled { .. } => ErrorCode::PoolDisabled,
+                    AllocError::Taken { .. }
+                    | AllocError::HoldsOther { .. }
+                    | AllocError::CoolingDown { .. } => ErrorCode::RequestedAddressTaken,
+                    AllocError::OutsidePool { .. }
+                    | AllocError::OutsideBlock { .. }
+                    | AllocError::Ipv4Mapped { .. } => ErrorCode::RequestedAddressOutsidePool,
+                    AllocError::Excluded { .. }
+                    | AllocError::Gateway { .. }
+                    | AllocError::NetworkAddress { .. }
+                    | AllocError::BroadcastAddress { .. } => ErrorCode::RequestedAddressExcluded,
+                    AllocError::WrongPool { .. } => ErrorCode::TryAgainLater,
+                    AllocError::Invalid(_) => ErrorCode::InvalidNetworkConfig,
+                },
+                AgentError::RequestedOutsidePools { .. } => ErrorCode::RequestedAddressOutsidePool,
+                AgentError::NoBlockForNode { .. } => ErrorCode::PoolExhausted,
+                AgentError::Missing(_) => ErrorCode::AllocationMissing,
+                AgentError::GcIncomplete(_) => ErrorCode::GcIncomplete,
+                AgentError::CannotAllocate(_) => ErrorCode::PluginNotAvailable,
+                AgentError::Unavailable(_) | AgentError::Corrupt(_) | AgentError::BlockGone(_) => {
+                    ErrorCode::TryAgainLater
                 }
-                AllocError::PoolDisabled { .. } => ErrorCode::PoolDisabled,
-                AllocError::Taken { .. }
-                | AllocError::HoldsOther { .. }
-                | AllocError::CoolingDown { .. } => ErrorCode::RequestedAddressTaken,
-                AllocError::OutsidePool { .. }
-                | AllocError::OutsideBlock { .. }
-                | AllocError::Ipv4Mapped { .. } => ErrorCode::RequestedAddressOutsidePool,
-                AllocError::Excluded { .. }
-                | AllocError::Gateway { .. }
-                | AllocError::NetworkAddress { .. }
-                | AllocError::BroadcastAddress { .. } => ErrorCode::RequestedAddressExcluded,
-                AllocError::WrongPool { .. } => ErrorCode::TryAgainLater,
-                AllocError::Invalid(_) => ErrorCode::InvalidNetworkConfig,
-            },
-            AgentError::RequestedOutsidePools { .. } => ErrorCode::RequestedAddressOutsidePool,
-            AgentError::NoBlockForNode { .. } => ErrorCode::PoolExhausted,
-            AgentError::Missing(_) => ErrorCode::AllocationMissing,
-            AgentError::GcIncomplete(_) => ErrorCode::GcIncomplete,
-            AgentError::CannotAllocate(_) => ErrorCode::PluginNotAvailable,
-            AgentError::Unavailable(_) | AgentError::Corrupt(_) | AgentError::BlockGone(_) => {
-                ErrorCode::TryAgainLater
-            }
-        };
+            };
         code.as_u32()
     }
 
@@ -171,6 +179,7 @@ impl AgentError {
         match self {
             AgentError::BadRequest(_) => "bad_request",
             AgentError::Choice(_) => "pool_choice",
+            AgentError::Shadowed { .. } => "overlapping",
             AgentError::InvalidPool(_) => "invalid_pool",
             AgentError::Alloc(AllocError::PoolExhausted { .. }) => "exhausted",
             AgentError::NoBlockForNode { .. } => "no_block_for_node",
@@ -208,6 +217,7 @@ mod tests {
             CommitError::Gone { block: "b".into() },
             CommitError::Api("connection refused".into()),
             CommitError::Stopped { block: "b".into() },
+            CommitError::Busy { block: "b".into() },
         ] {
             let error = AgentError::from(transient);
             assert_eq!(error.code(), ErrorCode::TryAgainLater.as_u32(), "{error}");

@@ -1,5 +1,9 @@
 //! GC (CNI 1.1): releases this node's allocations of a network that the runtime no
 //! longer lists as valid attachments.
+//!
+//! The runtime takes its list, then sends it; an ADD may commit in between. So GC spares
+//! allocations younger than the grace (`--cni-gc-grace`) and attachments with an ADD in
+//! progress: the list cannot speak for them.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -19,12 +23,19 @@ impl Allocator {
                 .valid_attachments
                 .iter()
                 .map(|a| (a.container_id.clone(), a.if_name.clone()))
+                .chain(self.adds_in_progress(&request.network))
                 .collect(),
         );
+        let grace =
+            jiff::SignedDuration::try_from(self.gc_grace).unwrap_or(jiff::SignedDuration::MAX);
+        let listed_at = jiff::Timestamp::now()
+            .checked_sub(grace)
+            .unwrap_or(jiff::Timestamp::MIN);
         let change = Change::Collect {
             network: request.network.clone(),
             live,
             node: self.node.clone(),
+            listed_at,
         };
         let (released, failures) = self.submit_everywhere(&change).await;
         if !failures.is_empty() {

@@ -103,7 +103,7 @@ pub async fn run(
     }
 
     let client = client(args.kubeconfig.as_deref()).await?;
-    let (caches, watches) = cache::Caches::start(&client, &args.node_name);
+    let (caches, mut deletions, watches) = cache::Caches::start(&client, &args.node_name);
     caches
         .ready()
         .await
@@ -118,8 +118,28 @@ pub async fn run(
         client,
         caches,
         RetryPolicy::default(),
+        args.cni_gc_grace,
         metrics.clone(),
     ));
+    // A deleted block is forgotten at once: the next ADD claims afresh.
+    let forgetting = {
+        let allocator = allocator.clone();
+        tokio::spawn(async move {
+            while let Some((name, uid)) = deletions.recv().await {
+                allocator.forget(&name, uid.as_deref());
+            }
+        })
+    };
+    let sweeping = {
+        let allocator = allocator.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+            loop {
+                tick.tick().await;
+                allocator.sweep();
+            }
+        })
+    };
 
     let metrics_listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
@@ -145,6 +165,8 @@ pub async fn run(
 
     metrics_server.abort();
     gauges.abort();
+    forgetting.abort();
+    sweeping.abort();
     for watch in watches {
         watch.abort();
     }

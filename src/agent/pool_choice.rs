@@ -13,6 +13,7 @@ use ipnet::IpNet;
 use kube::core::{Selector, SelectorExt};
 
 use crate::api::IPPool;
+use ipledger_core::{PoolAge, shadowed_by};
 
 /// Annotation on a pod or namespace naming the pools to allocate from, comma-separated.
 pub const ANNOTATION_POOLS: &str = "ipledger.io/pools";
@@ -84,8 +85,14 @@ pub enum ChoiceError {
     #[error("pool {name:?} named in {named_in} is disabled (spec.disabled: true)")]
     Disabled { name: String, named_in: PoolSource },
     /// A named pool overlaps an older pool and is not used.
-    #[error("pool {name:?} named in {named_in} overlaps another pool (condition Overlapping)")]
-    Overlapping { name: String, named_in: PoolSource },
+    #[error(
+        "pool {name:?} named in {named_in} overlaps IPPool {older:?}, created before it: of overlapping pools only the first created allocates"
+    )]
+    Overlapping {
+        name: String,
+        named_in: PoolSource,
+        older: String,
+    },
     /// A named pool's cidr is not a valid CIDR.
     #[error("pool {name:?} named in {named_in} has an invalid spec.cidr {cidr:?}")]
     InvalidCidr {
@@ -142,10 +149,11 @@ pub fn choose_pools<P: Borrow<IPPool>>(
                     named_in: source,
                 });
             }
-            if is_overlapping(pool) {
+            if let Some(older) = overlapped_by(pool, pools) {
                 return Err(ChoiceError::Overlapping {
                     name,
                     named_in: source,
+                    older,
                 });
             }
             let cidr: IpNet = pool
@@ -168,7 +176,8 @@ pub fn choose_pools<P: Borrow<IPPool>>(
     let mut defaults: Vec<_> = pools
         .iter()
         .map(Borrow::borrow)
-        .filter(|p: &&IPPool| p.spec.default && !p.spec.disabled && !is_overlapping(p))
+        .filter(|p: &&IPPool| p.spec.default && !p.spec.disabled)
+        .filter(|p| overlapped_by(p, pools).is_none())
         .filter(|p| selects(p.spec.node_selector.as_ref(), input.node_labels))
         .filter(|p| selects(p.spec.namespace_selector.as_ref(), input.namespace_labels))
         .filter_map(|p| Some((p.metadata.name.clone()?, p.spec.cidr.parse::<IpNet>().ok()?)))
@@ -184,12 +193,18 @@ pub fn choose_pools<P: Borrow<IPPool>>(
     })
 }
 
-fn is_overlapping(pool: &IPPool) -> bool {
-    pool.status.as_ref().is_some_and(|s| {
-        s.conditions
-            .iter()
-            .any(|c| c.type_ == "Overlapping" && c.status == "True")
-    })
+/// The older pool among `pools` that keeps `pool` from allocating (DESIGN.md invariant
+/// 7: the core's one rule, applied to the pools this agent observes).
+pub fn overlapped_by<P: Borrow<IPPool>>(pool: &IPPool, pools: &[P]) -> Option<String> {
+    fn age(p: &IPPool) -> Option<PoolAge<'_>> {
+        Some(PoolAge {
+            name: p.metadata.name.as_deref()?,
+            cidr: p.spec.cidr.parse().ok()?,
+            created: p.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        })
+    }
+    let ages: Vec<PoolAge<'_>> = pools.iter().filter_map(|p| age(p.borrow())).collect();
+    shadowed_by(&age(pool)?, &ages).map(String::from)
 }
 
 /// An unset selector selects everything; a set one needs labels that match. A selector
@@ -225,8 +240,8 @@ fn by_family(pools: Vec<(String, IpNet)>) -> Vec<FamilyPools> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{IPPoolSpec, IPPoolStatus};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+    use crate::api::IPPoolSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 
     fn pool(name: &str, cidr: &str) -> IPPool {
         IPPool::new(
@@ -366,21 +381,18 @@ mod tests {
 
     #[test]
     fn disabled_and_overlapping_defaults_are_skipped_and_refused_when_named() {
+        let created = |seconds| Some(Time(jiff::Timestamp::from_second(seconds).unwrap()));
         let mut off = default_pool("off", "10.0.0.0/16");
         off.spec.disabled = true;
+        off.metadata.creation_timestamp = created(200);
+        // Created after "off" and overlapping it: shadowed, whatever its status says.
         let mut over = default_pool("over", "10.0.0.0/17");
-        over.status = Some(IPPoolStatus {
-            conditions: vec![Condition {
-                type_: "Overlapping".into(),
-                status: "True".into(),
-                reason: "OverlapsPool".into(),
-                message: "overlaps off".into(),
-                last_transition_time: Time(jiff::Timestamp::UNIX_EPOCH),
-                observed_generation: None,
-            }],
-            ..Default::default()
-        });
-        let pools = [off, over];
+        over.metadata.creation_timestamp = created(300);
+        // Created before both, overlapping neither.
+        let mut apart = default_pool("apart", "10.1.0.0/16");
+        apart.spec.default = false;
+        apart.metadata.creation_timestamp = created(100);
+        let pools = [off, over, apart];
         let node = BTreeMap::new();
         let input = ChoiceInput {
             node_labels: Some(&node),
@@ -401,6 +413,7 @@ mod tests {
                 ChoiceError::Overlapping {
                     name: "over".into(),
                     named_in: PoolSource::NetworkConfig,
+                    older: "off".into(),
                 },
             ),
             (

@@ -1,13 +1,10 @@
 //! STATUS (CNI 1.1): whether an ADD on this network can succeed now.
 
-use ipnet::IpNet;
-
 use super::allocator::{Allocator, room};
 use crate::agent::error::AgentError;
-use crate::agent::pool_choice::{ChoiceError, ChoiceInput, choose_pools};
-use crate::api::IPBlock;
-use crate::ledger::blocks::pool_blocks;
+use crate::agent::pool_choice::{ChoiceError, ChoiceInput, choose_pools, overlapped_by};
 use ipledger_cni::protocol::{StatusQuery, StatusResponse};
+use ipledger_core::NextStep;
 
 impl Allocator {
     /// STATUS: can an ADD on this network succeed now?
@@ -31,9 +28,22 @@ impl Allocator {
         let choice = match choose_pools(&input, &known) {
             Ok(choice) => choice,
             // Without a pod, annotations and namespace selectors are unknown: an ADD may
-            // still find a pool through them.
+            // still find a pool through them, if any pool can allocate at all.
             Err(ChoiceError::NoPool) if named.is_empty() => {
-                return Ok(StatusResponse {});
+                let usable = known
+                    .iter()
+                    .any(|p| !p.spec.disabled && overlapped_by(p, &known).is_none());
+                if usable {
+                    return Ok(StatusResponse {});
+                }
+                return Err(cannot(if known.is_empty() {
+                    "no IPPool exists".to_string()
+                } else {
+                    format!(
+                        "none of the {} IPPools can allocate: each is disabled or overlaps an older pool",
+                        known.len()
+                    )
+                }));
             }
             Err(e) => return Err(cannot(e.to_string())),
         };
@@ -53,12 +63,13 @@ impl Allocator {
         Ok(StatusResponse {})
     }
 
+    /// Whether an ADD could get an address from the pool now: room in this node's blocks,
+    /// else a block to claim or borrow from, going by the block index (no block is read).
     async fn has_room(&self, name: &str) -> Result<bool, AgentError> {
         let (_, pool) = self.pools.get(name)?;
         if pool.is_disabled() {
             return Ok(false);
         }
-        // Room in a block of this node answers without a list: runtimes ask often.
         let own_room = self
             .known_blocks(Some(name))
             .iter()
@@ -67,15 +78,10 @@ impl Allocator {
         if own_room {
             return Ok(true);
         }
-        let blocks = pool_blocks(&self.blocks, name).await?;
-        let existing: Vec<IpNet> = blocks.iter().map(|b| b.spec.cidr).collect();
-        if pool.next_free_block(&self.node, &existing).is_some() {
-            return Ok(true);
-        }
-        let usable = |b: &&IPBlock| b.spec.node == self.node || !pool.strict_affinity();
-        Ok(blocks
-            .iter()
-            .filter(usable)
-            .any(|b| (b.spec.allocations.len() as u128) < pool.block_capacity(&b.spec.cidr)))
+        let blocks = self.summaries(name).await?;
+        Ok(matches!(
+            pool.next_step(&self.node, &blocks, jiff::Timestamp::now()),
+            NextStep::Claim(_) | NextStep::Borrow(_)
+        ))
     }
 }

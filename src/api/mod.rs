@@ -5,6 +5,7 @@
 
 mod block;
 mod pool;
+pub mod usage;
 
 pub use block::{AllocationRecord, IPBlock, IPBlockSpec, IPBlockStatus, PodRef, ReleasedAddress};
 pub use pool::{Dns, IPPool, IPPoolSpec, IPPoolStatus, Route};
@@ -15,20 +16,44 @@ use kube::CustomResourceExt;
 /// The API group of every ipledger resource.
 pub const GROUP: &str = "ipledger.io";
 
-/// Label on an IPBlock naming the pool it belongs to.
+/// Label on an IPBlock naming the pool it belongs to, as [`label_value`] writes it.
 pub const LABEL_POOL: &str = "ipledger.io/pool";
-/// Label on an IPBlock naming the node it is affine to.
+/// Label on an IPBlock naming the node it is affine to, as [`label_value`] writes it.
 pub const LABEL_NODE: &str = "ipledger.io/node";
+
+/// Longest label value the API server accepts.
+const MAX_LABEL_VALUE: usize = 63;
+
+/// `name` as a label value: itself when it fits, else its first characters and a hash of
+/// the whole name. Pool and node names may be 253 characters long, label values only 63;
+/// the full name stays in the IPBlock's spec, and selectors use this same function.
+pub fn label_value(name: &str) -> String {
+    if name.len() <= MAX_LABEL_VALUE {
+        return name.to_string();
+    }
+    let hash = short_hash(name);
+    // A DNS subdomain is ASCII; the head ends with a letter or digit, as values must.
+    let keep = MAX_LABEL_VALUE - 1 - hash.len();
+    let head = name[..keep].trim_end_matches(['.', '-']);
+    format!("{head}-{hash}")
+}
+
+/// The first 12 bytes of the name's SHA-256, in hex.
+fn short_hash(name: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(name.as_bytes());
+    digest.iter().take(12).map(|b| format!("{b:02x}")).collect()
+}
 
 /// The label a node puts on another node's block when it borrows an address from it, so
 /// that its own watch sees the block: `borrower.ipledger.io/` and a hash of the node name
 /// (label names are at most 63 characters; node names may be longer).
 pub fn borrower_label(node: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(node.as_bytes());
-    let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
-    format!("borrower.ipledger.io/{hex}")
+    format!("{BORROWER_PREFIX}{}", short_hash(node))
 }
+
+/// The prefix of every borrower label.
+pub const BORROWER_PREFIX: &str = "borrower.ipledger.io/";
 
 /// Every CRD ipledger installs, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
@@ -49,6 +74,28 @@ pub fn crds_yaml() -> Result<String, serde_yaml_ng::Error> {
 mod tests {
     use super::*;
     use serde_json::Value;
+
+    #[test]
+    fn long_names_become_valid_distinct_label_values() {
+        assert_eq!(label_value("node-a"), "node-a");
+        let long = format!("{}.example.com", "n".repeat(240));
+        let longer = format!("{}.example.org", "n".repeat(240));
+        for name in [&long, &longer] {
+            let value = label_value(name);
+            assert!(value.len() <= 63, "{value}");
+            assert!(
+                value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-.".contains(c))
+            );
+            assert!(value.ends_with(|c: char| c.is_ascii_alphanumeric()));
+            assert_eq!(value, label_value(name), "stable");
+        }
+        assert_ne!(label_value(&long), label_value(&longer));
+        // A cut landing after a dot still ends the value with a letter or digit.
+        let dotted = format!("{}.{}", "a".repeat(37), "b".repeat(100));
+        assert!(label_value(&dotted).ends_with(|c: char| c.is_ascii_alphanumeric()));
+    }
 
     #[test]
     fn borrower_labels_are_short_stable_and_distinct() {

@@ -5,21 +5,23 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 use kube::{Resource, ResourceExt};
 
-use crate::api::{IPBlock, IPBlockSpec, IPPool, LABEL_NODE, LABEL_POOL};
+use crate::api::usage::record_usage;
+use crate::api::{IPBlock, IPBlockSpec, IPPool, LABEL_NODE, LABEL_POOL, label_value};
 
 /// The outcome of trying to claim a block.
 #[derive(Debug)]
 pub enum Claim {
     /// This node created the block and owns it.
     Won(Box<IPBlock>),
-    /// The block exists already: another node claimed it first (or this node did, in an
-    /// earlier attempt whose answer was lost).
+    /// The block exists already and another node holds it.
     Taken,
 }
 
 /// Claims the block `cidr` of `pool` for `node` by creating its IPBlock under the
 /// deterministic `name`. The API server's create is the arbiter: of two nodes racing for
-/// one block exactly one create succeeds, the other gets 409 AlreadyExists.
+/// one block exactly one create succeeds, the other gets 409 AlreadyExists. A block that
+/// exists already and is this node's was claimed by an earlier attempt whose answer was
+/// lost (a 504 retried, a reset connection): it is won, not wasted.
 pub async fn claim_block(
     api: &Api<IPBlock>,
     name: &str,
@@ -33,8 +35,8 @@ pub async fn claim_block(
             name: Some(name.to_string()),
             labels: Some(
                 [
-                    (LABEL_POOL.to_string(), pool_name.clone()),
-                    (LABEL_NODE.to_string(), node.to_string()),
+                    (LABEL_POOL.to_string(), label_value(&pool_name)),
+                    (LABEL_NODE.to_string(), label_value(node)),
                 ]
                 .into(),
             ),
@@ -57,9 +59,15 @@ pub async fn claim_block(
         },
         status: None,
     };
+    let mut block = block;
+    record_usage(&mut block);
     match api.create(&PostParams::default(), &block).await {
         Ok(created) => Ok(Claim::Won(Box::new(created))),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(Claim::Taken),
+        Err(kube::Error::Api(status)) if status.code == 409 => match api.get_opt(name).await? {
+            Some(existing) if existing.spec.node == node => Ok(Claim::Won(Box::new(existing))),
+            // Gone again already (deleted as empty): another search finds it free.
+            Some(_) | None => Ok(Claim::Taken),
+        },
         Err(e) => Err(e),
     }
 }
@@ -67,7 +75,7 @@ pub async fn claim_block(
 /// Every block of `pool`, whoever holds it (for claiming: which blocks exist; for
 /// borrowing: which foreign blocks have room).
 pub async fn pool_blocks(api: &Api<IPBlock>, pool: &str) -> Result<Vec<IPBlock>, kube::Error> {
-    let params = ListParams::default().labels(&format!("{LABEL_POOL}={pool}"));
+    let params = ListParams::default().labels(&format!("{LABEL_POOL}={}", label_value(pool)));
     let mut blocks = Vec::new();
     let mut params = params.limit(500);
     loop {

@@ -13,13 +13,18 @@ use kube::ResourceExt;
 use kube::api::Api;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::api::{IPBlock, IPBlockSpec, borrower_label};
+use crate::api::usage::record_usage;
+use crate::api::{BORROWER_PREFIX, IPBlock, IPBlockSpec, borrower_label};
 use crate::ledger::{self, CasError, Decision, RetryPolicy};
 use crate::metrics::{AgentMetrics, WriteLabels};
-use ipledger_core::{Block, BlockError, Change, NeedsPool, Outcome, Pool, PoolError};
+use ipledger_core::{AllocError, Block, BlockError, Change, NeedsPool, Outcome, Pool, PoolError};
 
 /// Most requests committed in one write; the rest wait for the next batch.
 const MAX_BATCH: usize = 256;
+
+/// Most requests queued for one block; beyond it a request is answered "busy, try again"
+/// at once rather than piling up behind writes the API server is slow to answer.
+const MAX_QUEUE: usize = 4 * MAX_BATCH;
 
 /// What one change's request gets back: its outcome, or why it could not be decided.
 pub type Answer = Result<Outcome, CommitError>;
@@ -47,6 +52,9 @@ pub enum CommitError {
     /// The writer task is gone (the agent is shutting down).
     #[error("the block writer of IPBlock {block} stopped")]
     Stopped { block: String },
+    /// Too many requests are queued for the block already.
+    #[error("IPBlock {block} has {MAX_QUEUE} requests queued for writing already")]
+    Busy { block: String },
 }
 
 struct Request {
@@ -54,14 +62,23 @@ struct Request {
     reply: oneshot::Sender<Answer>,
 }
 
-/// Where a writer finds the pool model for its block.
-pub type PoolLookup = Arc<dyn Fn(&str) -> Result<Arc<Pool>, CommitError> + Send + Sync>;
+/// A pool as a writer needs it: the object's UID and the model.
+#[derive(Clone)]
+pub struct PoolEntry {
+    /// `metadata.uid` of the IPPool object.
+    pub uid: Option<String>,
+    /// The validated model.
+    pub model: Arc<Pool>,
+}
+
+/// Where a writer finds the pool for its block.
+pub type PoolLookup = Arc<dyn Fn(&str) -> Result<PoolEntry, CommitError> + Send + Sync>;
 
 /// The handle of one block's writer task.
 #[derive(Clone)]
 pub struct BlockWriter {
     block: Arc<str>,
-    queue: mpsc::UnboundedSender<Request>,
+    queue: mpsc::Sender<Request>,
     latest: Arc<Mutex<Option<Arc<IPBlock>>>>,
 }
 
@@ -75,7 +92,7 @@ impl BlockWriter {
         policy: RetryPolicy,
         metrics: AgentMetrics,
     ) -> Self {
-        let (queue, requests) = mpsc::unbounded_channel();
+        let (queue, requests) = mpsc::channel(MAX_QUEUE);
         let latest = Arc::new(Mutex::new(first.map(Arc::new)));
         let block = Arc::from(name.as_str());
         tokio::spawn(run(
@@ -105,13 +122,25 @@ impl BlockWriter {
         self.latest.lock().ok().and_then(|l| l.clone())
     }
 
-    /// Queues `change` and waits until the batch holding it is committed.
+    /// Queues `change` and waits until the batch holding it is committed. A caller that
+    /// stops waiting (its request was cancelled) before its batch is taken is dropped
+    /// from the batch: nothing is written for a request nobody will hear the answer to.
     pub async fn submit(&self, change: Change) -> Answer {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Request { change, reply })
-            .map_err(|_| self.stopped())?;
+            .try_send(Request { change, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => CommitError::Busy {
+                    block: self.block.to_string(),
+                },
+                mpsc::error::TrySendError::Closed(_) => self.stopped(),
+            })?;
         answer.await.map_err(|_| self.stopped())?
+    }
+
+    /// True when no request waits and no caller holds a request in flight.
+    fn idle(&self) -> bool {
+        self.queue.capacity() == MAX_QUEUE
     }
 }
 
@@ -119,7 +148,7 @@ async fn run(
     api: Api<IPBlock>,
     name: String,
     latest: Arc<Mutex<Option<Arc<IPBlock>>>>,
-    mut requests: mpsc::UnboundedReceiver<Request>,
+    mut requests: mpsc::Receiver<Request>,
     pools: PoolLookup,
     policy: RetryPolicy,
     metrics: AgentMetrics,
@@ -131,6 +160,11 @@ async fn run(
                 Ok(request) => batch.push(request),
                 Err(_) => break,
             }
+        }
+        // Callers that gave up (cancelled, timed out) before their batch was taken.
+        batch.retain(|r| !r.reply.is_closed());
+        if batch.is_empty() {
+            continue;
         }
         let (changes, replies): (Vec<Change>, Vec<_>) =
             batch.into_iter().map(|r| (r.change, r.reply)).unzip();
@@ -179,7 +213,21 @@ async fn commit(
 ) -> Result<ledger::Written<IPBlock, Vec<Answer>>, CommitError> {
     let decide = |object: &IPBlock| -> Result<Decision<IPBlock, Vec<Answer>>, CommitError> {
         // Releases need no pool: a pool missing from the cache must not keep an address.
-        let pool = pools(&object.spec.pool);
+        let entry = pools(&object.spec.pool);
+        let pool = entry.clone().map(|e| e.model);
+        // A block owned by an earlier pool of the same name (deleted, then re-created) is
+        // about to be garbage-collected: an address recorded in it would be forgotten with
+        // it while its pod still uses it.
+        let doomed = entry
+            .as_ref()
+            .ok()
+            .and_then(|e| e.uid.as_deref())
+            .is_some_and(|uid| {
+                object
+                    .owner_references()
+                    .iter()
+                    .any(|o| o.kind == "IPPool" && o.uid != uid)
+            });
         let mut block =
             Block::try_from(&object.spec).map_err(|error: BlockError| CommitError::Corrupt {
                 block: name.to_string(),
@@ -190,6 +238,12 @@ async fn commit(
         let outcomes: Vec<Answer> = changes
             .iter()
             .map(|change| {
+                if doomed && matches!(change, Change::Allocate { .. }) {
+                    return Ok(Outcome::Refused(AllocError::WrongPool {
+                        block: object.spec.cidr,
+                        pool: object.spec.pool.clone(),
+                    }));
+                }
                 block
                     .apply(pool.as_deref().ok(), change, now)
                     // Asked for only when the lookup failed: that failure is the answer.
@@ -221,6 +275,15 @@ async fn commit(
                 new.labels_mut().insert(borrower_label(node), String::new());
             }
         }
+        // A borrower whose last address here was returned stops watching the block.
+        let lent_to: std::collections::HashSet<String> = block
+            .allocations()
+            .filter_map(|a| a.node.as_deref())
+            .map(borrower_label)
+            .collect();
+        new.labels_mut()
+            .retain(|key, _| !key.starts_with(BORROWER_PREFIX) || lent_to.contains(key));
+        record_usage(&mut new);
         Ok(Decision::Replace(new, outcomes))
     };
     let map_err = |e| match e {
@@ -280,7 +343,16 @@ impl Writers {
 
     /// The writer of `block`, started with `block` as its first copy if it has none yet.
     pub fn of(&self, block: &IPBlock) -> BlockWriter {
-        let name = block.name_any();
+        self.start(block.name_any(), Some(block))
+    }
+
+    /// The writer of the block `name`, started without a copy (it reads the block first)
+    /// if none runs yet: for blocks known only from the block index.
+    pub fn named(&self, name: &str) -> BlockWriter {
+        self.start(name.to_string(), None)
+    }
+
+    fn start(&self, name: String, first: Option<&IPBlock>) -> BlockWriter {
         let mut writers = self
             .writers
             .lock()
@@ -291,13 +363,39 @@ impl Writers {
                 BlockWriter::start(
                     self.api.clone(),
                     name,
-                    Some(block.clone()),
+                    first.cloned(),
                     self.pools.clone(),
                     self.policy.clone(),
                     self.metrics.clone(),
                 )
             })
             .clone()
+    }
+
+    /// Stops the idle writers that `keep` rejects, given the block's name and the
+    /// writer's copy: a writer holds a task and a copy of its block, and borrowing from
+    /// ever more blocks must not grow the agent. A writer without a copy is kept: its
+    /// last write failed and may have landed, and only a read can tell.
+    pub fn retain(&self, keep: impl Fn(&str, &IPBlock) -> bool) {
+        self.writers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .retain(|name, writer| {
+                !writer.idle() || writer.latest().is_none_or(|copy| keep(name, &copy))
+            });
+    }
+
+    /// How many writers run.
+    pub fn len(&self) -> usize {
+        self.writers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .len()
+    }
+
+    /// True when no writer runs.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// The freshest copy of block `name` held by its writer, if it has one.
@@ -336,11 +434,19 @@ impl Writers {
     }
 
     /// Stops writing `name` (the block was deleted); a later use starts a new writer.
-    pub fn forget(&self, name: &str) {
+    /// With `uid`, only when the writer's copy is of that object or it holds none: a
+    /// deletion seen late must not drop the writer of a block claimed again since.
+    pub fn forget(&self, name: &str, uid: Option<&str>) {
         let mut writers = self
             .writers
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        writers.remove(name);
+        let same = |writer: &BlockWriter| match (uid, writer.latest()) {
+            (Some(uid), Some(copy)) => copy.uid().as_deref() == Some(uid),
+            _ => true,
+        };
+        if writers.get(name).is_some_and(same) {
+            writers.remove(name);
+        }
     }
 }

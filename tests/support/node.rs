@@ -36,7 +36,8 @@ impl Agent {
     ) -> Agent {
         let mut agent = Agent {
             node: node.to_string(),
-            socket: dir.join(format!("{node}.sock")),
+            // A unix socket path has at most 107 bytes; node names may have 253.
+            socket: dir.join(format!("{}.sock", &node[..node.len().min(40)])),
             metrics_port: free_port(),
             kubeconfig: kubeconfig.to_path_buf(),
             extra_args: extra_args.iter().map(|a| a.to_string()).collect(),

@@ -33,7 +33,7 @@ pub enum Change {
         attachment: Attachment,
     },
     /// CNI GC: release every allocation of `network` made for pods of `node` whose
-    /// (containerID, ifName) is not in `live`.
+    /// (containerID, ifName) is not in `live`, and that was made before `listed_at`.
     Collect {
         /// The CNI network being collected.
         network: String,
@@ -41,6 +41,9 @@ pub enum Change {
         live: Arc<HashSet<(String, String)>>,
         /// The node whose runtime sent the list.
         node: String,
+        /// The earliest the runtime may have taken its list: an allocation made at or
+        /// after it may belong to an ADD the list predates, and is kept.
+        listed_at: Timestamp,
     },
 }
 
@@ -100,10 +103,14 @@ impl Block {
                 network,
                 live,
                 node,
+                listed_at,
             } => {
                 let stale: Vec<Attachment> = self
                     .allocations()
                     .filter(|a| a.attachment.network() == network)
+                    // The ledger stores whole seconds rounded down: `<` keeps every
+                    // allocation that may be as young as the list.
+                    .filter(|a| a.allocated_at < *listed_at)
                     // Only the runtime of the node holding the pod knows whether it lives.
                     .filter(|a| a.node.as_deref().unwrap_or(self.node()) == node)
                     .filter(|a| {
@@ -147,6 +154,10 @@ mod tests {
         Timestamp::from_second(1_800_000_000).unwrap()
     }
 
+    fn later(seconds: i64) -> Timestamp {
+        now() + jiff::SignedDuration::from_secs(seconds)
+    }
+
     fn allocate(block: &mut Block, pool: &Pool, a: &Attachment, borrower: Option<&str>) -> IpAddr {
         let change = Change::Allocate {
             attachment: a.clone(),
@@ -173,9 +184,10 @@ mod tests {
             network: "net".into(),
             live,
             node: "n1".into(),
+            listed_at: later(60),
         };
 
-        let Ok(Outcome::Released(released)) = block.apply(None, &collect, now()) else {
+        let Ok(Outcome::Released(released)) = block.apply(None, &collect, later(60)) else {
             panic!("collect releases, without the pool too");
         };
 
@@ -186,6 +198,53 @@ mod tests {
             "n2's borrowed address and the other network stay"
         );
         assert_eq!(block.allocations().count(), 3);
+    }
+
+    /// GC racing ADD: the runtime takes its list, an ADD commits, then the GC built on
+    /// the older list arrives. The new allocation survives; once the grace has passed
+    /// since it, a GC without it releases it.
+    #[test]
+    fn collect_keeps_allocations_younger_than_its_list() {
+        let pool = pool();
+        let mut block = Block::new(&pool, "10.0.0.0/28".parse().unwrap(), "n1").unwrap();
+        let grace = jiff::SignedDuration::from_secs(60);
+        // The runtime lists its attachments at now(), before the ADD.
+        let listed = Arc::new(HashSet::new());
+        // The ADD commits half a second later.
+        let change = Change::Allocate {
+            attachment: att("net", "new"),
+            pod: None,
+            requested: None,
+            borrower: None,
+        };
+        let added_at = now() + jiff::SignedDuration::from_millis(500);
+        assert!(matches!(
+            block.apply(Some(&pool), &change, added_at),
+            Ok(Outcome::Allocated(_))
+        ));
+        // The GC arrives 2 s after the list: the agent spares what the grace covers.
+        let gc_at = later(2);
+        let collect = |at: Timestamp| Change::Collect {
+            network: "net".into(),
+            live: listed.clone(),
+            node: "n1".into(),
+            listed_at: at - grace,
+        };
+        assert_eq!(
+            block.apply(None, &collect(gc_at), gc_at),
+            Ok(Outcome::Released(vec![]))
+        );
+        // Exactly at the grace it is still spared (whole seconds, rounded down).
+        let edge = now() + grace;
+        assert_eq!(
+            block.apply(None, &collect(edge), edge),
+            Ok(Outcome::Released(vec![]))
+        );
+        let after = edge + jiff::SignedDuration::from_secs(1);
+        let Ok(Outcome::Released(released)) = block.apply(None, &collect(after), after) else {
+            panic!("collect releases");
+        };
+        assert_eq!(released.len(), 1, "the grace is over: {released:?}");
     }
 
     #[test]

@@ -81,8 +81,8 @@ pub enum AllocError {
         /// Free addresses not yet reusable.
         cooling: u128,
     },
-    /// Every allocatable address of the pool is in use.
-    #[error("IPPool {pool} is exhausted: all {in_use} of its {capacity} addresses are in use")]
+    /// Every allocatable address of the pool is in use or cooling down after release.
+    #[error("IPPool {pool} is exhausted: {}", exhaustion(*in_use, *cooling, *capacity))]
     PoolExhausted {
         /// Name of the pool.
         pool: String,
@@ -90,6 +90,8 @@ pub enum AllocError {
         capacity: u128,
         /// Addresses held.
         in_use: u128,
+        /// Released addresses not handed out again before their cooldown ends.
+        cooling: u128,
     },
     /// The requested address is written as an IPv4-mapped IPv6 address.
     #[error("requested address {address} is an IPv4-mapped IPv6 address; request {v4} instead")]
@@ -195,6 +197,17 @@ impl fmt::Display for Joined<'_> {
     }
 }
 
+/// How an exhausted pool's addresses are spent, for the error message.
+fn exhaustion(in_use: u128, cooling: u128, capacity: u128) -> String {
+    if cooling == 0 {
+        format!("all {in_use} of its {capacity} addresses are in use")
+    } else {
+        format!(
+            "{in_use} of its {capacity} addresses are in use and {cooling} cool down after release (spec.reuseCooldownSeconds)"
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,6 +236,7 @@ mod tests {
             pool: "blue".into(),
             capacity: 254,
             in_use: 254,
+            cooling: 0,
         };
         assert_eq!(
             error.to_string(),

@@ -15,8 +15,10 @@ mod change;
 mod claim;
 mod error;
 mod naming;
+mod overlap;
 mod pool;
 mod record;
+mod room;
 
 pub use attachment::{
     Attachment, MAX_CONTAINER_ID, MAX_IF_NAME, MAX_NETWORK, MAX_POD_NAME, MAX_POD_NAMESPACE,
@@ -26,8 +28,10 @@ pub use block::{Allocation, Block};
 pub use change::{Change, NeedsPool, Outcome};
 pub use error::{AllocError, BlockError, FieldError, PoolError};
 pub use naming::{block_name, is_dns1123_subdomain};
+pub use overlap::{PoolAge, shadowed_by};
 pub use pool::{
     BLOCK_V4, BLOCK_V6, DEFAULT_BLOCK_V4, DEFAULT_BLOCK_V6, DEFAULT_COOLDOWN_SECONDS,
     MAX_COOLDOWN_SECONDS, Pool, Route, overlaps,
 };
 pub use record::{AllocationRecord, BlockRecord, PodRef, PoolSpec, ReleasedRecord, RouteSpec};
+pub use room::{BlockSummary, NextStep};

@@ -287,12 +287,13 @@ impl Pool {
     }
 
     /// The error to answer when no block of the pool has room: pool name, capacity
-    /// and the `in_use` count the caller summed over the pool's blocks.
-    pub fn exhausted(&self, in_use: u128) -> AllocError {
+    /// and the `in_use` and `cooling` counts the caller summed over the pool's blocks.
+    pub fn exhausted(&self, in_use: u128, cooling: u128) -> AllocError {
         AllocError::PoolExhausted {
             pool: self.name.clone(),
             capacity: self.capacity,
             in_use,
+            cooling,
         }
     }
 
@@ -812,11 +813,12 @@ mod tests {
         s.gateway = Some("10.0.0.1".into());
         let pool = Pool::parse("blue", &s).unwrap();
         assert_eq!(
-            pool.exhausted(253),
+            pool.exhausted(250, 3),
             AllocError::PoolExhausted {
                 pool: "blue".into(),
                 capacity: 253,
-                in_use: 253
+                in_use: 250,
+                cooling: 3,
             }
         );
     }

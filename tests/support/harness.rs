@@ -1,0 +1,158 @@
+//! The harness of the allocation-path tests: a cluster with ipledger's CRDs, agents and
+//! the ledger as the API holds it.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use ipledger::api::{IPBlock, IPPool, IPPoolSpec, LABEL_NODE, LABEL_POOL, label_value};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::{Client, ResourceExt};
+
+use super::node::Agent;
+
+/// A cluster with ipledger's CRDs, a kubeconfig file for agent processes, and a
+/// directory for sockets.
+pub struct Harness {
+    pub cluster: test_support::Cluster,
+    pub kubeconfig: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl Harness {
+    pub async fn new() -> Harness {
+        let cluster = test_support::cluster().await;
+        super::install_crds(&cluster.client).await;
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = match std::env::var("IPLEDGER_TEST_KUBECONFIG") {
+            Ok(path) => PathBuf::from(path),
+            Err(_) => {
+                let path = dir.path().join("kubeconfig");
+                cluster
+                    .emulator
+                    .as_ref()
+                    .unwrap()
+                    .write_kubeconfig(&path)
+                    .unwrap();
+                path
+            }
+        };
+        Harness {
+            cluster,
+            kubeconfig,
+            dir,
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        self.cluster.client.clone()
+    }
+
+    pub async fn agent(&self, node: &str) -> Agent {
+        Agent::start(&self.kubeconfig, node, self.dir.path()).await
+    }
+
+    /// An agent whose CNI GC spares nothing for its age: the runtime's list is taken to
+    /// postdate every ADD.
+    pub async fn agent_without_gc_grace(&self, node: &str) -> Agent {
+        Agent::start_with(
+            &self.kubeconfig,
+            node,
+            self.dir.path(),
+            &["--cni-gc-grace", "0s"],
+        )
+        .await
+    }
+
+    /// Creates a pool and returns its (unique) name.
+    pub async fn pool(&self, prefix: &str, spec: IPPoolSpec) -> String {
+        let name = test_support::unique(prefix);
+        Api::<IPPool>::all(self.client())
+            .create(&PostParams::default(), &IPPool::new(&name, spec))
+            .await
+            .unwrap();
+        // The agents' watches must see the pool before it is used.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        name
+    }
+
+    /// Every allocation recorded in the pool's blocks: address → (containerID, block node).
+    pub async fn ledger(&self, pool: &str) -> Vec<(IpAddr, String, String)> {
+        let blocks = Api::<IPBlock>::all(self.client())
+            .list(&ListParams::default().labels(&format!("{LABEL_POOL}={}", label_value(pool))))
+            .await
+            .unwrap();
+        let mut records = Vec::new();
+        for block in blocks {
+            assert!(
+                block.labels().contains_key(LABEL_NODE),
+                "block {} has no node label",
+                block.name_any()
+            );
+            for record in &block.spec.allocations {
+                assert!(
+                    block.spec.cidr.contains(&record.address),
+                    "{} outside its block {}",
+                    record.address,
+                    block.spec.cidr
+                );
+                records.push((
+                    record.address,
+                    record.container_id.clone(),
+                    block.spec.node.clone(),
+                ));
+            }
+        }
+        records
+    }
+
+    pub async fn delete_pool(&self, name: &str) {
+        let blocks = Api::<IPBlock>::all(self.client());
+        let _ = blocks
+            .delete_collection(
+                &DeleteParams::default(),
+                &ListParams::default().labels(&format!("{LABEL_POOL}={}", label_value(name))),
+            )
+            .await;
+        let _ = Api::<IPPool>::all(self.client())
+            .delete(name, &DeleteParams::default())
+            .await;
+    }
+}
+
+pub fn v4_pool(cidr: &str, block_size: u8) -> IPPoolSpec {
+    IPPoolSpec {
+        cidr: cidr.into(),
+        block_size: Some(block_size),
+        reuse_cooldown_seconds: Some(0),
+        ..Default::default()
+    }
+}
+
+pub fn pod_args(name: &str) -> String {
+    format!(
+        "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={name};K8S_POD_INFRA_CONTAINER_ID=x{name}"
+    )
+}
+
+pub fn duplicates(records: &[(IpAddr, String, String)]) -> Vec<IpAddr> {
+    let mut seen = HashSet::new();
+    records
+        .iter()
+        .filter(|r| !seen.insert(r.0))
+        .map(|r| r.0)
+        .collect()
+}
+
+/// The addresses the attachment `id` holds in the pool's ledger.
+pub async fn held_by(h: &Harness, pool: &str, id: &str) -> Vec<IpAddr> {
+    let mut held: Vec<IpAddr> = h
+        .ledger(pool)
+        .await
+        .into_iter()
+        .filter(|r| r.1 == id)
+        .map(|r| r.0)
+        .collect();
+    held.sort();
+    held
+}
