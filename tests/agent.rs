@@ -718,8 +718,6 @@ async fn slow_answers_dropped_watches_and_compaction_never_duplicate() {
     h.delete_pool(&later).await;
 }
 
-/// The addresses the pool's ledger records for the attachment with containerID `id`.
-
 /// Makes the agents' watch caches lag the ledger for a while: the history is compacted
 /// and every watch dropped, so each watch gets 410 Gone on re-watching and re-lists only
 /// after kube-runtime's backoff (0.8 s at least). A real API server's watch lags the same

@@ -144,7 +144,7 @@ pub fn duplicates(records: &[(IpAddr, String, String)]) -> Vec<IpAddr> {
         .collect()
 }
 
-/// The addresses the attachment `id` holds in the pool's ledger.
+/// The addresses the pool's ledger records for the attachment with containerID `id`.
 pub async fn held_by(h: &Harness, pool: &str, id: &str) -> Vec<IpAddr> {
     let mut held: Vec<IpAddr> = h
         .ledger(pool)
