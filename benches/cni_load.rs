@@ -8,18 +8,16 @@
 //! the API writes per allocation (from the agent's metrics), and each plugin's
 //! start-to-exit time for VERSION.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ipledger::api::{IPPool, IPPoolSpec};
-use kube::api::{Api, PostParams};
-use kube_emulator::{Config, Emulator};
-use serde_json::{Value, json};
-
-const HOST_LOCAL: &str = "/usr/lib/cni/host-local";
+use common::{Agent, HOST_LOCAL, Plugin};
+use ipledger::api::IPPoolSpec;
+use serde_json::json;
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
@@ -31,42 +29,15 @@ fn main() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
 
-    let emulator = runtime.block_on(async {
-        let emulator = Emulator::start(Config::default()).await.expect("emulator");
-        let client = emulator.client();
-        let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
-            Api::all(client.clone());
-        for crd in ipledger::api::crds() {
-            crds.create(&PostParams::default(), &crd).await.expect("CRD");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let spec = IPPoolSpec { cidr: "10.80.0.0/16".into(), gateway: Some("10.80.0.1".into()), ..Default::default() };
-        Api::<IPPool>::all(client).create(&PostParams::default(), &IPPool::new("bench", spec)).await.expect("pool");
-        emulator
-    });
     let kubeconfig = dir.path().join("kubeconfig");
-    emulator.write_kubeconfig(&kubeconfig).unwrap();
-
-    let metrics_port = free_port();
-    let socket = dir.path().join("agent.sock");
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_ipledger"))
-        .args([
-            "agent",
-            "--node-name",
-            "bench-node",
-            "--metrics-addr",
-            &format!("127.0.0.1:{metrics_port}"),
-        ])
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .env("IPLEDGER_LOG", "warn")
-        .spawn()
-        .expect("agent");
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let spec = IPPoolSpec {
+        cidr: "10.80.0.0/16".into(),
+        gateway: Some("10.80.0.1".into()),
+        ..Default::default()
+    };
+    let emulator = runtime.block_on(common::emulator(&[("bench", spec)], &kubeconfig));
+    let agent = Agent::start("bench-node", &kubeconfig, dir.path());
+    let (socket, metrics_port) = (agent.socket.clone(), agent.metrics_port);
 
     let ipledger = Plugin {
         name: "ipledger",
@@ -121,49 +92,8 @@ fn main() {
             plugin.name, times[50], times[98]
         );
     }
-    let _ = agent.kill();
-    let _ = agent.wait();
+    drop(agent);
     runtime.block_on(emulator.shutdown());
-}
-
-struct Plugin {
-    name: &'static str,
-    binary: PathBuf,
-    config: Value,
-}
-
-impl Plugin {
-    /// Runs one verb; returns the wall time in milliseconds and whether it succeeded.
-    fn run(&self, verb: &str, id: &str) -> (f64, bool) {
-        let started = Instant::now();
-        let mut child = Command::new(&self.binary)
-            .env_clear()
-            .env("CNI_COMMAND", verb)
-            .env("CNI_CONTAINERID", id)
-            .env("CNI_NETNS", "/var/run/netns/bench")
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", "/usr/lib/cni")
-            .env(
-                "CNI_ARGS",
-                format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={id}"),
-            )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("plugin");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(self.config.to_string().as_bytes())
-            .unwrap();
-        let output = child.wait_with_output().unwrap();
-        (
-            started.elapsed().as_secs_f64() * 1000.0,
-            output.status.success(),
-        )
-    }
 }
 
 fn run_many(plugin: &Plugin, verb: &str, ids: &[String], workers: usize) -> (Vec<f64>, Duration) {
@@ -204,14 +134,6 @@ fn report(plugin: &str, verb: &str, mode: &str, latencies: &[f64], elapsed: Dura
         at(0.99),
         sorted.len() as f64 / elapsed.as_secs_f64()
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Sum of `ipledger_agent_api_writes_total` over its labels, scraped from the agent.
