@@ -88,6 +88,14 @@ pub enum CasError<E> {
     },
 }
 
+/// True when an API error status means the server refused the request for good: a 4xx
+/// the same request gets again (400 BadRequest, 401, 403 Forbidden, 422 Invalid, ...). A
+/// 404, 408 Timeout, 409 Conflict, 410 Expired (a stale list continuation) or 429
+/// TooManyRequests may change on a later try, and so may a 5xx.
+pub fn refused_for_good(code: u16) -> bool {
+    (400..500).contains(&code) && !matches!(code, 404 | 408 | 409 | 410 | 429)
+}
+
 /// Reads `name`, lets `decide` choose the new version, and replaces the object carrying the
 /// resourceVersion that was read. On 409 Conflict (another writer changed the object in
 /// between) it re-reads and decides again, after a jittered backoff, up to the policy's
