@@ -149,7 +149,6 @@ async fn run(
         let answers = match result {
             Ok(written) => {
                 metrics.cas_conflicts.inc_by(written.conflicts.into());
-                metrics.cas_retries.inc_by(written.conflicts.into());
                 if written.wrote {
                     metrics
                         .api_writes
