@@ -247,7 +247,10 @@ async fn commit(
             reason: status.reason,
             message: status.message,
         },
-        e @ (CasError::Contended { .. } | CasError::Api { .. }) => CommitError::Api(e.to_string()),
+        // Transient: the writer drops its copy on failure, so the next batch reads afresh.
+        e @ (CasError::Contended { .. } | CasError::Api { .. } | CasError::Unversioned { .. }) => {
+            CommitError::Api(e.to_string())
+        }
     };
     let from_cache = cached.is_some();
     let written = ledger::cas::update(api, name, policy, cached, decide)
