@@ -619,7 +619,7 @@ async fn permanent_api_refusals_are_not_try_again() {
         test_support::skip("fault injection needs the emulator (IPLEDGER_TEST_KUBECONFIG is set)");
         return;
     };
-    let pool = h.pool("refused", v4_pool("10.67.0.0/24", 27)).await;
+    let pool = h.pool("refused", v4_pool("10.73.0.0/24", 27)).await;
     let agent = h.agent(&test_support::unique("node")).await;
     let net = network("pods", "1.0.0", &agent.socket, &[&pool]);
 

@@ -123,6 +123,30 @@ mod tests {
         }
     }
 
+    /// The example pools are what README's `bridge` network uses: each sets its gateway to
+    /// the first address, which `bridge` with `isGateway` takes for itself when the result
+    /// carries none, so ipledger reserves it instead of handing it to a pod.
+    #[test]
+    fn example_pools_are_valid_and_reserve_the_first_address_as_gateway() {
+        use serde::Deserialize;
+        let text = include_str!("../../examples/pools.yaml");
+        let mut pools = 0;
+        for document in serde_yaml_ng::Deserializer::from_str(text) {
+            let pool = IPPool::deserialize(document).expect("an IPPool");
+            let name = kube::ResourceExt::name_any(&pool);
+            let parsed = ipledger_core::Pool::try_from(&pool)
+                .unwrap_or_else(|e| panic!("examples/pools.yaml: {name}: {e}"));
+            let cidr = parsed.cidr();
+            let first = match cidr.network() {
+                std::net::IpAddr::V4(a) => std::net::IpAddr::V4((u32::from(a) + 1).into()),
+                std::net::IpAddr::V6(a) => std::net::IpAddr::V6((u128::from(a) + 1).into()),
+            };
+            assert_eq!(parsed.gateway(), Some(first), "{name}: gateway");
+            pools += 1;
+        }
+        assert_eq!(pools, 2);
+    }
+
     #[test]
     fn checked_in_crds_match_the_types() {
         let checked_in = include_str!("../../crds/crds.yaml");
