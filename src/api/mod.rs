@@ -147,6 +147,19 @@ mod tests {
         assert_eq!(pools, 2);
     }
 
+    /// `kubectl explain` must tell what the agent does: a requested address is honoured in
+    /// any node's block, and strictAffinity only bounds the automatic choice.
+    #[test]
+    fn strict_affinity_says_requested_addresses_are_honoured_anywhere() {
+        let (_, pool) = &schemas()[0];
+        let text = pool["properties"]["spec"]["properties"]["strictAffinity"]["description"]
+            .as_str()
+            .expect("a description");
+        assert!(text.contains("Requested addresses"), "{text}");
+        assert!(text.contains("any node's block"), "{text}");
+        assert!(text.contains("borrow"), "{text}");
+    }
+
     #[test]
     fn checked_in_crds_match_the_types() {
         let checked_in = include_str!("../../crds/crds.yaml");
