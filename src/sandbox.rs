@@ -96,6 +96,7 @@ pub async fn run(
         install_cni_bin_dir: None,
         cni_binary: None,
         request_timeout: Duration::from_secs(25),
+        header_read_timeout: Duration::from_secs(10),
     };
     let (stop_agent, agent_stopped) = tokio::sync::oneshot::channel::<()>();
     let agent = tokio::spawn(agent::run(args, async move {

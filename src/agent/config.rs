@@ -37,4 +37,9 @@ pub struct AgentArgs {
     /// Longest time one plugin request may take before the agent gives up on it.
     #[arg(long, env = "IPLEDGER_REQUEST_TIMEOUT", default_value = "25s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
+
+    /// Longest time a connection may go without sending a complete request head (a
+    /// silent client, half a header, an idle kept-alive connection) before it is closed.
+    #[arg(long, env = "IPLEDGER_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
 }
