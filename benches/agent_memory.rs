@@ -76,7 +76,9 @@ fn main() {
     report(0);
     let mut next_report = 1_000;
     while done < cycles {
-        let ids: Vec<String> = (0..LENDING_BLOCKS).map(|i| format!("b{done}-{i}")).collect();
+        let ids: Vec<String> = (0..LENDING_BLOCKS)
+            .map(|i| format!("b{done}-{i}"))
+            .collect();
         for id in &ids {
             assert!(borrower_plugin.run("ADD", id).1, "borrow {id}");
         }

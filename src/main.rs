@@ -1,4 +1,6 @@
 //! `ipledger`: one binary for every long-running part and the operator commands.
+use std::io::IsTerminal;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -47,6 +49,9 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: a pipe (a container log, journald) would
+        // store them as escape garbage around every level and field.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match Cli::parse().command {
         Command::Agent(args) => ipledger::agent::run(args, ipledger::agent::termination()).await?,

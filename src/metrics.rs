@@ -46,8 +46,6 @@ pub struct AgentMetrics {
     pub request_seconds: Family<RequestLabels, Histogram>,
     /// 409 Conflicts met by ledger writes: another writer changed the block first.
     pub cas_conflicts: Counter,
-    /// Ledger decisions made again after a conflict.
-    pub cas_retries: Counter,
     /// Writes sent to the API server, by operation.
     pub api_writes: Family<WriteLabels, Counter>,
     /// Blocks affine to this node, by pool.
@@ -67,7 +65,6 @@ impl AgentMetrics {
                 Histogram::new(exponential_buckets(0.0001, 2.0, 16))
             }),
             cas_conflicts: Counter::default(),
-            cas_retries: Counter::default(),
             api_writes: Family::default(),
             blocks_held: Family::default(),
             failures: Family::default(),
@@ -87,11 +84,6 @@ impl AgentMetrics {
             "cas_conflicts",
             "409 Conflicts met by ledger writes",
             metrics.cas_conflicts.clone(),
-        );
-        r.register(
-            "cas_retries",
-            "Ledger decisions made again after a conflict",
-            metrics.cas_retries.clone(),
         );
         r.register(
             "api_writes",
@@ -159,6 +151,8 @@ mod tests {
             text.contains("ipledger_agent_cas_conflicts_total 1"),
             "{text}"
         );
+        // Every conflict is retried, so a retry counter would only repeat the conflicts.
+        assert!(!text.contains("cas_retries"), "{text}");
         assert!(
             text.contains(
                 r#"ipledger_agent_request_duration_seconds_count{verb="add",result="ok"} 1"#

@@ -60,12 +60,15 @@ pub async fn run(
         .map_err(|e| SandboxError::Setup(e.to_string()))?;
     let client = emulator.client();
     install_crds(&client).await?;
-    for (name, cidr) in [
-        ("sandbox-v4", "10.244.0.0/16"),
-        ("sandbox-v6", "fd00:10:244::/48"),
+    // The network below is a `bridge` one: with `isGateway` and no gateway in the result,
+    // bridge takes the prefix's first address, which ipledger would hand to a pod too.
+    for (name, cidr, gateway) in [
+        ("sandbox-v4", "10.244.0.0/16", "10.244.0.1"),
+        ("sandbox-v6", "fd00:10:244::/48", "fd00:10:244::1"),
     ] {
         let spec = IPPoolSpec {
             cidr: cidr.into(),
+            gateway: Some(gateway.into()),
             default: true,
             ..Default::default()
         };
@@ -94,6 +97,7 @@ pub async fn run(
         cni_binary: None,
         request_timeout: Duration::from_secs(25),
         cni_gc_grace: Duration::from_secs(60),
+        header_read_timeout: Duration::from_secs(10),
     };
     let (stop_agent, agent_stopped) = tokio::sync::oneshot::channel::<()>();
     let agent = tokio::spawn(agent::run(args, async move {
@@ -121,7 +125,9 @@ pub async fn run(
         emulator.url(),
         socket.display()
     );
-    println!("  pools: sandbox-v4 (10.244.0.0/16) and sandbox-v6 (fd00:10:244::/48), both default");
+    println!(
+        "  pools: sandbox-v4 (10.244.0.0/16, gateway 10.244.0.1) and sandbox-v6 (fd00:10:244::/48, gateway fd00:10:244::1), both default"
+    );
     println!();
     println!("Try:");
     println!("  export KUBECONFIG={}", kubeconfig.display());

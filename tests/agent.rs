@@ -486,6 +486,52 @@ async fn injected_conflicts_and_a_killed_agent_never_duplicate() {
     h.delete_pool(&pool).await;
 }
 
+/// Invariant 9: an IPBlock write the API server refuses for good (403 from RBAC, 422
+/// Invalid) is answered with code 111 naming the API's answer, not "try again" (11), both
+/// when claiming a block (create) and when allocating in a held one (replace); the next
+/// ADD, with the refusal gone, succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_api_refusals_are_not_try_again() {
+    let h = Harness::new().await;
+    let Some(emulator) = h.cluster.emulator.as_ref() else {
+        test_support::skip("fault injection needs the emulator (IPLEDGER_TEST_KUBECONFIG is set)");
+        return;
+    };
+    let pool = h.pool("refused", v4_pool("10.73.0.0/24", 27)).await;
+    let agent = h.agent(&test_support::unique("node")).await;
+    let net = network("pods", "1.0.0", &agent.socket, &[&pool]);
+
+    // The claim of the first block is a create.
+    emulator.faults().fail_next_writes("ipblocks", 1, 403);
+    let run = plugin("ADD", &net, "c0", "eth0", &pod_args("c0")).await;
+    assert_eq!(run.error_code(), 111, "{}", run.result);
+    let msg = run.result["msg"].as_str().unwrap();
+    assert!(msg.contains("403") && msg.contains("Forbidden"), "{msg}");
+    assert!(msg.contains("is forbidden: User"), "{msg}");
+    plugin("ADD", &net, "c0", "eth0", &pod_args("c0"))
+        .await
+        .addresses();
+
+    // An allocation in the block held now is a replace, through the block's writer.
+    emulator.faults().fail_next_writes("ipblocks", 1, 422);
+    let run = plugin("ADD", &net, "c1", "eth0", &pod_args("c1")).await;
+    assert_eq!(run.error_code(), 111, "{}", run.result);
+    let msg = run.result["msg"].as_str().unwrap();
+    assert!(msg.contains("422") && msg.contains("Invalid"), "{msg}");
+    assert!(msg.contains("is invalid: injected fault"), "{msg}");
+    plugin("ADD", &net, "c1", "eth0", &pod_args("c1"))
+        .await
+        .addresses();
+    assert_eq!(
+        agent
+            .metric(r#"ipledger_agent_failures_total{reason="api_refused"}"#)
+            .await,
+        2.0
+    );
+
+    h.delete_pool(&pool).await;
+}
+
 /// IPBlock writes that land but whose answer is lost — the connection drops, a 500, or a
 /// 504 that kube-rs repeats into a 409 — on block claims, single allocations, group commits
 /// and releases. A failed ADD is "try again" (11); repeated, every ADD returns the address

@@ -71,6 +71,18 @@ async fn sandbox_prints_a_plugin_command_that_allocates() {
             .unwrap()
             .contains(&addresses[1].addr())
     );
+    // The network is a `bridge` one: its `isGateway` takes the result's gateway, and
+    // without one the first address of the prefix, which ipledger would hand out too.
+    for (ip, gateway) in result["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(["10.244.0.1", "fd00:10:244::1"])
+    {
+        assert_eq!(ip["gateway"], gateway, "{result}");
+        let address: ipnet::IpNet = ip["address"].as_str().unwrap().parse().unwrap();
+        assert_ne!(address.addr().to_string(), gateway, "{result}");
+    }
     assert!(dir.path().join("kubeconfig").exists());
 
     let pid = sandbox.id().unwrap().to_string();

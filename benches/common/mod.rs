@@ -23,7 +23,9 @@ pub async fn emulator(pools: &[(&str, IPPoolSpec)], kubeconfig: &Path) -> Emulat
     let client = emulator.client();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in ipledger::api::crds() {
-        crds.create(&PostParams::default(), &crd).await.expect("CRD");
+        crds.create(&PostParams::default(), &crd)
+            .await
+            .expect("CRD");
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     for (name, spec) in pools {

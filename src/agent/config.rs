@@ -42,4 +42,9 @@ pub struct AgentArgs {
     /// not: the runtime's list may have been taken before their ADD committed.
     #[arg(long, env = "IPLEDGER_CNI_GC_GRACE", default_value = "60s", value_parser = humantime::parse_duration)]
     pub cni_gc_grace: Duration,
+
+    /// Longest time a connection may go without sending a complete request head (a
+    /// silent client, half a header, an idle kept-alive connection) before it is closed.
+    #[arg(long, env = "IPLEDGER_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
 }

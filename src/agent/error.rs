@@ -4,6 +4,7 @@
 use axum::http::StatusCode;
 
 use crate::agent::pool_choice::ChoiceError;
+use crate::ledger::cas::refused_for_good;
 use crate::ledger::writer::CommitError;
 use ipledger_cni::ErrorCode;
 use ipledger_cni::protocol::ErrorBody;
@@ -60,6 +61,17 @@ pub enum AgentError {
     /// The API server is unreachable, failing or too contended right now; try again.
     #[error("{0}")]
     Unavailable(String),
+    /// The Kubernetes API refused a request for good (403 Forbidden, 422 Invalid, ...): the
+    /// same request gets the same answer, so kubelet must not be told to try again.
+    #[error(
+        "the Kubernetes API refused {request}: {code} {reason}: {message}; retrying cannot help until this is fixed"
+    )]
+    ApiRefused {
+        request: String,
+        code: u16,
+        reason: String,
+        message: String,
+    },
     /// The ledger holds a record ipledger cannot read.
     #[error("{0}")]
     Corrupt(String),
@@ -74,6 +86,17 @@ impl From<CommitError> for AgentError {
             CommitError::InvalidPool(e) => AgentError::InvalidPool(e),
             e @ CommitError::Corrupt { .. } => AgentError::Corrupt(e.to_string()),
             e @ CommitError::Gone { .. } => AgentError::BlockGone(e.to_string()),
+            CommitError::ApiRefused {
+                block,
+                code,
+                reason,
+                message,
+            } => AgentError::ApiRefused {
+                request: format!("the write of IPBlock {block}"),
+                code,
+                reason,
+                message,
+            },
             e @ (CommitError::UnknownPool { .. }
             | CommitError::Api(_)
             | CommitError::Stopped { .. }
@@ -94,7 +117,15 @@ impl From<FieldError> for AgentError {
 
 impl From<kube::Error> for AgentError {
     fn from(error: kube::Error) -> Self {
-        AgentError::Unavailable(format!("Kubernetes API request failed: {error}"))
+        match error {
+            kube::Error::Api(status) if refused_for_good(status.code) => AgentError::ApiRefused {
+                request: "a request".into(),
+                code: status.code,
+                reason: status.reason,
+                message: status.message,
+            },
+            error => AgentError::Unavailable(format!("Kubernetes API request failed: {error}")),
+        }
     }
 }
 
@@ -133,6 +164,7 @@ impl AgentError {
                 AgentError::NoBlockForNode { .. } => ErrorCode::PoolExhausted,
                 AgentError::Missing(_) => ErrorCode::AllocationMissing,
                 AgentError::GcIncomplete(_) => ErrorCode::GcIncomplete,
+                AgentError::ApiRefused { .. } => ErrorCode::ApiRefused,
                 AgentError::CannotAllocate(_) => ErrorCode::PluginNotAvailable,
                 AgentError::Unavailable(_) | AgentError::Corrupt(_) | AgentError::BlockGone(_) => {
                     ErrorCode::TryAgainLater
@@ -158,6 +190,7 @@ impl AgentError {
             }
             AgentError::Missing(_) => StatusCode::NOT_FOUND,
             AgentError::GcIncomplete(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            // Includes ApiRefused: the same request gets the same answer.
             _ => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
@@ -188,6 +221,7 @@ impl AgentError {
             AgentError::GcIncomplete(_) => "gc_incomplete",
             AgentError::CannotAllocate(_) => "cannot_allocate",
             AgentError::Unavailable(_) => "unavailable",
+            AgentError::ApiRefused { .. } => "api_refused",
             AgentError::Corrupt(_) => "corrupt_ledger",
             AgentError::BlockGone(_) => "block_gone",
         }
@@ -200,7 +234,8 @@ mod tests {
     use ipledger_core::{Pool, PoolSpec};
 
     /// Invariant 9: a pool found invalid while a block writer decides is a permanent
-    /// refusal (code 7), not "try again" (code 11) as a corrupt record is.
+    /// refusal (code 7), and so is a write the API server refuses for good (code 111); not
+    /// "try again" (code 11) as a corrupt record is.
     #[test]
     fn commit_errors_keep_permanent_and_transient_apart() {
         let spec = PoolSpec {
@@ -220,6 +255,64 @@ mod tests {
             CommitError::Busy { block: "b".into() },
         ] {
             let error = AgentError::from(transient);
+            assert_eq!(error.code(), ErrorCode::TryAgainLater.as_u32(), "{error}");
+            assert_eq!(error.http_status(), StatusCode::SERVICE_UNAVAILABLE);
+        }
+
+        let refused = AgentError::from(CommitError::ApiRefused {
+            block: "b".into(),
+            code: 422,
+            reason: "Invalid".into(),
+            message: "IPBlock.ipledger.io \"b\" is invalid: spec.cidr: Invalid value".into(),
+        });
+        assert_eq!(refused.code(), ErrorCode::ApiRefused.as_u32(), "{refused}");
+        assert_eq!(refused.http_status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(refused.reason(), "api_refused");
+        for part in ["IPBlock b", "422", "Invalid", "spec.cidr: Invalid value"] {
+            assert!(refused.to_string().contains(part), "{part}: {refused}");
+        }
+    }
+
+    fn api_error(code: u16, reason: &str, message: &str) -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status::failure(message, reason)
+                .with_code(code)
+                .boxed(),
+        )
+    }
+
+    /// Invariant 9: a 4xx the API server will answer again to the same request is
+    /// permanent (code 111); only answers a later try may change are "try again" (11).
+    #[test]
+    fn permanent_api_refusals_are_not_try_again() {
+        for (code, reason) in [
+            (400, "BadRequest"),
+            (401, "Unauthorized"),
+            (403, "Forbidden"),
+            (422, "Invalid"),
+        ] {
+            let message =
+                "ipblocks.ipledger.io is forbidden: User \"system:serviceaccount:x\" cannot create";
+            let error = AgentError::from(api_error(code, reason, message));
+            assert_eq!(error.code(), ErrorCode::ApiRefused.as_u32(), "{error}");
+            assert_eq!(error.http_status(), StatusCode::UNPROCESSABLE_ENTITY);
+            assert_eq!(error.reason(), "api_refused");
+            let text = error.to_string();
+            for part in [code.to_string().as_str(), reason, message] {
+                assert!(text.contains(part), "{part}: {text}");
+            }
+        }
+        for (code, reason) in [
+            (404, "NotFound"),
+            (408, "Timeout"),
+            (409, "Conflict"),
+            (410, "Expired"),
+            (429, "TooManyRequests"),
+            (500, "InternalError"),
+            (503, "ServiceUnavailable"),
+            (0, ""),
+        ] {
+            let error = AgentError::from(api_error(code, reason, "m"));
             assert_eq!(error.code(), ErrorCode::TryAgainLater.as_u32(), "{error}");
             assert_eq!(error.http_status(), StatusCode::SERVICE_UNAVAILABLE);
         }

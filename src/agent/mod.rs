@@ -147,11 +147,12 @@ pub async fn run(
             addr: args.metrics_addr,
             error,
         })?;
-    let metrics_server = tokio::spawn(async move {
-        if let Err(error) = axum::serve(metrics_listener, server::metrics_routes(registry)).await {
-            tracing::error!(%error, "metrics endpoint failed");
-        }
-    });
+    let metrics_server = tokio::spawn(server::serve_until(
+        metrics_listener,
+        server::metrics_routes(registry),
+        args.header_read_timeout,
+        std::future::pending(),
+    ));
 
     let listener = socket::bind(&args.socket).map_err(|error| StartError::Socket {
         path: args.socket.clone(),
@@ -159,9 +160,7 @@ pub async fn run(
     })?;
     tracing::info!(node = args.node_name, socket = %args.socket.display(), metrics = %args.metrics_addr, "agent serving");
     let routes = server::socket_routes(server::Shared { allocator, metrics }, args.request_timeout);
-    let served = axum::serve(listener, routes)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    server::serve_until(listener, routes, args.header_read_timeout, shutdown).await;
 
     metrics_server.abort();
     gauges.abort();
@@ -172,10 +171,7 @@ pub async fn run(
     }
     // A stopped agent leaves no socket behind: the plugin then fails fast with code 11.
     let _ = std::fs::remove_file(&args.socket);
-    served.map_err(|error| StartError::Socket {
-        path: args.socket.clone(),
-        error,
-    })
+    Ok(())
 }
 
 /// Keeps `blocks_held` equal to the node's blocks per pool in the watch cache.

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use tokio::net::UnixListener;
 
-/// Binds the agent socket at `path`: the directory is created (or tightened) to 0700 and
-/// the socket is 0600, so only root reaches the agent. A socket file left behind by an
+/// Binds the agent socket at `path`: a missing directory is created 0700 (an existing one
+/// keeps its mode) and the socket is 0600, so only root reaches the agent. A socket file left behind by an
 /// agent that died is removed; a live agent on the same path is an error, and so is a
 /// path that holds anything but a socket (the agent never deletes other files).
 pub fn bind(path: &Path) -> io::Result<UnixListener> {
@@ -16,11 +16,16 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    fs::set_permissions(dir, Permissions::from_mode(0o700))?;
+    // Only a directory the agent creates is made 0700: an operator's own (`/run`, a
+    // hostPath mount) keeps its mode, and the 0600 socket keeps others out of the agent.
+    if !dir.exists() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        // The umask may have narrowed the mode.
+        fs::set_permissions(dir, Permissions::from_mode(0o700))?;
+    }
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -65,6 +70,18 @@ mod tests {
         let path = dir.path().join("run/ipledger/agent.sock");
         let _listener = bind(&path).unwrap();
         assert_eq!(mode(path.parent().unwrap()), 0o700);
+        assert_eq!(mode(&path), 0o600);
+    }
+
+    /// An operator's directory (`/run`, a hostPath mount) keeps its mode: the 0600 socket
+    /// is what keeps others out of it.
+    #[tokio::test]
+    async fn an_existing_directory_keeps_its_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::set_permissions(dir.path(), Permissions::from_mode(0o755)).unwrap();
+        let path = dir.path().join("agent.sock");
+        let _listener = bind(&path).unwrap();
+        assert_eq!(mode(dir.path()), 0o755);
         assert_eq!(mode(&path), 0o600);
     }
 

@@ -170,6 +170,43 @@ mod tests {
         }
     }
 
+    /// The example pools are what README's `bridge` network uses: each sets its gateway to
+    /// the first address, which `bridge` with `isGateway` takes for itself when the result
+    /// carries none, so ipledger reserves it instead of handing it to a pod.
+    #[test]
+    fn example_pools_are_valid_and_reserve_the_first_address_as_gateway() {
+        use serde::Deserialize;
+        let text = include_str!("../../examples/pools.yaml");
+        let mut pools = 0;
+        for document in serde_yaml_ng::Deserializer::from_str(text) {
+            let pool = IPPool::deserialize(document).expect("an IPPool");
+            let name = kube::ResourceExt::name_any(&pool);
+            let parsed = ipledger_core::Pool::try_from(&pool)
+                .unwrap_or_else(|e| panic!("examples/pools.yaml: {name}: {e}"));
+            let cidr = parsed.cidr();
+            let first = match cidr.network() {
+                std::net::IpAddr::V4(a) => std::net::IpAddr::V4((u32::from(a) + 1).into()),
+                std::net::IpAddr::V6(a) => std::net::IpAddr::V6((u128::from(a) + 1).into()),
+            };
+            assert_eq!(parsed.gateway(), Some(first), "{name}: gateway");
+            pools += 1;
+        }
+        assert_eq!(pools, 2);
+    }
+
+    /// `kubectl explain` must tell what the agent does: a requested address is honoured in
+    /// any node's block, and strictAffinity only bounds the automatic choice.
+    #[test]
+    fn strict_affinity_says_requested_addresses_are_honoured_anywhere() {
+        let (_, pool) = &schemas()[0];
+        let text = pool["properties"]["spec"]["properties"]["strictAffinity"]["description"]
+            .as_str()
+            .expect("a description");
+        assert!(text.contains("Requested addresses"), "{text}");
+        assert!(text.contains("any node's block"), "{text}");
+        assert!(text.contains("borrow"), "{text}");
+    }
+
     #[test]
     fn checked_in_crds_match_the_types() {
         let checked_in = include_str!("../../crds/crds.yaml");

@@ -90,9 +90,13 @@ pub struct IPPoolSpec {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub disabled: bool,
 
-    /// Only allocate from blocks affine to the allocating node. When false (the
-    /// default) a node whose blocks are full and that can claim no free block may
-    /// borrow a free address from another node's block.
+    /// Choose addresses automatically only from blocks affine to the allocating node.
+    /// When false (the default) a node whose blocks are full and that can claim no free
+    /// block may borrow a free address from another node's block (the record names the
+    /// borrowing node); when true it may not, and the pool is exhausted for that node.
+    /// Requested addresses (CNI `ips`, `IP=`, the `ipledger.io/ips` annotation) are
+    /// honoured in any node's block either way: a pod with a fixed address may move
+    /// between nodes.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub strict_affinity: bool,
 }

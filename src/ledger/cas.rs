@@ -76,6 +76,11 @@ pub enum CasError<E> {
         name: String,
         attempts: u32,
     },
+    /// The copy to replace carries no resourceVersion: the replace would be a blind write.
+    #[error(
+        "{kind} {name:?}: the copy to replace carries no resourceVersion; refusing a blind write"
+    )]
+    Unversioned { kind: String, name: String },
     /// The caller refused to go on after looking at the object.
     #[error(transparent)]
     Refused(E),
@@ -88,11 +93,20 @@ pub enum CasError<E> {
     },
 }
 
+/// True when an API error status means the server refused the request for good: a 4xx
+/// the same request gets again (400 BadRequest, 401, 403 Forbidden, 422 Invalid, ...). A
+/// 404, 408 Timeout, 409 Conflict, 410 Expired (a stale list continuation) or 429
+/// TooManyRequests may change on a later try, and so may a 5xx.
+pub fn refused_for_good(code: u16) -> bool {
+    (400..500).contains(&code) && !matches!(code, 404 | 408 | 409 | 410 | 429)
+}
+
 /// Reads `name`, lets `decide` choose the new version, and replaces the object carrying the
 /// resourceVersion that was read. On 409 Conflict (another writer changed the object in
 /// between) it re-reads and decides again, after a jittered backoff, up to the policy's
 /// bound. `first` may hold a recent copy (from a watch cache) to save the first read; a
-/// stale copy only costs a conflict.
+/// stale copy only costs a conflict, and a copy without resourceVersion is refused
+/// ([`CasError::Unversioned`]) rather than written blindly.
 pub async fn update<K, T, E>(
     api: &Api<K>,
     name: &str,
@@ -135,8 +149,15 @@ where
                 });
             }
             Decision::Replace(mut new, value) => {
-                // The precondition of the swap: never a blind write.
-                new.meta_mut().resource_version = read_version;
+                // The precondition of the swap: never a blind write. Without a
+                // resourceVersion the API server would replace unconditionally.
+                let Some(version) = read_version else {
+                    return Err(CasError::Unversioned {
+                        kind,
+                        name: name.to_string(),
+                    });
+                };
+                new.meta_mut().resource_version = Some(version);
                 match api.replace(name, &PostParams::default(), &new).await {
                     Ok(object) => {
                         return Ok(Written {
@@ -172,6 +193,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::{IPBlock, IPBlockSpec};
 
     #[test]
     fn retry_delays_stay_within_the_capped_exponential_bound() {
@@ -190,6 +212,37 @@ mod tests {
                     "retry {retry} exceeded {bound:?}"
                 );
             }
+        }
+    }
+
+    /// A copy without resourceVersion (offered by a cache, or read) would make the
+    /// replace unconditional: it is refused before any request is sent.
+    #[tokio::test]
+    async fn a_copy_without_resource_version_is_never_written() {
+        // Nothing listens there: any request would fail as CasError::Api.
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let api: Api<IPBlock> = Api::all(kube::Client::try_from(config).unwrap());
+        let mut copy = IPBlock::new(
+            "b",
+            IPBlockSpec {
+                pool: "p".into(),
+                cidr: "10.0.0.0/28".parse().unwrap(),
+                node: "n".into(),
+                last_allocated: None,
+                allocations: Vec::new(),
+                released: Vec::new(),
+            },
+        );
+        copy.metadata.resource_version = None;
+        let result = update(&api, "b", &RetryPolicy::default(), Some(copy), |o| {
+            Ok::<_, std::convert::Infallible>(Decision::Replace(o.clone(), ()))
+        })
+        .await;
+        match result {
+            Err(CasError::Unversioned { kind, name }) => {
+                assert_eq!((kind.as_str(), name.as_str()), ("IPBlock", "b"));
+            }
+            other => panic!("expected a refusal to write blindly, got {other:?}"),
         }
     }
 

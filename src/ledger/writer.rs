@@ -30,8 +30,8 @@ const MAX_QUEUE: usize = 4 * MAX_BATCH;
 pub type Answer = Result<Outcome, CommitError>;
 
 /// Why a change could not be decided or its batch not committed; every request of a
-/// failed batch gets the batch's error. `InvalidPool` is permanent (no try succeeds until
-/// the pool is fixed); every other variant is transient.
+/// failed batch gets the batch's error. `InvalidPool` and `ApiRefused` are permanent (no
+/// try succeeds until the pool, RBAC or the CRD is fixed); every other variant is transient.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum CommitError {
     /// The block was deleted.
@@ -49,6 +49,15 @@ pub enum CommitError {
     /// The API server could not be reached, kept failing or was too contended.
     #[error("{0}")]
     Api(String),
+    /// The API server refused the write for good (400, 403, 422, ...): the same write
+    /// gets the same answer until RBAC, the CRD or the object is fixed.
+    #[error("the Kubernetes API refused the write of IPBlock {block}: {code} {reason}: {message}")]
+    ApiRefused {
+        block: String,
+        code: u16,
+        reason: String,
+        message: String,
+    },
     /// The writer task is gone (the agent is shutting down).
     #[error("the block writer of IPBlock {block} stopped")]
     Stopped { block: String },
@@ -174,7 +183,6 @@ async fn run(
         let answers = match result {
             Ok(written) => {
                 metrics.cas_conflicts.inc_by(written.conflicts.into());
-                metrics.cas_retries.inc_by(written.conflicts.into());
                 if written.wrote {
                     metrics
                         .api_writes
@@ -291,7 +299,21 @@ async fn commit(
         CasError::NotFound { .. } => CommitError::Gone {
             block: name.to_string(),
         },
-        e @ (CasError::Contended { .. } | CasError::Api { .. }) => CommitError::Api(e.to_string()),
+        // Retrying a write the API server refuses for good would only make kubelet retry
+        // forever: it is answered as permanent.
+        CasError::Api {
+            source: kube::Error::Api(status),
+            ..
+        } if ledger::cas::refused_for_good(status.code) => CommitError::ApiRefused {
+            block: name.to_string(),
+            code: status.code,
+            reason: status.reason,
+            message: status.message,
+        },
+        // Transient: the writer drops its copy on failure, so the next batch reads afresh.
+        e @ (CasError::Contended { .. } | CasError::Api { .. } | CasError::Unversioned { .. }) => {
+            CommitError::Api(e.to_string())
+        }
     };
     let from_cache = cached.is_some();
     let written = ledger::cas::update(api, name, policy, cached, decide)

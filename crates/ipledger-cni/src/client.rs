@@ -208,14 +208,22 @@ fn dechunk(mut rest: &[u8]) -> Result<Option<Vec<u8>>, TransportError> {
         };
         let line = String::from_utf8_lossy(&rest[..line_end]);
         let size_text = line.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16).map_err(|_| {
-            TransportError::Malformed(format!("chunk size {size_text:?} is not hexadecimal"))
-        })?;
+        let size = match usize::from_str_radix(size_text, 16) {
+            Ok(size) => size,
+            // Too many hex digits for usize is still a size, and far over the limit.
+            Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => usize::MAX,
+            Err(_) => {
+                return Err(TransportError::Malformed(format!(
+                    "chunk size {size_text:?} is not hexadecimal"
+                )));
+            }
+        };
         if size == 0 {
             // Trailers, if any, carry nothing ipledger uses.
             return Ok(Some(body));
         }
-        if body.len() + size > MAX_BODY_BYTES {
+        // Compared to the room left, not summed: a hostile size must not wrap around.
+        if size > MAX_BODY_BYTES.saturating_sub(body.len()) {
             return Err(TransportError::Malformed(format!(
                 "body exceeds the limit of {MAX_BODY_BYTES} bytes"
             )));
@@ -338,6 +346,43 @@ mod tests {
         assert!(matches!(
             parse_reply(huge.as_bytes(), false),
             Err(TransportError::Malformed(m)) if m.contains("exceeds")
+        ));
+    }
+
+    /// Chunk sizes from a hostile or broken agent: beyond usize, at usize::MAX after data
+    /// (where `len + size` wraps), or summing past the limit are clean errors, never a
+    /// panic or an allocation of that size.
+    #[test]
+    fn hostile_chunk_sizes_are_malformed() {
+        let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let max = format!("{:x}", usize::MAX);
+        let near = format!("{:x}", usize::MAX - 1);
+        let half = format!("{:x}", MAX_BODY_BYTES / 2 + 1);
+        let cases = [
+            "ffffffffffffffffff\r\n".to_string(),
+            format!("{max}\r\n"),
+            format!("1\r\na\r\n{max}\r\n"),
+            format!("2\r\nab\r\n{near}\r\n"),
+            format!("{half}\r\n"),
+        ];
+        for chunks in &cases[..4] {
+            let bytes = format!("{head}{chunks}");
+            for eof in [false, true] {
+                assert!(
+                    matches!(
+                        parse_reply(bytes.as_bytes(), eof),
+                        Err(TransportError::Malformed(m)) if m.contains("limit")
+                    ),
+                    "{chunks:?}"
+                );
+            }
+        }
+        // Two chunks each under the limit whose sum is over it.
+        let data = "x".repeat(MAX_BODY_BYTES / 2 + 1);
+        let bytes = format!("{head}{}{data}\r\n{}", cases[4], cases[4]);
+        assert!(matches!(
+            parse_reply(bytes.as_bytes(), false),
+            Err(TransportError::Malformed(m)) if m.contains("limit")
         ));
     }
 

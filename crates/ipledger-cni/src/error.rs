@@ -53,11 +53,14 @@ pub enum ErrorCode {
     AgentProtocol = 109,
     /// GC released some allocations but failed on others; details list them.
     GcIncomplete = 110,
+    /// The Kubernetes API refused the agent's request for good (400, 401, 403, 422, ...):
+    /// retrying cannot help until RBAC, the CRDs or the object are fixed, so this is not 11.
+    ApiRefused = 111,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::IncompatibleVersion,
         ErrorCode::UnsupportedField,
         ErrorCode::UnknownContainer,
@@ -79,6 +82,7 @@ impl ErrorCode {
         ErrorCode::NoPoolMatches,
         ErrorCode::AgentProtocol,
         ErrorCode::GcIncomplete,
+        ErrorCode::ApiRefused,
     ];
 
     /// The number printed in the error result.

@@ -56,7 +56,9 @@ impl Faults {
     }
 
     /// The next `count` writes (create, update, patch, delete) to `resource` (a plural
-    /// such as `ipblocks`) fail with `code`: 409 (Conflict), 500 or 503.
+    /// such as `ipblocks`) fail with `code`: 409 (Conflict), 500 or 503, or a refusal the
+    /// real server repeats for the same request: 400, 403 (Forbidden, as RBAC answers) or
+    /// 422 (Invalid).
     pub fn fail_next_writes(&self, resource: &str, count: usize, code: u16) {
         self.plan()
             .failing_writes
@@ -127,6 +129,13 @@ impl Faults {
             503 => ApiError::unavailable(
                 "the server is currently unable to handle the request (injected fault)",
             ),
+            400 => ApiError::bad_request(format!("{group_resource} {name:?}: injected fault")),
+            403 => ApiError::forbidden(format!(
+                "{group_resource} {name:?} is forbidden: User \"system:serviceaccount:test:test\" cannot write resource {resource:?} (injected fault)"
+            )),
+            422 => ApiError::unprocessable(format!(
+                "{group_resource} {name:?} is invalid: injected fault"
+            )),
             _ => ApiError::internal("Internal error occurred: injected fault"),
         })
     }
