@@ -53,12 +53,13 @@ fn main() {
     while lender_plugin.run("ADD", &format!("l{}", held.len())).1 {
         held.push(format!("l{}", held.len()));
     }
-    let blocks = held.len() / 8;
-    for block in 0..LENDING_BLOCKS.min(blocks) {
-        assert!(lender_plugin.run("DEL", &held[block * 8]).1, "lender DEL");
+    // Blocks hold 8 addresses (6 or 7 at the pool's edges) and fill one by one: every
+    // eighth attachment sits in another block.
+    for id in held.iter().step_by(8).take(LENDING_BLOCKS) {
+        assert!(lender_plugin.run("DEL", id).1, "lender DEL {id}");
     }
     println!(
-        "lender holds {} addresses in {blocks} blocks; {LENDING_BLOCKS} are free to borrow",
+        "lender holds {} addresses; {LENDING_BLOCKS} freed across its blocks to borrow",
         held.len() - LENDING_BLOCKS
     );
 

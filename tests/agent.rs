@@ -764,28 +764,6 @@ async fn slow_answers_dropped_watches_and_compaction_never_duplicate() {
     h.delete_pool(&later).await;
 }
 
-/// Makes the agents' watch caches lag the ledger for a while: the history is compacted
-/// and every watch dropped, so each watch gets 410 Gone on re-watching and re-lists only
-/// after kube-runtime's backoff (0.8 s at least). A real API server's watch lags the same
-/// way under load, or while the agent reconnects.
-async fn break_watches(h: &Harness) {
-    let faults = h.cluster.emulator.as_ref().expect("the emulator").faults();
-    // A watch that has seen every change may go on from the newest version even after
-    // compaction; one unrelated write puts every agent watch one version behind (until
-    // its next bookmark, a second away).
-    let unrelated: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(
-        serde_json::json!({"metadata": {"name": test_support::unique("bump")}}),
-    )
-    .unwrap();
-    Api::default_namespaced(h.client())
-        .create(&PostParams::default(), &unrelated)
-        .await
-        .unwrap();
-    faults.compact();
-    faults.drop_watches();
-    // Long enough for the re-watch to meet its 410, well inside the backoff.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-}
 
 /// An ADD whose IPBlock write landed but whose answer was lost, repeated while the
 /// agent's watch cache lags behind the ledger: the repeat must return the address that
@@ -833,7 +811,7 @@ async fn a_lost_answer_repeated_while_the_watch_lags_returns_the_address_that_la
     // The cache catches up: the first block full.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    break_watches(&h).await;
+    h.break_watches().await;
     let lagging = std::time::Instant::now();
     let freed = answers
         .iter()
@@ -879,7 +857,7 @@ async fn a_pool_the_lagging_watch_has_not_shown_yet_is_not_unknown() {
         return;
     }
     let mut agent = h.agent(&test_support::unique("node")).await;
-    break_watches(&h).await;
+    h.break_watches().await;
     let pool = test_support::unique("new");
     Api::<IPPool>::all(h.client())
         .create(

@@ -199,6 +199,45 @@ async fn a_deleted_block_is_forgotten_and_the_next_add_claims_afresh() {
     h.delete_pool(&pool).await;
 }
 
+/// A pool deleted and re-created under the same name while the agent's pool cache still
+/// shows the old one: a claim must not create a block owned by the deleted pool, which
+/// Kubernetes garbage collection would delete with the addresses in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_never_creates_a_block_owned_by_a_deleted_pool() {
+    let h = Harness::new().await;
+    if h.cluster.emulator.is_none() {
+        test_support::skip("making watches lag needs the emulator (IPLEDGER_TEST_KUBECONFIG is set)");
+        return;
+    }
+    let spec = v4_pool("10.86.0.0/24", 28);
+    let pool = h.pool("recreated", spec.clone()).await;
+    let mut agent = h.agent(&test_support::unique("node")).await;
+    let net = network("pods", "1.1.0", &agent.socket, &[&pool]);
+
+    // The agent's caches lag; meanwhile the pool is deleted and created again.
+    h.break_watches().await;
+    let pools = Api::<IPPool>::all(h.client());
+    pools.delete(&pool, &DeleteParams::default()).await.unwrap();
+    let current = pools
+        .create(&PostParams::default(), &IPPool::new(&pool, spec))
+        .await
+        .unwrap()
+        .uid();
+    let answered = test_support::wait_for(|| async {
+        let run = plugin("ADD", &net, "c1", "eth0", &pod_args("c1")).await;
+        (run.code == 0 || run.error_code() != 11).then_some(run)
+    })
+    .await
+    .expect("an answer other than try-again");
+    assert_eq!(answered.addresses().len(), 1, "{}", answered.result);
+    for block in blocks_of(&h, &pool).await {
+        let owners: Vec<_> = block.owner_references().iter().map(|o| Some(&o.uid)).collect();
+        assert_eq!(owners, vec![current.as_ref()], "block {}", block.name_any());
+    }
+    agent.stop().await;
+    h.delete_pool(&pool).await;
+}
+
 /// An attachment that holds an address in the second pool of a family gets that address
 /// again on a repeated ADD, not a second one from the first pool once it has room; also
 /// from an agent restarted since.

@@ -136,6 +136,15 @@ impl Allocator {
         let fresh = Api::<IPPool>::all(self.client.clone())
             .list(&Default::default())
             .await?;
+        // The block's owner must be the pool as it is now: a block owned by a deleted
+        // pool of the same name would be garbage-collected with the addresses in it.
+        let current = fresh.items.iter().find(|p| p.name_any() == pool.name());
+        if current.and_then(|p| p.uid()) != object.uid() {
+            return Err(AgentError::Unavailable(format!(
+                "IPPool {} was deleted or re-created; this agent's cache is catching up",
+                pool.name()
+            )));
+        }
         if let Some(older) = overlapped_by(object, &fresh.items) {
             return Err(AgentError::Shadowed {
                 pool: pool.name().to_string(),

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use ipledger::api::{IPBlock, IPPool, IPPoolSpec, LABEL_NODE, LABEL_POOL, label_value};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
@@ -104,6 +105,29 @@ impl Harness {
             }
         }
         records
+    }
+
+    /// Makes the agents' watch caches lag the ledger for a while: the history is compacted
+    /// and every watch dropped, so each watch gets 410 Gone on re-watching and re-lists only
+    /// after kube-runtime's backoff (0.8 s at least). A real API server's watch lags the same
+    /// way under load, or while the agent reconnects.
+    pub async fn break_watches(&self) {
+        let faults = self.cluster.emulator.as_ref().expect("the emulator").faults();
+        // A watch that has seen every change may go on from the newest version even after
+        // compaction; one unrelated write puts every agent watch one version behind (until
+        // its next bookmark, a second away).
+        let unrelated: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(
+            serde_json::json!({"metadata": {"name": test_support::unique("bump")}}),
+        )
+        .unwrap();
+        Api::default_namespaced(self.client())
+            .create(&PostParams::default(), &unrelated)
+            .await
+            .unwrap();
+        faults.compact();
+        faults.drop_watches();
+        // Long enough for the re-watch to meet its 410, well inside the backoff.
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     pub async fn delete_pool(&self, name: &str) {
