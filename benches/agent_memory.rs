@@ -21,7 +21,11 @@ const LENDING_BLOCKS: usize = 16;
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let cycles = if quick { 1_000 } else { 10_000 };
+    let cycles = match std::env::var("IPLEDGER_BENCH_CYCLES") {
+        Ok(n) => n.parse().expect("IPLEDGER_BENCH_CYCLES is a number"),
+        Err(_) if quick => 1_000,
+        Err(_) => 10_000,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

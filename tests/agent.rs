@@ -764,7 +764,6 @@ async fn slow_answers_dropped_watches_and_compaction_never_duplicate() {
     h.delete_pool(&later).await;
 }
 
-
 /// An ADD whose IPBlock write landed but whose answer was lost, repeated while the
 /// agent's watch cache lags behind the ledger: the repeat must return the address that
 /// landed, not allocate a second one elsewhere (which would leave the attachment holding

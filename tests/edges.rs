@@ -206,7 +206,9 @@ async fn a_deleted_block_is_forgotten_and_the_next_add_claims_afresh() {
 async fn a_claim_never_creates_a_block_owned_by_a_deleted_pool() {
     let h = Harness::new().await;
     if h.cluster.emulator.is_none() {
-        test_support::skip("making watches lag needs the emulator (IPLEDGER_TEST_KUBECONFIG is set)");
+        test_support::skip(
+            "making watches lag needs the emulator (IPLEDGER_TEST_KUBECONFIG is set)",
+        );
         return;
     }
     let spec = v4_pool("10.86.0.0/24", 28);
@@ -231,7 +233,11 @@ async fn a_claim_never_creates_a_block_owned_by_a_deleted_pool() {
     .expect("an answer other than try-again");
     assert_eq!(answered.addresses().len(), 1, "{}", answered.result);
     for block in blocks_of(&h, &pool).await {
-        let owners: Vec<_> = block.owner_references().iter().map(|o| Some(&o.uid)).collect();
+        let owners: Vec<_> = block
+            .owner_references()
+            .iter()
+            .map(|o| Some(&o.uid))
+            .collect();
         assert_eq!(owners, vec![current.as_ref()], "block {}", block.name_any());
     }
     agent.stop().await;

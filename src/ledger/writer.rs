@@ -89,6 +89,24 @@ pub struct BlockWriter {
     block: Arc<str>,
     queue: mpsc::Sender<Request>,
     latest: Arc<Mutex<Option<Arc<IPBlock>>>>,
+    /// Callers waiting for an answer.
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Counts a caller as waiting until dropped.
+struct Waiting(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Waiting {
+    fn new(count: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl BlockWriter {
@@ -117,6 +135,7 @@ impl BlockWriter {
             block,
             queue,
             latest,
+            waiting: Arc::default(),
         }
     }
 
@@ -135,6 +154,7 @@ impl BlockWriter {
     /// stops waiting (its request was cancelled) before its batch is taken is dropped
     /// from the batch: nothing is written for a request nobody will hear the answer to.
     pub async fn submit(&self, change: Change) -> Answer {
+        let _waiting = Waiting::new(&self.waiting);
         let (reply, answer) = oneshot::channel();
         self.queue
             .try_send(Request { change, reply })
@@ -147,9 +167,10 @@ impl BlockWriter {
         answer.await.map_err(|_| self.stopped())?
     }
 
-    /// True when no request waits and no caller holds a request in flight.
+    /// True when no caller waits for an answer: every write answered is in `latest`
+    /// (the writer stores its copy before it answers).
     fn idle(&self) -> bool {
-        self.queue.capacity() == MAX_QUEUE
+        self.waiting.load(std::sync::atomic::Ordering::SeqCst) == 0
     }
 }
 

@@ -112,7 +112,12 @@ impl Harness {
     /// after kube-runtime's backoff (0.8 s at least). A real API server's watch lags the same
     /// way under load, or while the agent reconnects.
     pub async fn break_watches(&self) {
-        let faults = self.cluster.emulator.as_ref().expect("the emulator").faults();
+        let faults = self
+            .cluster
+            .emulator
+            .as_ref()
+            .expect("the emulator")
+            .faults();
         // A watch that has seen every change may go on from the newest version even after
         // compaction; one unrelated write puts every agent watch one version behind (until
         // its next bookmark, a second away).
