@@ -117,8 +117,6 @@ fn verb<T>(
                     );
                 }
             }
-            #[cfg(not(feature = "ledger"))]
-            let _ = keys;
             let wire = serde_json::to_vec(&request).expect("a request serializes");
             let back: T = serde_json::from_slice(&wire).unwrap_or_else(|e| {
                 panic!(
