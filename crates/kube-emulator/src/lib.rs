@@ -109,6 +109,8 @@ pub struct Emulator {
     faults: Faults,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
+    /// The garbage collector (Orphan and Foreground deletion).
+    gc: JoinHandle<()>,
 }
 
 impl Emulator {
@@ -129,6 +131,7 @@ impl Emulator {
             })?;
         let store = store::Store::new(config.history_window);
         let faults = Faults::new(store.clone());
+        let gc = tokio::spawn(store.clone().run_garbage_collector(Duration::from_secs(1)));
         let server = Arc::new(server::Server {
             store,
             faults: faults.clone(),
@@ -146,6 +149,7 @@ impl Emulator {
             faults,
             stop,
             task: Some(task),
+            gc,
         })
     }
 
@@ -242,6 +246,7 @@ impl Emulator {
     /// Stops accepting connections and closes open ones.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
+        self.gc.abort();
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
@@ -251,6 +256,7 @@ impl Emulator {
 impl Drop for Emulator {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
+        self.gc.abort();
     }
 }
 

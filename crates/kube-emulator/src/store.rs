@@ -4,11 +4,11 @@
 //! One mutex makes every operation linearizable, like etcd's single revision counter; the
 //! critical sections are short (no I/O, no serialization), so it is not the bottleneck.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{Map, Value, json};
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast};
 
 use super::apply;
 use super::error::{ApiError, ApiResult, Cause, GroupResource};
@@ -144,12 +144,17 @@ struct State {
     /// Every event with a resourceVersion above this one is still in `history`.
     history_start: u64,
     window: usize,
+    /// Objects being deleted with an `orphan` or `foregroundDeletion` finalizer: the
+    /// garbage collector's work list.
+    propagating: BTreeSet<(GroupResource, ObjectKey)>,
 }
 
 /// The store shared by all connections.
 pub struct Store {
     state: Mutex<State>,
     events: broadcast::Sender<Arc<Event>>,
+    /// Wakes the garbage collector ([`Store::run_garbage_collector`]).
+    gc_wake: Notify,
 }
 
 fn now() -> String {
@@ -308,8 +313,10 @@ impl Store {
                 history: VecDeque::new(),
                 history_start: 0,
                 window: window.max(1),
+                propagating: BTreeSet::new(),
             }),
             events,
+            gc_wake: Notify::new(),
         });
         let ns = store
             .registry()
@@ -335,6 +342,7 @@ impl Store {
         Arc::new(Self {
             state: Mutex::new(state),
             events,
+            gc_wake: Notify::new(),
         })
     }
 
@@ -529,7 +537,9 @@ impl Store {
         manager: &str,
     ) -> ApiResult<Value> {
         let mut s = self.lock();
-        s.create(t, namespace, obj, manager, &self.events)
+        let created = s.create(t, namespace, obj, manager, &self.events);
+        self.wake_gc(&s);
+        created
     }
 
     /// Replaces an object (PUT), on the main resource or its status.
@@ -555,7 +565,9 @@ impl Store {
         manager: &str,
     ) -> ApiResult<Value> {
         let mut s = self.lock();
-        s.update(t, namespace, name, obj, part, true, manager, &self.events)
+        let updated = s.update(t, namespace, name, obj, part, true, manager, &self.events);
+        self.wake_gc(&s);
+        updated
     }
 
     /// Reads, changes with `change` and writes back atomically (PATCH).
@@ -598,7 +610,7 @@ impl Store {
             let rv = str_of(meta(&current), "resourceVersion").to_string();
             meta_mut(&mut changed).insert("resourceVersion".into(), rv.into());
         }
-        s.update(
+        let updated = s.update(
             t,
             namespace,
             name,
@@ -607,7 +619,9 @@ impl Store {
             false,
             manager,
             &self.events,
-        )
+        );
+        self.wake_gc(&s);
+        updated
     }
 
     /// Deletes an object: at once, or by setting deletionTimestamp while finalizers remain.
@@ -620,7 +634,42 @@ impl Store {
         opts: &DeleteOptions,
     ) -> ApiResult<(Value, bool)> {
         let mut s = self.lock();
-        s.delete(t, namespace, name, opts, &self.events)
+        let deleted = s.delete(t, namespace, name, opts, &self.events);
+        self.wake_gc(&s);
+        deleted
+    }
+
+    /// Wakes the garbage collector when an object waits for it.
+    fn wake_gc(&self, s: &State) {
+        if !s.propagating.is_empty() {
+            self.gc_wake.notify_one();
+        }
+    }
+
+    /// Runs the garbage collector until nothing is left for it to do now: Orphan and
+    /// Foreground deletions make progress here, not in the DELETE request, as on a real
+    /// cluster. Returns whether anything changed.
+    pub fn collect_garbage(&self) -> bool {
+        let mut s = self.lock();
+        let mut changed = false;
+        // Each pass may hand work to the next (a dependent deleted in foreground).
+        for _ in 0..64 {
+            if !s.collect_garbage(&self.events) {
+                break;
+            }
+            changed = true;
+        }
+        changed
+    }
+
+    /// The garbage collector's task: a pass whenever a write leaves an object waiting
+    /// for it, and every `interval` besides. The emulator spawns it and aborts it when it
+    /// stops.
+    pub async fn run_garbage_collector(self: Arc<Self>, interval: std::time::Duration) {
+        loop {
+            let _ = tokio::time::timeout(interval, self.gc_wake.notified()).await;
+            self.collect_garbage();
+        }
     }
 }
 
@@ -671,6 +720,16 @@ impl State {
     ) -> Value {
         self.rv += 1;
         meta_mut(&mut obj).insert("resourceVersion".into(), self.rv.to_string().into());
+        let waits_for_gc = kind != EventType::Deleted
+            && !meta(&obj)["deletionTimestamp"].is_null()
+            && finalizers(&obj)
+                .iter()
+                .any(|f| f == ORPHAN_FINALIZER || f == FOREGROUND_FINALIZER);
+        if waits_for_gc {
+            self.propagating.insert((gr.clone(), key.clone()));
+        } else {
+            self.propagating.remove(&(gr.clone(), key.clone()));
+        }
         let obj = Arc::new(obj);
         let prev = match kind {
             EventType::Deleted => self.objects.get_mut(gr).and_then(|m| m.remove(&key)),
@@ -1172,7 +1231,6 @@ impl State {
             self.objects.remove(&declared.group_resource());
         }
         self.collect_dependents(events, &uid);
-        self.release_foreground_owners(events, &removed);
         if !key.namespace.is_empty() {
             self.finish_namespace(events, &key.namespace);
         }
@@ -1295,11 +1353,14 @@ impl State {
         if let Some(uid) = &opts.uid
             && uid != str_of(m, "uid")
         {
+            // Checked before storage is touched, and reported on the kind (not the
+            // resource), as the real server's `BeforeDelete` does.
+            let kind = GroupResource::new(&t.group, &t.kind);
             return Err(ApiError::conflict(
-                &gr,
+                &kind,
                 name,
                 &format!(
-                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    "the UID in the precondition ({uid}) does not match the UID in record ({}). The object might have been deleted and then recreated",
                     str_of(m, "uid")
                 ),
             ));
@@ -1316,46 +1377,36 @@ impl State {
                 ),
             ));
         }
-        let uid = str_of(m, "uid").to_string();
         let is_namespace = t.group.is_empty() && t.plural == "namespaces";
-        // Orphan and Foreground go through a finalizer the garbage collector removes once
-        // it has orphaned or deleted the dependents, as in the real server.
-        let propagation_finalizer = match opts.propagation.as_deref() {
-            Some("Orphan") => Some(ORPHAN_FINALIZER),
-            Some("Foreground") => Some(FOREGROUND_FINALIZER),
-            _ => None,
+        let deleting = !m["deletionTimestamp"].is_null();
+        // The propagation policy becomes a finalizer the garbage collector acts on
+        // (`orphan`, `foregroundDeletion`), as the real registry's deletion strategy sets
+        // them: the policy of this request replaces the one of an earlier request.
+        let old_finalizers = finalizers(&current);
+        let new_finalizers = if is_namespace {
+            old_finalizers.clone()
+        } else {
+            gc_finalizers(&old_finalizers, opts.propagation.as_deref())
         };
-        if let Some(fin) = propagation_finalizer
-            && !is_namespace
-            && m["deletionTimestamp"].is_null()
-        {
-            let mut obj = (*current).clone();
-            mark_deleting(&mut obj);
-            let mm = meta_mut(&mut obj);
-            let fins = mm.entry("finalizers").or_insert_with(|| json!([]));
-            if let Some(a) = fins.as_array_mut() {
-                a.push(fin.into());
-            }
-            let marked = self.put(events, &gr, key.clone(), obj, EventType::Modified);
-            if fin == ORPHAN_FINALIZER {
-                self.orphan_dependents(events, &uid);
-            } else {
-                self.delete_dependents(events, &uid);
-            }
-            self.finish_propagation(events, &gr, &key, fin);
-            let gone = self.object(&gr, &key).is_none();
-            return Ok((marked, gone));
-        }
         let is_crd = t.group == "apiextensions.k8s.io" && t.plural == "customresourcedefinitions";
-        if finalizers(&current).is_empty() && !is_namespace {
+        if new_finalizers.is_empty() && !is_namespace {
             let removed = self.remove(events, t, &key, (*current).clone());
             return Ok((removed, true));
         }
-        if !m["deletionTimestamp"].is_null() {
-            return Ok(((*current).clone(), false));
+        if deleting {
+            if new_finalizers == old_finalizers {
+                return Ok(((*current).clone(), false));
+            }
+            let mut obj = (*current).clone();
+            meta_mut(&mut obj).insert("finalizers".into(), json!(new_finalizers));
+            let stored = self.put(events, &gr, key, obj, EventType::Modified);
+            return Ok((stored, false));
         }
         let mut obj = (*current).clone();
         mark_deleting(&mut obj);
+        if new_finalizers != old_finalizers {
+            meta_mut(&mut obj).insert("finalizers".into(), json!(new_finalizers));
+        }
         if is_namespace {
             obj["status"] = json!({"phase": "Terminating"});
         }
@@ -1390,72 +1441,6 @@ impl State {
         Ok((stored, false))
     }
 
-    /// Removes a propagation finalizer once its work is done: at once for `orphan`, when
-    /// no dependent is left for `foregroundDeletion`.
-    fn finish_propagation(
-        &mut self,
-        events: &broadcast::Sender<Arc<Event>>,
-        gr: &GroupResource,
-        key: &ObjectKey,
-        fin: &str,
-    ) {
-        let Some(obj) = self.object(gr, key) else {
-            return;
-        };
-        if !finalizers(&obj).iter().any(|f| f == fin) {
-            return;
-        }
-        let uid = str_of(meta(&obj), "uid").to_string();
-        if fin == FOREGROUND_FINALIZER && self.has_dependents(&uid) {
-            return;
-        }
-        let mut obj = (*obj).clone();
-        if let Some(fins) = meta_mut(&mut obj)
-            .get_mut("finalizers")
-            .and_then(Value::as_array_mut)
-        {
-            fins.retain(|f| f != fin);
-        }
-        let stored = self.put(events, gr, key.clone(), obj, EventType::Modified);
-        if finalizers(&stored).is_empty()
-            && let Some(t) = self.registry.get(gr)
-        {
-            self.remove(events, &t, key, stored);
-        }
-    }
-
-    fn has_dependents(&self, owner_uid: &str) -> bool {
-        self.objects
-            .values()
-            .flat_map(|m| m.values())
-            .any(|v| owned_by(v, owner_uid))
-    }
-
-    /// After a dependent goes, owners waiting in foreground deletion may finish.
-    fn release_foreground_owners(
-        &mut self,
-        events: &broadcast::Sender<Arc<Event>>,
-        removed: &Value,
-    ) {
-        let Some(owners) = meta(removed)["ownerReferences"].as_array() else {
-            return;
-        };
-        let uids: HashSet<&str> = owners.iter().filter_map(|o| o["uid"].as_str()).collect();
-        let mut waiting = Vec::new();
-        for (gr, objects) in &self.objects {
-            for (k, v) in objects {
-                if uids.contains(str_of(meta(v), "uid"))
-                    && finalizers(v).iter().any(|f| f == FOREGROUND_FINALIZER)
-                {
-                    waiting.push((gr.clone(), k.clone()));
-                }
-            }
-        }
-        for (gr, k) in waiting {
-            self.finish_propagation(events, &gr, &k, FOREGROUND_FINALIZER);
-        }
-    }
-
     fn delete_namespace_content(
         &mut self,
         events: &broadcast::Sender<Arc<Event>>,
@@ -1475,44 +1460,222 @@ impl State {
         self.finish_namespace(events, namespace);
     }
 
-    fn orphan_dependents(&mut self, events: &broadcast::Sender<Arc<Event>>, owner_uid: &str) {
-        let mut changed = Vec::new();
-        for (gr, objects) in &self.objects {
-            for (k, v) in objects {
-                if let Some(owners) = meta(v)["ownerReferences"].as_array()
-                    && owners.iter().any(|o| o["uid"] == owner_uid)
-                {
-                    let mut obj = (**v).clone();
-                    let kept: Vec<Value> = owners
-                        .iter()
-                        .filter(|o| o["uid"] != owner_uid)
-                        .cloned()
-                        .collect();
-                    meta_mut(&mut obj).insert("ownerReferences".into(), kept.into());
-                    changed.push((gr.clone(), k.clone(), obj));
+    /// One pass of the garbage collector over the objects waiting in Orphan or Foreground
+    /// deletion, as kube-controller-manager's garbage collector acts on them: an `orphan`
+    /// owner's dependents lose their ownerReference to it, then the finalizer goes; a
+    /// `foregroundDeletion` owner's dependents are deleted (or, when another owner still
+    /// holds them, lose the reference), and the finalizer goes once no dependent with
+    /// `blockOwnerDeletion` is left. Returns whether anything changed.
+    fn collect_garbage(&mut self, events: &broadcast::Sender<Arc<Event>>) -> bool {
+        let waiting: Vec<(GroupResource, ObjectKey)> = self.propagating.iter().cloned().collect();
+        let mut changed = false;
+        for (gr, key) in waiting {
+            let Some(owner) = self.object(&gr, &key) else {
+                self.propagating.remove(&(gr, key));
+                continue;
+            };
+            let fins = finalizers(&owner);
+            let uid = str_of(meta(&owner), "uid").to_string();
+            if fins.iter().any(|f| f == ORPHAN_FINALIZER) {
+                self.orphan_dependents(events, &uid);
+                self.drop_finalizer(events, &gr, &key, ORPHAN_FINALIZER);
+                changed = true;
+            } else if fins.iter().any(|f| f == FOREGROUND_FINALIZER) {
+                changed |= self.delete_dependents(events, &uid);
+                if !self.has_blocking_dependents(&uid) {
+                    self.drop_finalizer(events, &gr, &key, FOREGROUND_FINALIZER);
+                    changed = true;
                 }
             }
         }
-        for (gr, k, obj) in changed {
-            self.put(events, &gr, k, obj, EventType::Modified);
+        changed
+    }
+
+    /// Removes finalizer `fin` from a deleting object; the object goes with its last one.
+    fn drop_finalizer(
+        &mut self,
+        events: &broadcast::Sender<Arc<Event>>,
+        gr: &GroupResource,
+        key: &ObjectKey,
+        fin: &str,
+    ) {
+        let Some(obj) = self.object(gr, key) else {
+            return;
+        };
+        let mut obj = (*obj).clone();
+        if let Some(fins) = meta_mut(&mut obj)
+            .get_mut("finalizers")
+            .and_then(Value::as_array_mut)
+        {
+            fins.retain(|f| f != fin);
+        }
+        let stored = self.put(events, gr, key.clone(), obj, EventType::Modified);
+        if finalizers(&stored).is_empty()
+            && let Some(t) = self.registry.get(gr)
+        {
+            self.remove(events, &t, key, stored);
         }
     }
 
-    fn delete_dependents(&mut self, events: &broadcast::Sender<Arc<Event>>, owner_uid: &str) {
-        let mut dependents = Vec::new();
+    fn dependents_of(&self, owner_uid: &str) -> Vec<(GroupResource, ObjectKey, Arc<Value>)> {
+        let mut out = Vec::new();
         for (gr, objects) in &self.objects {
             for (k, v) in objects {
                 if owned_by(v, owner_uid) {
-                    dependents.push((gr.clone(), k.clone()));
+                    out.push((gr.clone(), k.clone(), v.clone()));
                 }
             }
         }
-        for (gr, k) in dependents {
-            if let Some(t) = self.registry.get(&gr) {
-                let _ = self.delete(&t, &k.namespace, &k.name, &DeleteOptions::default(), events);
-            }
+        out
+    }
+
+    /// Whether a dependent that blocks the owner's foreground deletion still exists.
+    fn has_blocking_dependents(&self, owner_uid: &str) -> bool {
+        self.objects.values().flat_map(|m| m.values()).any(|v| {
+            meta(v)["ownerReferences"].as_array().is_some_and(|owners| {
+                owners
+                    .iter()
+                    .any(|o| o["uid"] == owner_uid && o["blockOwnerDeletion"] == true)
+            })
+        })
+    }
+
+    /// Drops the ownerReferences to `owner_uids` from a dependent.
+    fn drop_owner_references(
+        &mut self,
+        events: &broadcast::Sender<Arc<Event>>,
+        gr: &GroupResource,
+        key: &ObjectKey,
+        obj: &Value,
+        owner_uids: &HashSet<String>,
+    ) {
+        let kept: Vec<Value> = meta(obj)["ownerReferences"]
+            .as_array()
+            .map(|owners| {
+                owners
+                    .iter()
+                    .filter(|o| !owner_uids.contains(o["uid"].as_str().unwrap_or("")))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut obj = obj.clone();
+        let m = meta_mut(&mut obj);
+        if kept.is_empty() {
+            m.remove("ownerReferences");
+        } else {
+            m.insert("ownerReferences".into(), kept.into());
+        }
+        self.put(events, gr, key.clone(), obj, EventType::Modified);
+    }
+
+    fn orphan_dependents(&mut self, events: &broadcast::Sender<Arc<Event>>, owner_uid: &str) {
+        let owner: HashSet<String> = [owner_uid.to_string()].into();
+        for (gr, k, v) in self.dependents_of(owner_uid) {
+            self.drop_owner_references(events, &gr, &k, &v, &owner);
         }
     }
+
+    /// Whether the object with this uid exists and is not waiting in foreground deletion
+    /// for its own dependents (a "solid" owner, in the garbage collector's words).
+    fn solid_owner(&self, uid: &str) -> Option<bool> {
+        let owner = self
+            .objects
+            .values()
+            .flat_map(|m| m.values())
+            .find(|v| str_of(meta(v), "uid") == uid)?;
+        let waiting = !meta(owner)["deletionTimestamp"].is_null()
+            && finalizers(owner).iter().any(|f| f == FOREGROUND_FINALIZER);
+        Some(!waiting)
+    }
+
+    /// The dependents of an owner in foreground deletion: deleted, unless another owner
+    /// still holds them (then only the references to gone or waiting owners are dropped).
+    fn delete_dependents(
+        &mut self,
+        events: &broadcast::Sender<Arc<Event>>,
+        owner_uid: &str,
+    ) -> bool {
+        let mut changed = false;
+        for (gr, k, v) in self.dependents_of(owner_uid) {
+            if !meta(&v)["deletionTimestamp"].is_null() {
+                continue;
+            }
+            let owners: Vec<String> = meta(&v)["ownerReferences"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|o| o["uid"].as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let solid = owners.iter().any(|o| self.solid_owner(o) == Some(true));
+            if solid {
+                let released: HashSet<String> = owners
+                    .into_iter()
+                    .filter(|o| self.solid_owner(o) != Some(true))
+                    .collect();
+                self.drop_owner_references(events, &gr, &k, &v, &released);
+                changed = true;
+                continue;
+            }
+            let own_uid = str_of(meta(&v), "uid").to_string();
+            let fins = finalizers(&v);
+            let propagation = if !self.dependents_of(&own_uid).is_empty()
+                || fins.iter().any(|f| f == FOREGROUND_FINALIZER)
+            {
+                Some("Foreground")
+            } else if fins.iter().any(|f| f == ORPHAN_FINALIZER) {
+                Some("Orphan")
+            } else {
+                Some("Background")
+            };
+            if let Some(t) = self.registry.get(&gr) {
+                let opts = DeleteOptions {
+                    uid: Some(own_uid),
+                    propagation: propagation.map(str::to_string),
+                    ..Default::default()
+                };
+                if self
+                    .delete(&t, &k.namespace, &k.name, &opts, events)
+                    .is_ok()
+                {
+                    changed = true;
+                }
+            }
+        }
+        changed
+    }
+}
+
+/// The finalizers an object keeps when deleted with `propagation`, as the real registry
+/// computes them: `orphan` and `foregroundDeletion` are set by the policy (an explicit
+/// Background clears them); without a policy an existing one stays.
+fn gc_finalizers(existing: &[String], propagation: Option<&str>) -> Vec<String> {
+    let (orphan, foreground) = match propagation {
+        Some("Orphan") => (true, false),
+        Some("Foreground") => (false, true),
+        Some(_) => (false, false),
+        None => (
+            existing.iter().any(|f| f == ORPHAN_FINALIZER),
+            !existing.iter().any(|f| f == ORPHAN_FINALIZER)
+                && existing.iter().any(|f| f == FOREGROUND_FINALIZER),
+        ),
+    };
+    let mut out: Vec<String> = existing
+        .iter()
+        .filter(|f| *f != ORPHAN_FINALIZER && *f != FOREGROUND_FINALIZER)
+        .cloned()
+        .collect();
+    if orphan {
+        out.push(ORPHAN_FINALIZER.into());
+    }
+    if foreground {
+        out.push(FOREGROUND_FINALIZER.into());
+    }
+    // An unchanged set keeps its order.
+    let same = out.len() == existing.len() && out.iter().all(|f| existing.contains(f));
+    if same { existing.to_vec() } else { out }
 }
 
 fn namespace_of(key: &ObjectKey) -> &str {
@@ -1638,13 +1801,18 @@ mod tests {
         );
     }
 
+    fn owned(name: &str, owner: &Value, block: bool) -> Value {
+        let mut dep = cm(name);
+        dep["metadata"]["ownerReferences"] = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"], "blockOwnerDeletion": block}]);
+        dep
+    }
+
     #[test]
-    fn foreground_deletion_waits_for_dependents_held_by_finalizers() {
+    fn foreground_deletion_answers_at_once_and_waits_for_blocking_dependents() {
         let store = Store::new(100);
         let t = configmaps(&store);
         let owner = store.create(&t, "default", cm("owner")).unwrap();
-        let mut dep = cm("dep");
-        dep["metadata"]["ownerReferences"] = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner["metadata"]["uid"]}]);
+        let mut dep = owned("dep", &owner, true);
         dep["metadata"]["finalizers"] = json!(["example.com/hold"]);
         store.create(&t, "default", dep).unwrap();
         let foreground = DeleteOptions {
@@ -1657,6 +1825,14 @@ mod tests {
             marked["metadata"]["finalizers"],
             json!(["foregroundDeletion"])
         );
+        assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 0);
+        // Nothing happens until the garbage collector runs.
+        assert!(
+            store.get(&t, "default", "dep").unwrap()["metadata"]["deletionTimestamp"].is_null()
+        );
+        store.collect_garbage();
+        let dep = store.get(&t, "default", "dep").unwrap();
+        assert!(!dep["metadata"]["deletionTimestamp"].is_null());
         let waiting = store.get(&t, "default", "owner").unwrap();
         assert!(!waiting["metadata"]["deletionTimestamp"].is_null());
         store
@@ -1667,7 +1843,67 @@ mod tests {
             })
             .unwrap();
         assert_eq!(store.get(&t, "default", "dep").unwrap_err().code, 404);
+        store.collect_garbage();
         assert_eq!(store.get(&t, "default", "owner").unwrap_err().code, 404);
+    }
+
+    #[test]
+    fn foreground_deletion_does_not_wait_for_non_blocking_dependents() {
+        let store = Store::new(100);
+        let t = configmaps(&store);
+        let owner = store.create(&t, "default", cm("owner")).unwrap();
+        let mut dep = owned("dep", &owner, false);
+        dep["metadata"]["finalizers"] = json!(["example.com/hold"]);
+        store.create(&t, "default", dep).unwrap();
+        let foreground = DeleteOptions {
+            propagation: Some("Foreground".into()),
+            ..Default::default()
+        };
+        store.delete(&t, "default", "owner", &foreground).unwrap();
+        store.collect_garbage();
+        assert_eq!(store.get(&t, "default", "owner").unwrap_err().code, 404);
+        let dep = store.get(&t, "default", "dep").unwrap();
+        assert!(!dep["metadata"]["deletionTimestamp"].is_null());
+    }
+
+    #[test]
+    fn orphan_deletion_drops_the_owner_reference_then_the_owner() {
+        let store = Store::new(100);
+        let t = configmaps(&store);
+        let owner = store.create(&t, "default", cm("owner")).unwrap();
+        store
+            .create(&t, "default", owned("dep", &owner, true))
+            .unwrap();
+        let orphan = DeleteOptions {
+            propagation: Some("Orphan".into()),
+            ..Default::default()
+        };
+        let (marked, gone) = store.delete(&t, "default", "owner", &orphan).unwrap();
+        assert!(!gone);
+        assert_eq!(marked["metadata"]["finalizers"], json!(["orphan"]));
+        store.collect_garbage();
+        assert_eq!(store.get(&t, "default", "owner").unwrap_err().code, 404);
+        let dep = store.get(&t, "default", "dep").unwrap();
+        assert!(dep["metadata"]["ownerReferences"].is_null());
+        assert!(dep["metadata"]["deletionTimestamp"].is_null());
+    }
+
+    #[test]
+    fn the_propagation_policy_of_a_later_delete_replaces_the_finalizer() {
+        let kept = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            gc_finalizers(&kept(&["a"]), Some("Orphan")),
+            kept(&["a", "orphan"])
+        );
+        assert_eq!(
+            gc_finalizers(&kept(&["orphan", "a"]), Some("Foreground")),
+            kept(&["a", "foregroundDeletion"])
+        );
+        assert_eq!(
+            gc_finalizers(&kept(&["orphan"]), Some("Background")),
+            kept(&[])
+        );
+        assert_eq!(gc_finalizers(&kept(&["orphan"]), None), kept(&["orphan"]));
     }
 
     #[test]

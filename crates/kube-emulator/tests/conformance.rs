@@ -549,11 +549,13 @@ async fn delete_preconditions_guard_uid_and_resource_version() {
     };
     let err = api_error(api.delete(&name, &wrong_uid).await);
     assert_eq!((err.code, err.reason.as_str()), (409, "Conflict"));
-    assert!(
-        err.message
-            .contains("Precondition failed: UID in precondition"),
-        "{}",
-        err.message
+    // Checked before storage, and named by kind, as the real server's BeforeDelete does.
+    assert_eq!(
+        err.message,
+        format!(
+            "Operation cannot be fulfilled on Subnet.emulator.example.com \"{name}\": the UID in the precondition (00000000-0000-0000-0000-000000000000) does not match the UID in record ({}). The object might have been deleted and then recreated",
+            created.uid().unwrap()
+        )
     );
     let wrong_rv = DeleteParams {
         preconditions: Some(Preconditions {
@@ -653,7 +655,20 @@ async fn orphan_propagation_keeps_dependents_without_the_owner_reference() {
     let mut dep = configmap("dep", json!({}));
     dep.metadata.owner_references = Some(vec![serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.uid().unwrap()})).unwrap()]);
     api.create(&PostParams::default(), &dep).await.unwrap();
-    api.delete("owner", &DeleteParams::orphan()).await.unwrap();
+    // Asynchronous, as on a real cluster: the answer is the owner, held by the `orphan`
+    // finalizer until the garbage collector has orphaned its dependents.
+    let pending = api
+        .delete("owner", &DeleteParams::orphan())
+        .await
+        .unwrap()
+        .left()
+        .expect("an orphan deletion answers with the object");
+    assert!(pending.metadata.deletion_timestamp.is_some());
+    assert_eq!(pending.metadata.deletion_grace_period_seconds, Some(0));
+    assert_eq!(
+        pending.metadata.finalizers,
+        Some(vec!["orphan".to_string()])
+    );
     let kept = wait_for(|| {
         let api = api.clone();
         async move {
@@ -670,7 +685,130 @@ async fn orphan_propagation_keeps_dependents_without_the_owner_reference() {
         kept.is_some(),
         "the dependent stays, without its owner reference"
     );
+    let owner_gone = wait_for(|| {
+        let api = api.clone();
+        async move { api.get_opt("owner").await.unwrap().is_none().then_some(()) }
+    })
+    .await;
+    assert!(
+        owner_gone.is_some(),
+        "the owner goes once orphaning is done"
+    );
+    assert!(api.get_opt("dep").await.unwrap().is_some());
     test_support::delete_namespace(&c.client, &ns).await;
+}
+
+#[tokio::test]
+async fn foreground_deletion_answers_with_the_owner_and_removes_blocking_dependents_first() {
+    let c = cluster().await;
+    let subnets = subnets(&c.client).await;
+    let reservations: Api<Reservation> = Api::all(c.client.clone());
+    let name = unique("fg");
+    let owner = subnets
+        .create(&PostParams::default(), &subnet(&name, "10.16.0.0/16"))
+        .await
+        .unwrap();
+    let reservation = |suffix: &str, block: bool, finalizers: Value| -> Reservation {
+        serde_json::from_value(json!({
+            "apiVersion": "emulator.example.com/v1", "kind": "Reservation",
+            "metadata": {"name": format!("{name}-{suffix}"), "finalizers": finalizers,
+                "ownerReferences": [{"apiVersion": "emulator.example.com/v1", "kind": "Subnet", "name": name, "uid": owner.uid().unwrap(), "blockOwnerDeletion": block}]},
+            "spec": {"subnet": name, "cidr": "10.16.0.0/26"},
+        }))
+        .unwrap()
+    };
+    let blocking = format!("{name}-blocking");
+    let loose = format!("{name}-loose");
+    reservations
+        .create(
+            &PostParams::default(),
+            &reservation("blocking", true, json!(["emulator.example.com/hold"])),
+        )
+        .await
+        .unwrap();
+    reservations
+        .create(
+            &PostParams::default(),
+            &reservation("loose", false, json!([])),
+        )
+        .await
+        .unwrap();
+
+    let pending = subnets
+        .delete(&name, &DeleteParams::foreground())
+        .await
+        .unwrap()
+        .left()
+        .expect("a foreground deletion answers with the object");
+    assert!(pending.metadata.deletion_timestamp.is_some());
+    assert_eq!(pending.metadata.deletion_grace_period_seconds, Some(0));
+    assert_eq!(
+        pending.metadata.finalizers,
+        Some(vec!["foregroundDeletion".to_string()])
+    );
+
+    // The garbage collector deletes the dependents; the one with a finalizer stays,
+    // deleting, and holds its owner, since it blocks the owner's deletion.
+    let held = wait_for(|| {
+        let reservations = reservations.clone();
+        let blocking = blocking.clone();
+        async move {
+            let r = reservations.get(&blocking).await.ok()?;
+            r.metadata.deletion_timestamp.is_some().then_some(())
+        }
+    })
+    .await;
+    assert!(held.is_some(), "the blocking dependent is deleted");
+    let loose_gone = wait_for(|| {
+        let reservations = reservations.clone();
+        let loose = loose.clone();
+        async move {
+            reservations
+                .get_opt(&loose)
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        }
+    })
+    .await;
+    assert!(loose_gone.is_some(), "the other dependent is deleted");
+    let waiting = subnets.get(&name).await.unwrap();
+    assert!(waiting.metadata.deletion_timestamp.is_some());
+    assert_eq!(
+        waiting.metadata.finalizers,
+        Some(vec!["foregroundDeletion".to_string()])
+    );
+
+    reservations
+        .patch(
+            &blocking,
+            &PatchParams::default(),
+            &Patch::Json::<()>(
+                serde_json::from_value(json!([{"op": "remove", "path": "/metadata/finalizers"}]))
+                    .unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    let owner_gone = wait_for(|| {
+        let subnets = subnets.clone();
+        let name = name.clone();
+        async move {
+            subnets
+                .get_opt(&name)
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        }
+    })
+    .await;
+    assert!(
+        owner_gone.is_some(),
+        "the owner goes after its blocking dependent"
+    );
+    assert!(reservations.get_opt(&blocking).await.unwrap().is_none());
 }
 
 #[tokio::test]
