@@ -16,6 +16,7 @@ pub mod selectors;
 pub mod server;
 pub mod store;
 pub mod table;
+pub mod validation;
 
 /// The CRD the unit tests register (`tests/fixtures/subnets.yaml`), as JSON.
 #[cfg(test)]

@@ -24,6 +24,7 @@ use super::resources::ResourceType;
 use super::selectors::{FieldSelector, LabelSelector, supported_fields};
 use super::store::{DeleteOptions, Event, EventType, ListFrom, Part, Store};
 use super::table::{self, IncludeObject};
+use super::validation::{self, Write};
 
 /// The body type of every response.
 pub type Body = BoxBody<Bytes, Infallible>;
@@ -365,6 +366,7 @@ impl Server {
                 let mut obj = parse_object(&t, &content_type, &body)?;
                 let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
                 self.injected_failure(&t, &name)?;
+                validation::admit(&t, &rp.version, &namespace, &obj, Write::Create)?;
                 let warnings = field_validation(&t, &rp.version, &mut obj, &query)?;
                 let created =
                     store.create_as(&self.stored(&t), &namespace, to_storage(&t, obj), &manager)?;
@@ -378,6 +380,7 @@ impl Server {
                 let (body, content_type) = self.body(req).await?;
                 let mut obj = parse_object(&t, &content_type, &body)?;
                 self.injected_failure(&t, name)?;
+                validation::admit(&t, &rp.version, &namespace, &obj, Write::Update)?;
                 let warnings = field_validation(&t, &rp.version, &mut obj, &query)?;
                 let updated = store.update_as(
                     &self.stored(&t),
@@ -416,6 +419,7 @@ impl Server {
                         &body,
                         t.custom,
                     )?;
+                    validation::admit(&t, &version, &namespace, &patched, Write::Patch)?;
                     *warnings.lock().unwrap_or_else(|e| e.into_inner()) =
                         field_validation(&t, &version, &mut patched, &query)?;
                     Ok(to_storage(&t, patched))
@@ -558,6 +562,7 @@ impl Server {
                 &now,
             )
             .map_err(|c| apply_conflict(t, name, &c))?;
+            validation::admit(t, &rp.version, namespace, &merged, Write::Patch)?;
             *warnings.lock().unwrap_or_else(|e| e.into_inner()) =
                 field_validation(t, &rp.version, &mut merged, query)?;
             Ok(to_storage(t, merged))
@@ -577,6 +582,7 @@ impl Server {
                 let mut created =
                     apply::apply(&Value::Null, &applied, manager, None, t.custom, force, &now)
                         .map_err(|c| apply_conflict(t, name, &c))?;
+                validation::admit(t, &rp.version, namespace, &created, Write::Create)?;
                 let warnings = field_validation(t, &rp.version, &mut created, query)?;
                 let created = store.create(&self.stored(t), namespace, to_storage(t, created))?;
                 let created = self.dry_answer(dry_run, t, namespace, created);

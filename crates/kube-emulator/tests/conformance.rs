@@ -1787,7 +1787,7 @@ async fn events_are_one_resource_in_two_api_groups() {
     let event: Event = serde_json::from_value(json!({
         "metadata": {"name": "subnet-full"},
         "eventTime": "2024-01-01T00:00:00.000000Z",
-        "regarding": {"apiVersion": "emulator.example.com/v1", "kind": "Subnet", "name": "p"},
+        "regarding": {"apiVersion": "v1", "kind": "ConfigMap", "namespace": ns, "name": "p"},
         "reason": "SubnetExhausted", "note": "all 254 addresses are in use", "type": "Warning",
         "action": "Allocate", "reportingController": "emulator.example.com/controller", "reportingInstance": "controller-0",
     }))
@@ -1804,11 +1804,110 @@ async fn events_are_one_resource_in_two_api_groups() {
     );
     assert_eq!(
         seen.items[0].involved_object.kind.as_deref(),
-        Some("Subnet")
+        Some("ConfigMap")
     );
     let back = events.get("subnet-full").await.unwrap();
     assert_eq!(back.note.as_deref(), Some("all 254 addresses are in use"));
     assert_eq!(back.regarding.unwrap().name.as_deref(), Some("p"));
+    test_support::delete_namespace(&c.client, &ns).await;
+}
+
+#[tokio::test]
+async fn events_are_validated_as_the_real_server_validates_them() {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use k8s_openapi::api::events::v1::Event;
+    let c = cluster().await;
+    let ns = namespace(&c.client).await;
+    let core: Api<DynamicObject> =
+        Api::namespaced_with(c.client.clone(), &ns, &ApiResource::erase::<CoreEvent>(&()));
+    let v1: Api<DynamicObject> =
+        Api::namespaced_with(c.client.clone(), &ns, &ApiResource::erase::<Event>(&()));
+    let event = |api_version: &str, name: &str, rest: Value| -> DynamicObject {
+        let mut obj =
+            json!({"apiVersion": api_version, "kind": "Event", "metadata": {"name": name}});
+        obj.as_object_mut()
+            .unwrap()
+            .extend(rest.as_object().unwrap().clone());
+        serde_json::from_value(obj).unwrap()
+    };
+    let refused = |e: kube::core::Status| (e.code, e.reason, e.message);
+    let mismatch = |name: &str, value: &str| {
+        (
+            422,
+            "Invalid".to_string(),
+            format!(
+                "Event \"{name}\" is invalid: involvedObject.namespace: Invalid value: \"{value}\": does not match event.namespace"
+            ),
+        )
+    };
+
+    // core/v1: the involved object's namespace must be the event's (a cluster-scoped
+    // one's events belong in `default`); an event with nothing but metadata fails so too.
+    let cluster_scoped = event(
+        "v1",
+        "cluster-scoped",
+        json!({"involvedObject": {"kind": "Node", "name": "n1"}, "reason": "Tested", "message": "m", "type": "Normal"}),
+    );
+    let err = api_error(core.create(&PostParams::default(), &cluster_scoped).await);
+    assert_eq!(refused(err), mismatch("cluster-scoped", ""));
+    let elsewhere = event(
+        "v1",
+        "elsewhere",
+        json!({"involvedObject": {"kind": "ConfigMap", "namespace": "default", "name": "c"}, "reason": "Tested"}),
+    );
+    let err = api_error(core.create(&PostParams::default(), &elsewhere).await);
+    assert_eq!(refused(err), mismatch("elsewhere", "default"));
+    let bare = event("v1", "bare", json!({}));
+    let err = api_error(core.create(&PostParams::default(), &bare).await);
+    assert_eq!(refused(err), mismatch("bare", ""));
+    let fine = event(
+        "v1",
+        "fine",
+        json!({"involvedObject": {"kind": "ConfigMap", "namespace": ns, "name": "c"}, "reason": "Tested", "message": "m", "type": "Normal"}),
+    );
+    core.create(&PostParams::default(), &fine).await.unwrap();
+
+    // events.k8s.io/v1 is stricter: eventTime is required and type is Normal or Warning.
+    let regarding = json!({"kind": "ConfigMap", "namespace": ns, "name": "c"});
+    let untimed = event(
+        "events.k8s.io/v1",
+        "untimed",
+        json!({"regarding": regarding, "reason": "Tested", "note": "n", "type": "Normal"}),
+    );
+    let err = api_error(v1.create(&PostParams::default(), &untimed).await);
+    assert_eq!(
+        refused(err),
+        (
+            422,
+            "Invalid".to_string(),
+            "Event \"untimed\" is invalid: eventTime: Required value".to_string()
+        )
+    );
+    let timed = |name: &str, ty: &str| {
+        event(
+            "events.k8s.io/v1",
+            name,
+            json!({"regarding": regarding, "reason": "Tested", "note": "n", "type": ty,
+                "eventTime": "2026-01-01T00:00:00.000000Z", "action": "Test",
+                "reportingController": "emulator.example.com/conformance", "reportingInstance": "conformance-0"}),
+        )
+    };
+    let err = api_error(
+        v1.create(&PostParams::default(), &timed("bogus", "Bogus"))
+            .await,
+    );
+    assert_eq!(
+        refused(err),
+        (
+            422,
+            "Invalid".to_string(),
+            "Event \"bogus\" is invalid: type: Invalid value: \"\": has invalid value: Bogus"
+                .to_string()
+        )
+    );
+    v1.create(&PostParams::default(), &timed("normal", "Normal"))
+        .await
+        .unwrap();
     test_support::delete_namespace(&c.client, &ns).await;
 }
 
