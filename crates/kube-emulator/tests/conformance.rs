@@ -1813,6 +1813,68 @@ async fn events_are_one_resource_in_two_api_groups() {
 }
 
 #[tokio::test]
+async fn leases_need_microsecond_times_and_a_positive_duration() {
+    let c = cluster().await;
+    let ns = namespace(&c.client).await;
+    let raw: Api<DynamicObject> =
+        Api::namespaced_with(c.client.clone(), &ns, &ApiResource::erase::<Lease>(&()));
+    let leases: Api<Lease> = Api::namespaced(c.client.clone(), &ns);
+    let lease = |name: &str, spec: Value| -> DynamicObject {
+        serde_json::from_value(json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": name}, "spec": spec})).unwrap()
+    };
+    // MicroTime has exactly six fractional digits; seconds precision does not decode.
+    let seconds = lease(
+        "seconds",
+        json!({"holderIdentity": "a", "renewTime": "2026-01-01T10:00:20Z"}),
+    );
+    let err = api_error(raw.create(&PostParams::default(), &seconds).await);
+    assert_eq!((err.code, err.reason.as_str()), (400, "BadRequest"));
+    assert_eq!(
+        err.message,
+        "Lease in version \"v1\" cannot be handled as a Lease: parsing time \"2026-01-01T10:00:20Z\" as \"2006-01-02T15:04:05.000000Z07:00\": cannot parse \"Z\" as \".000000\""
+    );
+    let zero = lease(
+        "zero",
+        json!({"holderIdentity": "a", "leaseDurationSeconds": 0}),
+    );
+    let err = api_error(raw.create(&PostParams::default(), &zero).await);
+    assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        err.message,
+        "Lease.coordination.k8s.io \"zero\" is invalid: spec.leaseDurationSeconds: Invalid value: 0: must be greater than 0"
+    );
+    // What a typed client writes is fine, and the same rules hold on update.
+    let good = lease(
+        "good",
+        json!({"holderIdentity": "a", "leaseDurationSeconds": 15, "renewTime": "2026-01-01T10:00:20.000000Z", "leaseTransitions": 0}),
+    );
+    raw.create(&PostParams::default(), &good).await.unwrap();
+    let mut typed = leases.get("good").await.unwrap();
+    typed.spec.as_mut().unwrap().lease_transitions = Some(-1);
+    let err = api_error(leases.replace("good", &PostParams::default(), &typed).await);
+    assert_eq!(
+        err.message,
+        "Lease.coordination.k8s.io \"good\" is invalid: spec.leaseTransitions: Invalid value: -1: must be greater than or equal to 0"
+    );
+    let err = api_error(
+        leases
+            .patch(
+                "good",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"acquireTime": "2026-01-01T10:00:20Z"}})),
+            )
+            .await,
+    );
+    assert_eq!(err.code, 422);
+    assert!(
+        err.message.contains("cannot parse \"Z\" as \".000000\""),
+        "{}",
+        err.message
+    );
+    test_support::delete_namespace(&c.client, &ns).await;
+}
+
+#[tokio::test]
 async fn events_are_validated_as_the_real_server_validates_them() {
     use k8s_openapi::api::core::v1::Event as CoreEvent;
     use k8s_openapi::api::events::v1::Event;
