@@ -126,8 +126,16 @@ impl Schema {
             && let Some(cel) = &self.cel
         {
             let validator = Validator::new();
+            // CEL sees a null in an object with declared properties as an absent field,
+            // as the real server's CEL values do (`has(self.gateway)` is false for
+            // `gateway: null`); the stored object keeps the null.
+            let (object, old) = (
+                without_nulls(&self.root, object),
+                old.map(|o| without_nulls(&self.root, o)),
+            );
+            let old = old.as_deref();
             // Transition rules compare only the parts of the object the schema declares.
-            if let Err(errors) = validator.validate_compiled(cel, object, old) {
+            if let Err(errors) = validator.validate_compiled(cel, &object, old) {
                 for e in errors.iter() {
                     // The real server reports the type of the schema the rule sits on.
                     let kind = rule_owner_type(&self.root, &e.rule)
@@ -394,6 +402,53 @@ fn type_error(path: &str, expected: &str, value: &Value) -> Cause {
     }
 }
 
+fn has_null(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Object(map) => map.values().any(has_null),
+        Value::Array(items) => items.iter().any(has_null),
+        _ => false,
+    }
+}
+
+/// `value` without the null fields of objects whose schema declares properties (borrowed
+/// when there is none, the usual case).
+fn without_nulls<'a>(schema: &Value, value: &'a Value) -> std::borrow::Cow<'a, Value> {
+    if !has_null(value) {
+        return std::borrow::Cow::Borrowed(value);
+    }
+    let mut out = value.clone();
+    drop_nulls(schema, &mut out);
+    std::borrow::Cow::Owned(out)
+}
+
+fn drop_nulls(schema: &Value, value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            let props = schema.get("properties").and_then(Value::as_object);
+            if props.is_some() {
+                map.retain(|_, v| !v.is_null());
+            }
+            for (k, v) in map.iter_mut() {
+                let sub = props
+                    .and_then(|p| p.get(k))
+                    .or_else(|| schema.get("additionalProperties").filter(|a| a.is_object()));
+                if let Some(sub) = sub {
+                    drop_nulls(sub, v);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item) = schema.get("items") {
+                for v in items {
+                    drop_nulls(item, v);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 fn prune(schema: &Value, value: &mut Value, path: &str, dropped: &mut Vec<String>) {
     if schema["x-kubernetes-preserve-unknown-fields"] == true && schema.get("properties").is_none()
     {
@@ -508,6 +563,20 @@ mod tests {
                 "cidr must be a network address in CIDR notation, such as 10.244.0.0/16"
             )
         );
+    }
+
+    #[test]
+    fn nulls_are_absent_fields_to_cel() {
+        let schema = subnet_schema();
+        let mut obj = pool(
+            json!({"cidr": "10.0.0.0/16", "gateway": null, "blockSize": null, "default": null}),
+        );
+        schema.prune_and_default(&mut obj);
+        // Not nullable: pruned. Nullable: kept, but absent to `has()`.
+        assert!(obj["spec"].get("default").is_none());
+        assert!(obj["spec"]["gateway"].is_null());
+        let causes = schema.validate(&obj, Some(&pool(json!({"cidr": "10.0.0.0/16"}))));
+        assert!(causes.is_empty(), "{causes:?}");
     }
 
     #[test]

@@ -873,6 +873,39 @@ async fn schema_prunes_unknown_fields_and_rejects_invalid_values() {
 /// Transition rules (`self == oldSelf`, and one on the parent with a `fieldPath`) refuse an
 /// update with the rule's message, at the field's path.
 #[tokio::test]
+async fn nulls_are_pruned_or_absent_to_cel_rules() {
+    let c = cluster().await;
+    let api = subnets(&c.client).await;
+    let raw: Api<DynamicObject> = Api::all_with(
+        c.client.clone(),
+        &ApiResource::from_gvk(&GroupVersionKind::gvk(GROUP, "v1", "Subnet")),
+    );
+    let name = unique("nulls");
+    // `default` is not nullable: its null is pruned. `gateway` and `blockSize` are: CEL
+    // rules see them as absent (`has()` is false), so the rules about them hold.
+    let obj: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "emulator.example.com/v1", "kind": "Subnet", "metadata": {"name": name},
+        "spec": {"cidr": "10.18.0.0/16", "gateway": null, "blockSize": null, "default": null},
+    }))
+    .unwrap();
+    let created = raw.create(&PostParams::default(), &obj).await.unwrap();
+    let spec = &created.data["spec"];
+    assert_eq!(spec["cidr"], "10.18.0.0/16");
+    assert!(spec.get("default").is_none(), "{spec}");
+    assert!(
+        spec["gateway"].is_null() && spec["blockSize"].is_null(),
+        "{spec}"
+    );
+    let mut again = created.clone();
+    again.data["spec"]["gateway"] = Value::Null;
+    again.data["spec"]["disabled"] = json!(true);
+    raw.replace(&name, &PostParams::default(), &again)
+        .await
+        .unwrap();
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+}
+
+#[tokio::test]
 async fn cel_transition_rules_refuse_changing_an_immutable_field() {
     let c = cluster().await;
     let api = subnets(&c.client).await;
