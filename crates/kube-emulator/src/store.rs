@@ -1109,6 +1109,19 @@ impl State {
         let current = self
             .object(&gr, &key)
             .ok_or_else(|| ApiError::not_found(&gr, name))?;
+        // A PUT's uid is a precondition, checked before anything else, as the real
+        // server's storage checks it (a patch carries none).
+        let body_uid = str_of(meta(&obj), "uid");
+        let stored_uid = str_of(meta(&current), "uid");
+        if require_rv && !body_uid.is_empty() && body_uid != stored_uid {
+            return Err(ApiError::conflict(
+                &gr,
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {body_uid}, UID in object meta: {stored_uid}"
+                ),
+            ));
+        }
         let rv = str_of(meta(&obj), "resourceVersion").to_string();
         if rv.is_empty() {
             if require_rv && !t.unconditional_update {

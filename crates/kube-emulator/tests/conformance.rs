@@ -133,6 +133,19 @@ async fn create_conflicts_and_not_found_carry_the_real_status() {
         )
     );
 
+    let mut other_uid = replaced.clone();
+    other_uid.metadata.uid = Some("00000000-0000-0000-0000-000000000000".into());
+    let err = api_error(api.replace(&name, &PostParams::default(), &other_uid).await);
+    assert_eq!((err.code, err.reason.as_str()), (409, "Conflict"));
+    assert!(
+        err.message.contains(&format!(
+            "Precondition failed: UID in precondition: 00000000-0000-0000-0000-000000000000, UID in object meta: {}",
+            created.uid().unwrap()
+        )),
+        "{}",
+        err.message
+    );
+
     let mut unversioned = replaced.clone();
     unversioned.metadata.resource_version = None;
     let invalid = api_error(
