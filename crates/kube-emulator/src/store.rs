@@ -13,6 +13,7 @@ use tokio::sync::{Notify, broadcast};
 use super::apply;
 use super::error::{ApiError, ApiResult, Cause, GroupResource};
 use super::resources::{self, Registry, ResourceType};
+use super::validation;
 
 /// Namespace and name of an object; the namespace is empty for cluster-scoped objects.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -245,45 +246,28 @@ fn same_spec(t: &ResourceType, a: &Value, b: &Value) -> bool {
     }
 }
 
-/// A label key's name part, or a label value (which may also be empty).
-fn is_label_token(s: &str) -> bool {
-    s.len() <= 63
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && s.chars().next().is_none_or(|c| c.is_ascii_alphanumeric())
-        && s.chars().last().is_none_or(|c| c.is_ascii_alphanumeric())
-}
-
-/// Label keys (`[prefix/]name`) and values, checked as the real server checks them.
+/// Label keys (`[prefix/]name`) and values, checked as the real server checks them: one
+/// cause per broken rule.
 fn validate_labels(meta: &Value) -> Vec<Cause> {
     let mut causes = Vec::new();
     let Some(labels) = meta["labels"].as_object() else {
         return causes;
     };
+    let cause = |shown: &str, why: String| Cause {
+        reason: "FieldValueInvalid",
+        field: "metadata.labels".into(),
+        message: format!("Invalid value: \"{shown}\": {why}"),
+    };
     for (key, value) in labels {
-        let (prefix, name) = key.rsplit_once('/').unwrap_or(("", key));
-        let prefix_ok = prefix.is_empty() || is_dns_subdomain(prefix);
-        if name.is_empty() || !is_label_token(name) || !prefix_ok || key.matches('/').count() > 1 {
-            causes.push(Cause {
-                reason: "FieldValueInvalid",
-                field: "metadata.labels".into(),
-                message: format!(
-                    "Invalid value: \"{key}\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"
-                ),
-            });
+        for why in validation::qualified_name_errors(key) {
+            causes.push(cause(key, why));
         }
-        let text = value.as_str();
-        if text.is_none_or(|v| !is_label_token(v)) {
-            let shown = text
-                .map(str::to_string)
-                .unwrap_or_else(|| value.to_string());
-            causes.push(Cause {
-                reason: "FieldValueInvalid",
-                field: "metadata.labels".into(),
-                message: format!(
-                    "Invalid value: \"{shown}\": a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"
-                ),
-            });
+        let shown = value
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| value.to_string());
+        for why in validation::label_value_errors(&shown) {
+            causes.push(cause(&shown, why));
         }
     }
     causes

@@ -315,6 +315,43 @@ async fn list_filters_by_label_and_field_selectors_and_pages() {
 }
 
 #[tokio::test]
+async fn malformed_label_selectors_are_bad_requests() {
+    let c = cluster().await;
+    let ns = namespace(&c.client).await;
+    let api: Api<ConfigMap> = Api::namespaced(c.client.clone(), &ns);
+    api.create(&PostParams::default(), &configmap("a", json!({"app": "a"})))
+        .await
+        .unwrap();
+    for (selector, says) in [
+        ("app=a b", "found 'b', expected: ',' or 'end of string'"),
+        (
+            "app in a",
+            "unable to parse requirement: found 'a' expected: '('",
+        ),
+        ("app,", "found '', expected: identifier after ','"),
+        (
+            "app_=a",
+            "unable to parse requirement: <nil>: Invalid value: \"app_\": name part must consist of alphanumeric characters",
+        ),
+    ] {
+        let err = api_error(api.list(&ListParams::default().labels(selector)).await);
+        assert_eq!(
+            (err.code, err.reason.as_str()),
+            (400, "BadRequest"),
+            "{selector}: {}",
+            err.message
+        );
+        assert!(err.message.contains(says), "{selector}: {}", err.message);
+    }
+    let listed = api
+        .list(&ListParams::default().labels("app in (a, b),!tier"))
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1);
+    test_support::delete_namespace(&c.client, &ns).await;
+}
+
+#[tokio::test]
 async fn watch_streams_changes_from_a_resource_version() {
     let c = cluster().await;
     let ns = namespace(&c.client).await;
