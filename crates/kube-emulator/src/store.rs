@@ -830,46 +830,183 @@ impl State {
         Ok(())
     }
 
-    /// Registers (or re-registers) the resource a stored CRD declares and reports it in
-    /// the CRD's status, as the apiextensions controllers do.
+    /// The names other CRDs of `group` have been granted (`status.acceptedNames`):
+    /// resource names (plural, singular, short names) and kinds (kind, list kind).
+    fn names_taken_in_group(
+        &self,
+        group: &str,
+        except: &str,
+    ) -> (HashSet<String>, HashSet<String>) {
+        let crd_gr = GroupResource::new("apiextensions.k8s.io", "customresourcedefinitions");
+        let (mut resources, mut kinds) = (HashSet::new(), HashSet::new());
+        let Some(crds) = self.objects.get(&crd_gr) else {
+            return (resources, kinds);
+        };
+        for (k, crd) in crds {
+            if k.name == except || crd["spec"]["group"] != group {
+                continue;
+            }
+            let accepted = &crd["status"]["acceptedNames"];
+            let text = |f: &str| accepted[f].as_str().unwrap_or("").to_string();
+            resources.insert(text("plural"));
+            resources.insert(text("singular"));
+            for s in accepted["shortNames"].as_array().into_iter().flatten() {
+                resources.insert(s.as_str().unwrap_or("").to_string());
+            }
+            kinds.insert(text("kind"));
+            kinds.insert(text("listKind"));
+        }
+        resources.remove("");
+        kinds.remove("");
+        (resources, kinds)
+    }
+
+    /// Decides a CRD's names against the other CRDs of its group and reports them in its
+    /// status, as the apiextensions naming and establishing controllers do: a name another
+    /// CRD holds is not accepted (`NamesAccepted=False`, `"WidgetList" is already in use`),
+    /// and a CRD whose names were never all accepted is not established nor served.
+    /// Registers (or re-registers) the resource otherwise.
     fn establish(&mut self, crd: &mut Value) {
-        if let Ok(t) = resources::from_crd(crd) {
-            let when = now();
-            let names = crd["spec"]["names"].clone();
-            let mut stored: Vec<String> = crd["status"]["storedVersions"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
-            if !stored.iter().any(|v| v == t.storage_version()) {
-                stored.push(t.storage_version().to_string());
+        let Ok(t) = resources::from_crd(crd) else {
+            return;
+        };
+        let when = now();
+        let name = str_of(meta(crd), "name").to_string();
+        let (taken_resources, taken_kinds) = self.names_taken_in_group(&t.group, &name);
+        let mut stored: Vec<String> = crd["status"]["storedVersions"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !stored.iter().any(|v| v == t.storage_version()) {
+            stored.push(t.storage_version().to_string());
+        }
+        let mut requested = crd["spec"]["names"].clone();
+        if requested["singular"].is_null() {
+            requested["singular"] = t.singular.clone().into();
+        }
+        if requested["listKind"].is_null() {
+            requested["listKind"] = format!("{}List", t.kind).into();
+        }
+        let before = crd["status"]["acceptedNames"].clone();
+        let mut accepted = if before.is_object() {
+            before.clone()
+        } else {
+            json!({"plural": "", "kind": ""})
+        };
+        let mut conflict: Option<(&str, String)> = None;
+        let fresh = |requested: &str, accepted: &str, taken: &HashSet<String>| {
+            if requested == accepted || !taken.contains(requested) {
+                Ok(())
+            } else {
+                Err(format!("\"{requested}\" is already in use"))
             }
-            let mut accepted = names.clone();
-            if accepted["singular"].is_null() {
-                accepted["singular"] = t.singular.clone().into();
+        };
+        for (field, reason, taken) in [
+            ("plural", "PluralConflict", &taken_resources),
+            ("singular", "SingularConflict", &taken_resources),
+            ("kind", "KindConflict", &taken_kinds),
+            ("listKind", "ListKindConflict", &taken_kinds),
+        ] {
+            let want = requested[field].as_str().unwrap_or("");
+            let had = before[field].as_str().unwrap_or("");
+            match fresh(want, had, taken) {
+                Ok(()) => accepted[field] = want.into(),
+                Err(e) => conflict = Some((reason, e)),
             }
-            if accepted["listKind"].is_null() {
-                accepted["listKind"] = format!("{}List", t.kind).into();
-            }
-            let keep_time = |ty: &str| {
-                crd["status"]["conditions"]
+            if field == "singular" {
+                // Short names come between singular and kind in the real controller.
+                let mine: HashSet<&str> = before["shortNames"]
                     .as_array()
-                    .and_then(|cs| cs.iter().find(|c| c["type"] == ty && c["status"] == "True"))
-                    .and_then(|c| c["lastTransitionTime"].as_str().map(str::to_string))
-                    .unwrap_or_else(|| when.clone())
-            };
-            crd["status"] = json!({
-                "conditions": [
-                    {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": keep_time("NamesAccepted")},
-                    {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": keep_time("Established")},
-                ],
-                "acceptedNames": accepted,
-                "storedVersions": stored,
-            });
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                let errs: Vec<String> = requested["shortNames"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .filter(|s| !mine.contains(s))
+                    .filter_map(|s| fresh(s, "", &taken_resources).err())
+                    .collect();
+                match errs.len() {
+                    0 => {
+                        if !requested["shortNames"].is_null() {
+                            accepted["shortNames"] = requested["shortNames"].clone();
+                        }
+                    }
+                    1 => conflict = Some(("ShortNamesConflict", errs[0].clone())),
+                    _ => conflict = Some(("ShortNamesConflict", format!("[{}]", errs.join(", ")))),
+                }
+            }
+        }
+        if !requested["categories"].is_null() {
+            accepted["categories"] = requested["categories"].clone();
+        }
+        let keep_time = |ty: &str, status: &str| {
+            crd["status"]["conditions"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["type"] == ty && c["status"] == status))
+                .and_then(|c| c["lastTransitionTime"].as_str().map(str::to_string))
+                .unwrap_or_else(|| when.clone())
+        };
+        let was_established = crd["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Established" && c["status"] == "True")
+        });
+        let names_accepted = match &conflict {
+            None => {
+                json!({"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": keep_time("NamesAccepted", "True")})
+            }
+            Some((reason, message)) => {
+                json!({"type": "NamesAccepted", "status": "False", "reason": reason, "message": message, "lastTransitionTime": keep_time("NamesAccepted", "False")})
+            }
+        };
+        let established = if conflict.is_none() || was_established {
+            json!({"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": keep_time("Established", "True")})
+        } else {
+            json!({"type": "Established", "status": "False", "reason": "NotAccepted", "message": "not all names are accepted", "lastTransitionTime": keep_time("Established", "False")})
+        };
+        let serve = conflict.is_none() || was_established;
+        crd["status"] = json!({
+            "conditions": [names_accepted, established],
+            "acceptedNames": accepted,
+            "storedVersions": stored,
+        });
+        if serve {
             Arc::make_mut(&mut self.registry).insert(t);
+        }
+    }
+
+    /// After a CRD goes, the names it held are free: CRDs of its group waiting for them
+    /// are decided again.
+    fn reconsider_names(&mut self, events: &broadcast::Sender<Arc<Event>>, group: &str) {
+        let crd_gr = GroupResource::new("apiextensions.k8s.io", "customresourcedefinitions");
+        let waiting: Vec<(ObjectKey, Arc<Value>)> = self
+            .objects
+            .get(&crd_gr)
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, c)| {
+                        c["spec"]["group"] == group
+                            && meta(c)["deletionTimestamp"].is_null()
+                            && c["status"]["conditions"].as_array().is_some_and(|cs| {
+                                cs.iter()
+                                    .any(|c| c["type"] == "NamesAccepted" && c["status"] == "False")
+                            })
+                    })
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (k, crd) in waiting {
+            let mut crd = (*crd).clone();
+            self.establish(&mut crd);
+            self.put(events, &crd_gr, k, crd, EventType::Modified);
         }
     }
 
@@ -1224,8 +1361,12 @@ impl State {
             && t.plural == "customresourcedefinitions"
             && let Ok(declared) = resources::from_crd(&removed)
         {
-            Arc::make_mut(&mut self.registry).remove(&declared.group_resource());
-            self.objects.remove(&declared.group_resource());
+            // Only the CRD that was granted the resource takes it away.
+            if self.registry.get(&declared.group_resource()).is_some() && crd_served(&removed) {
+                Arc::make_mut(&mut self.registry).remove(&declared.group_resource());
+                self.objects.remove(&declared.group_resource());
+            }
+            self.reconsider_names(events, &declared.group);
         }
         self.collect_dependents(events, &uid);
         if !key.namespace.is_empty() {
@@ -1410,6 +1551,12 @@ impl State {
         let stored = self.put(events, &gr, key.clone(), obj, EventType::Modified);
         if is_namespace {
             self.delete_namespace_content(events, namespace_of(&key));
+            let gone = self.object(&gr, &key).is_none();
+            return Ok((stored, gone));
+        }
+        if is_crd && !crd_served(&stored) {
+            // Never served, so it holds no objects: the cleanup finalizer goes at once.
+            self.drop_finalizer(events, &gr, &key, CRD_FINALIZER);
             let gone = self.object(&gr, &key).is_none();
             return Ok((stored, gone));
         }
@@ -1675,6 +1822,14 @@ fn gc_finalizers(existing: &[String], propagation: Option<&str>) -> Vec<String> 
     if same { existing.to_vec() } else { out }
 }
 
+/// Whether a CRD got to serve its resource (its names were accepted once).
+fn crd_served(crd: &Value) -> bool {
+    crd["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Established" && c["status"] == "True")
+    })
+}
+
 fn namespace_of(key: &ObjectKey) -> &str {
     // A namespace's own key is (cluster scope, its name).
     &key.name
@@ -1901,6 +2056,57 @@ mod tests {
             kept(&[])
         );
         assert_eq!(gc_finalizers(&kept(&["orphan"]), None), kept(&["orphan"]));
+    }
+
+    #[test]
+    fn a_crd_waits_for_its_kind_until_the_holder_goes() {
+        let store = Store::new(100);
+        let crds = store
+            .registry()
+            .lookup("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+            .unwrap();
+        let crd = |plural: &str| {
+            json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                "metadata": {"name": format!("{plural}.x.example.com")},
+                "spec": {"group": "x.example.com", "scope": "Cluster", "names": {"plural": plural, "kind": "Gadget"},
+                    "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {"type": "object"}}}]}})
+        };
+        let status = |obj: &Value, ty: &str| {
+            obj["status"]["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["type"] == ty)
+                .unwrap()["status"]
+                .clone()
+        };
+        store.create(&crds, "", crd("first")).unwrap();
+        let second = store.create(&crds, "", crd("second")).unwrap();
+        assert_eq!(status(&second, "NamesAccepted"), "False");
+        assert_eq!(status(&second, "Established"), "False");
+        assert!(
+            store
+                .registry()
+                .lookup("x.example.com", "v1", "seconds")
+                .is_none()
+        );
+        assert!(
+            store
+                .registry()
+                .lookup("x.example.com", "v1", "second")
+                .is_none()
+        );
+        store
+            .delete(&crds, "", "first.x.example.com", &DeleteOptions::default())
+            .unwrap();
+        let second = store.get(&crds, "", "second.x.example.com").unwrap();
+        assert_eq!(status(&second, "Established"), "True");
+        assert!(
+            store
+                .registry()
+                .lookup("x.example.com", "v1", "second")
+                .is_some()
+        );
     }
 
     #[test]

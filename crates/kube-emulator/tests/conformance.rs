@@ -1135,10 +1135,13 @@ async fn a_deleted_crd_takes_its_objects_and_resource_with_it() {
     let c = cluster().await;
     let crds: Api<CustomResourceDefinition> = Api::all(c.client.clone());
     let plural = unique("widgets").replace('-', "");
+    // A kind of its own: a leftover CRD of an earlier run holding `Widget` in this group
+    // would keep this one from being established.
+    let kind = format!("Widget{}", &plural["widgets".len()..]);
     let group = "conformance.emulator.example.com";
     let crd: CustomResourceDefinition = serde_json::from_value(json!({
         "metadata": {"name": format!("{plural}.{group}")},
-        "spec": {"group": group, "scope": "Namespaced", "names": {"plural": plural, "singular": format!("{plural}s"), "kind": "Widget", "listKind": "WidgetList"},
+        "spec": {"group": group, "scope": "Namespaced", "names": {"plural": plural, "singular": format!("{plural}s"), "kind": kind, "listKind": format!("{kind}List")},
             "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}]},
     }))
     .unwrap();
@@ -1161,12 +1164,12 @@ async fn a_deleted_crd_takes_its_objects_and_resource_with_it() {
         group: group.into(),
         version: "v1".into(),
         api_version: format!("{group}/v1"),
-        kind: "Widget".into(),
+        kind: kind.clone(),
         plural: plural.clone(),
     };
     let ns = namespace(&c.client).await;
     let widgets: Api<DynamicObject> = Api::namespaced_with(c.client.clone(), &ns, &ar);
-    let w: DynamicObject = serde_json::from_value(json!({"apiVersion": format!("{group}/v1"), "kind": "Widget", "metadata": {"name": "w"}, "spec": {"size": 3}})).unwrap();
+    let w: DynamicObject = serde_json::from_value(json!({"apiVersion": format!("{group}/v1"), "kind": kind, "metadata": {"name": "w"}, "spec": {"size": 3}})).unwrap();
     // The resource may take a moment to be served on a real cluster.
     let created = wait_for(|| {
         let widgets = widgets.clone();
@@ -1213,6 +1216,84 @@ async fn a_deleted_crd_takes_its_objects_and_resource_with_it() {
     .await;
     assert!(gone.is_some(), "the CRD's objects go with it");
     test_support::delete_namespace(&c.client, &ns).await;
+}
+
+#[tokio::test]
+async fn a_crd_whose_kind_is_taken_in_its_group_is_never_established() {
+    let c = cluster().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(c.client.clone());
+    let id = unique("g").replace('-', "");
+    let kind = format!("Gadget{}", &id[1..]);
+    let group = "names.emulator.example.com";
+    let crd = |plural: &str| -> CustomResourceDefinition {
+        serde_json::from_value(json!({
+            "metadata": {"name": format!("{plural}.{group}")},
+            "spec": {"group": group, "scope": "Cluster", "names": {"plural": plural, "kind": kind, "listKind": format!("{kind}List")},
+                "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]},
+        }))
+        .unwrap()
+    };
+    let first = format!("{id}a");
+    let second = format!("{id}b");
+    let condition = |name: String, ty: &'static str| {
+        let crds = crds.clone();
+        async move {
+            let crd = crds.get(&name).await.ok()?;
+            crd.status?.conditions?.into_iter().find(|c| c.type_ == ty)
+        }
+    };
+    crds.create(&PostParams::default(), &crd(&first))
+        .await
+        .unwrap();
+    let established = wait_for(|| {
+        let name = format!("{first}.{group}");
+        let condition = condition.clone();
+        async move {
+            condition(name, "Established")
+                .await
+                .filter(|c| c.status == "True")
+        }
+    })
+    .await;
+    assert!(established.is_some());
+    crds.create(&PostParams::default(), &crd(&second))
+        .await
+        .unwrap();
+    let refused = wait_for(|| {
+        let name = format!("{second}.{group}");
+        let condition = condition.clone();
+        async move {
+            condition(name, "NamesAccepted")
+                .await
+                .filter(|c| c.status == "False")
+        }
+    })
+    .await
+    .expect("the second CRD's names are refused");
+    // Kind and list kind are both taken; the real controller reports the last.
+    assert_eq!(refused.reason.as_deref(), Some("ListKindConflict"));
+    assert_eq!(
+        refused.message.as_deref(),
+        Some(format!("\"{kind}List\" is already in use").as_str())
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let not_established = condition(format!("{second}.{group}"), "Established").await;
+    assert!(
+        not_established.as_ref().is_none_or(|c| c.status != "True"),
+        "{not_established:?}"
+    );
+    for name in [&second, &first] {
+        crds.delete(&format!("{name}.{group}"), &DeleteParams::default())
+            .await
+            .unwrap();
+        let gone = wait_for(|| {
+            let crds = crds.clone();
+            let name = format!("{name}.{group}");
+            async move { crds.get_opt(&name).await.unwrap().is_none().then_some(()) }
+        })
+        .await;
+        assert!(gone.is_some(), "{name} is deleted");
+    }
 }
 
 #[tokio::test]
