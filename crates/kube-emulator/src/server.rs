@@ -15,7 +15,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::apply;
 use super::discovery;
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, Cause};
 use super::events;
 use super::faults::{self, Faults, LostResponse};
 use super::patch::{self, PatchType};
@@ -289,15 +289,18 @@ impl Server {
         }
         let query = parse_query(req.uri().query());
         let manager = field_manager(&req, &query);
-        let dry_run = match query.get("dryRun").map(String::as_str) {
-            None | Some("") => false,
-            Some("All") => true,
-            Some(other) => {
-                return Err(ApiError::bad_request(format!(
-                    "Invalid dry run argument: \"{other}\": supported values: \"All\""
-                )));
-            }
+        let options = match *req.method() {
+            Method::POST => Some("CreateOptions"),
+            Method::PUT => Some("UpdateOptions"),
+            Method::PATCH => Some("PatchOptions"),
+            _ => None,
         };
+        if let Some(kind) = options
+            && !is_review(&t)
+        {
+            write_options(kind, &query)?;
+        }
+        let dry_run = query.get("dryRun").is_some_and(|d| d == "All");
         // A dry run writes to a private copy of the store, dropped after the answer.
         let store = if dry_run && req.method() != Method::GET {
             self.store.dry_run_copy()
@@ -367,7 +370,8 @@ impl Server {
                 let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
                 self.injected_failure(&t, &name)?;
                 validation::admit(&t, &rp.version, &namespace, &obj, Write::Create)?;
-                let warnings = field_validation(&t, &rp.version, &mut obj, &query)?;
+                let duplicates = validation::duplicate_fields(&body);
+                let warnings = field_validation(&t, &rp.version, &mut obj, &query, &duplicates)?;
                 let created =
                     store.create_as(&self.stored(&t), &namespace, to_storage(&t, obj), &manager)?;
                 let created = self.dry_answer(dry_run, &t, &namespace, created);
@@ -381,7 +385,8 @@ impl Server {
                 let mut obj = parse_object(&t, &content_type, &body)?;
                 self.injected_failure(&t, name)?;
                 validation::admit(&t, &rp.version, &namespace, &obj, Write::Update)?;
-                let warnings = field_validation(&t, &rp.version, &mut obj, &query)?;
+                let duplicates = validation::duplicate_fields(&body);
+                let warnings = field_validation(&t, &rp.version, &mut obj, &query, &duplicates)?;
                 let updated = store.update_as(
                     &self.stored(&t),
                     &namespace,
@@ -421,7 +426,7 @@ impl Server {
                     )?;
                     validation::admit(&t, &version, &namespace, &patched, Write::Patch)?;
                     *warnings.lock().unwrap_or_else(|e| e.into_inner()) =
-                        field_validation(&t, &version, &mut patched, &query)?;
+                        field_validation(&t, &version, &mut patched, &query, &[])?;
                     Ok(to_storage(&t, patched))
                 };
                 let updated =
@@ -540,6 +545,14 @@ impl Server {
                 "the applied configuration must be an object",
             ));
         }
+        if applied["kind"].as_str().is_none_or(str::is_empty) {
+            // The field manager cannot type an object without kind.
+            let api_version = applied["apiVersion"].as_str().unwrap_or("");
+            let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+            return Err(ApiError::bad_request(format!(
+                "invalid object type: {group}/{version}, Kind="
+            )));
+        }
         let applied_name = applied["metadata"]["name"].as_str().unwrap_or("");
         if applied_name != name {
             return Err(ApiError::bad_request(format!(
@@ -564,7 +577,7 @@ impl Server {
             .map_err(|c| apply_conflict(t, name, &c))?;
             validation::admit(t, &rp.version, namespace, &merged, Write::Patch)?;
             *warnings.lock().unwrap_or_else(|e| e.into_inner()) =
-                field_validation(t, &rp.version, &mut merged, query)?;
+                field_validation(t, &rp.version, &mut merged, query, &[])?;
             Ok(to_storage(t, merged))
         };
         let dry_run = query.get("dryRun").is_some_and(|d| d == "All");
@@ -583,7 +596,7 @@ impl Server {
                     apply::apply(&Value::Null, &applied, manager, None, t.custom, force, &now)
                         .map_err(|c| apply_conflict(t, name, &c))?;
                 validation::admit(t, &rp.version, namespace, &created, Write::Create)?;
-                let warnings = field_validation(t, &rp.version, &mut created, query)?;
+                let warnings = field_validation(t, &rp.version, &mut created, query, &[])?;
                 let created = store.create(&self.stored(t), namespace, to_storage(t, created))?;
                 let created = self.dry_answer(dry_run, t, namespace, created);
                 Ok(with_warnings(
@@ -943,8 +956,42 @@ impl Server {
 }
 
 /// Which state a list reads, from `continue`, `resourceVersion` and `resourceVersionMatch`.
+/// `resourceVersionMatch` is checked as the real server checks its `ListOptions` (422).
 fn list_from(query: &HashMap<String, String>) -> ApiResult<ListFrom<'_>> {
     let get = |k: &str| query.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    if let Some(m) = get("resourceVersionMatch") {
+        let forbidden = |why: &str| Cause {
+            reason: "FieldValueForbidden",
+            field: "resourceVersionMatch".into(),
+            message: format!("Forbidden: {why}"),
+        };
+        let mut causes = Vec::new();
+        if get("resourceVersion").is_none() {
+            causes.push(forbidden(
+                "resourceVersionMatch is forbidden unless resourceVersion is provided",
+            ));
+        }
+        if get("continue").is_some() {
+            causes.push(forbidden(
+                "resourceVersionMatch is forbidden when continue is provided",
+            ));
+        }
+        if m != "Exact" && m != "NotOlderThan" {
+            causes.push(Cause {
+                reason: "FieldValueNotSupported",
+                field: "resourceVersionMatch".into(),
+                message: format!(
+                    "Unsupported value: \"{m}\": supported values: \"Exact\", \"NotOlderThan\", \"\""
+                ),
+            });
+        }
+        if m == "Exact" && get("resourceVersion") == Some("0") {
+            causes.push(forbidden(
+                "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+            ));
+        }
+        options_invalid("ListOptions", causes)?;
+    }
     let rv = match get("resourceVersion") {
         None => None,
         Some(v) => Some(v.parse::<u64>().map_err(|_| {
@@ -961,17 +1008,11 @@ fn list_from(query: &HashMap<String, String>) -> ApiResult<ListFrom<'_>> {
         }
         return Ok(ListFrom::Continue(token));
     }
-    match (get("resourceVersionMatch"), rv) {
-        (Some("Exact"), Some(v)) if v > 0 => Ok(ListFrom::Exact(v)),
-        (Some("Exact"), _) => Err(ApiError::bad_request(
-            "resourceVersionMatch: Forbidden: resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
-        )),
-        (Some("NotOlderThan") | None, Some(v)) if v > 0 => Ok(ListFrom::NotOlderThan(v)),
-        (Some("NotOlderThan") | None, _) => Ok(ListFrom::Latest),
-        (Some(other), _) => Err(ApiError::bad_request(format!(
-            "resourceVersionMatch: Unsupported value: \"{other}\": supported values: \"Exact\", \"NotOlderThan\""
-        ))),
-    }
+    Ok(match (get("resourceVersionMatch"), rv) {
+        (Some("Exact"), Some(v)) => ListFrom::Exact(v),
+        (_, Some(v)) if v > 0 => ListFrom::NotOlderThan(v),
+        _ => ListFrom::Latest,
+    })
 }
 
 /// 409 for apply conflicts, with one cause per field, as the real server reports them.
@@ -1124,7 +1165,58 @@ fn parse_object(t: &ResourceType, content_type: &str, body: &[u8]) -> ApiResult<
             t.group_resource()
         )));
     }
-    parse_json(body)
+    let obj = parse_json(body)?;
+    check_kind(t, body, &obj)?;
+    Ok(obj)
+}
+
+/// What the real server's decoding says of a body whose kind is not the resource's: a
+/// custom resource needs its kind (400 when missing, 422 when another); a built-in's
+/// missing kind is defaulted, another kind cannot be converted (400).
+fn check_kind(t: &ResourceType, body: &[u8], obj: &Value) -> ApiResult<()> {
+    let kind = obj["kind"].as_str().unwrap_or("");
+    if kind == t.kind || (kind.is_empty() && !t.custom) {
+        return Ok(());
+    }
+    if kind.is_empty() {
+        let summary = if body.len() > 30 {
+            format!("{} ...", String::from_utf8_lossy(&body[..30]))
+        } else {
+            String::from_utf8_lossy(body).into_owned()
+        };
+        return Err(ApiError::bad_request(format!(
+            "the object provided is unrecognized (must be of type {}): Object 'Kind' is missing in '{}' ({summary})",
+            t.kind,
+            String::from_utf8_lossy(body)
+        )));
+    }
+    if t.custom {
+        let name = obj["metadata"]["name"].as_str().unwrap_or("");
+        return Err(ApiError::invalid(
+            &t.qualified_kind(),
+            &t.group,
+            &t.kind,
+            name,
+            vec![Cause {
+                reason: "FieldValueInvalid",
+                field: "kind".into(),
+                message: format!("Invalid value: \"{kind}\": must be {}", t.kind),
+            }],
+        ));
+    }
+    let api_version = obj["apiVersion"].as_str().unwrap_or("");
+    let version = api_version.rsplit('/').next().unwrap_or("");
+    // The words after the colon are the scheme's conversion error, as the emulator reads
+    // it; the internal package is `core` for the core group, else the group's first label.
+    let internal = if t.group.is_empty() || t.group == "events.k8s.io" {
+        "core"
+    } else {
+        t.group.split('.').next().unwrap_or("")
+    };
+    Err(ApiError::bad_request(format!(
+        "{kind} in version \"{version}\" cannot be handled as a {}: converting ({version}.{kind}) to ({internal}.{}): unknown conversion",
+        t.kind, t.kind
+    )))
 }
 
 fn parse_json(body: &[u8]) -> ApiResult<Value> {
@@ -1141,17 +1233,16 @@ fn parse_json(body: &[u8]) -> ApiResult<Value> {
     Ok(value)
 }
 
-/// `fieldValidation`: unknown fields of a custom resource are an error (`Strict`), a
-/// warning (`Warn`, the default) or silently dropped (`Ignore`).
+/// `fieldValidation`: unknown fields of a custom resource and fields a body names twice
+/// are an error (`Strict`), a warning (`Warn`, the default) or let pass (`Ignore`). The
+/// value itself was checked with the other write options.
 fn field_validation(
     t: &ResourceType,
     version: &str,
     obj: &mut Value,
     query: &HashMap<String, String>,
+    duplicates: &[String],
 ) -> ApiResult<Vec<String>> {
-    let Some(schema) = t.version(version).and_then(|v| v.schema.clone()) else {
-        return Ok(Vec::new());
-    };
     let mode = query
         .get("fieldValidation")
         .map(String::as_str)
@@ -1159,30 +1250,80 @@ fn field_validation(
     if mode == "Ignore" {
         return Ok(Vec::new());
     }
-    // Only the list of unknown fields is wanted here; the object itself is pruned and
-    // defaulted once, on admission.
-    let mut probe = obj.clone();
-    let unknown = schema.prune(&mut probe);
-    match mode {
-        "Strict" if !unknown.is_empty() => {
-            let listed: Vec<String> = unknown
+    let mut problems: Vec<String> = duplicates
+        .iter()
+        .map(|f| format!("duplicate field \"{f}\""))
+        .collect();
+    if let Some(schema) = t.version(version).and_then(|v| v.schema.clone()) {
+        // Only the list of unknown fields is wanted here; the object itself is pruned and
+        // defaulted once, on admission.
+        let mut probe = obj.clone();
+        problems.extend(
+            schema
+                .prune(&mut probe)
                 .iter()
-                .map(|f| format!("unknown field \"{f}\""))
-                .collect();
-            Err(ApiError::bad_request(format!(
-                "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
-                listed.join(", "),
-                kind = t.kind
-            )))
-        }
-        "Strict" | "Warn" | "" => Ok(unknown
-            .iter()
-            .map(|f| format!("unknown field \"{f}\""))
-            .collect()),
-        other => Err(ApiError::bad_request(format!(
-            "fieldValidation: Unsupported value: \"{other}\": supported values: \"Ignore\", \"Strict\", \"Warn\""
-        ))),
+                .map(|f| format!("unknown field \"{f}\"")),
+        );
     }
+    if mode == "Strict" && !problems.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
+            problems.join(", "),
+            kind = t.kind
+        )));
+    }
+    Ok(problems)
+}
+
+/// `[]string{"a", "b"}`, as Go prints a list of strings in a field error.
+fn go_strings(values: &[String]) -> String {
+    let quoted: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
+    format!("[]string{{{}}}", quoted.join(", "))
+}
+
+fn dry_run_cause(values: &[String]) -> Option<Cause> {
+    values.iter().any(|v| v != "All").then(|| Cause {
+        reason: "FieldValueNotSupported",
+        field: "dryRun".into(),
+        message: format!(
+            "Unsupported value: {}: supported values: \"All\"",
+            go_strings(values)
+        ),
+    })
+}
+
+fn options_invalid(kind: &str, causes: Vec<Cause>) -> ApiResult<()> {
+    if causes.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        &format!("{kind}.meta.k8s.io"),
+        "meta.k8s.io",
+        kind,
+        "",
+        causes,
+    ))
+}
+
+/// `dryRun` and `fieldValidation` of a create, update or patch, checked as the real
+/// server checks its `CreateOptions`/`UpdateOptions`/`PatchOptions`: 422 on the options.
+fn write_options(kind: &str, query: &HashMap<String, String>) -> ApiResult<()> {
+    let mut causes = Vec::new();
+    if let Some(d) = query.get("dryRun").filter(|d| !d.is_empty()) {
+        causes.extend(dry_run_cause(std::slice::from_ref(d)));
+    }
+    if let Some(f) = query.get("fieldValidation")
+        && !matches!(f.as_str(), "" | "Ignore" | "Strict" | "Warn")
+    {
+        causes.push(Cause {
+            reason: "FieldValueNotSupported",
+            field: "fieldValidation".into(),
+            message: format!(
+                "Unsupported value: \"{f}\": supported values: \"\", \"Ignore\", \"Strict\", \"Warn\""
+            ),
+        });
+    }
+    options_invalid(kind, causes)
 }
 
 fn with_warnings(mut resp: Response<Body>, warnings: &[String]) -> Response<Body> {
@@ -1209,6 +1350,7 @@ fn dry_run_in_body(body: &[u8]) -> bool {
 
 fn delete_options(body: &[u8], query: &HashMap<String, String>) -> ApiResult<DeleteOptions> {
     let mut opts = DeleteOptions::default();
+    let mut dry_run = Vec::new();
     if body.starts_with(b"k8s\0") {
         let v = protobuf::decode("DeleteOptions", body).map_err(|e| {
             ApiError::unsupported_media_type(format!(
@@ -1223,6 +1365,7 @@ fn delete_options(body: &[u8], query: &HashMap<String, String>) -> ApiResult<Del
         if opts.propagation.is_none() && v["orphanDependents"] == true {
             opts.propagation = Some("Orphan".into());
         }
+        dry_run.extend(strings(&v["dryRun"]));
     } else if !body.iter().all(u8::is_ascii_whitespace) {
         let v: Value = serde_json::from_slice(body).map_err(|e| {
             ApiError::bad_request(format!(
@@ -1237,16 +1380,40 @@ fn delete_options(body: &[u8], query: &HashMap<String, String>) -> ApiResult<Del
         if opts.propagation.is_none() && v["orphanDependents"] == true {
             opts.propagation = Some("Orphan".into());
         }
+        dry_run.extend(strings(&v["dryRun"]));
     }
     if let Some(p) = query.get("propagationPolicy").filter(|p| !p.is_empty()) {
         opts.propagation = Some(p.clone());
     }
-    match opts.propagation.as_deref() {
-        None | Some("Background") | Some("Foreground") | Some("Orphan") => Ok(opts),
-        Some(other) => Err(ApiError::bad_request(format!(
-            "propagationPolicy: Unsupported value: \"{other}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
-        ))),
+    if let Some(d) = query.get("dryRun").filter(|d| !d.is_empty()) {
+        dry_run.push(d.clone());
     }
+    // Checked as the real server checks DeleteOptions: 422 on the options.
+    let mut causes = Vec::new();
+    if let Some(other) = opts
+        .propagation
+        .as_deref()
+        .filter(|p| !matches!(*p, "Background" | "Foreground" | "Orphan"))
+    {
+        causes.push(Cause {
+            reason: "FieldValueNotSupported",
+            field: "propagationPolicy".into(),
+            message: format!(
+                "Unsupported value: \"{other}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
+            ),
+        });
+    }
+    causes.extend(dry_run_cause(&dry_run));
+    options_invalid("DeleteOptions", causes)?;
+    Ok(opts)
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_string))
+        .collect()
 }
 
 #[cfg(test)]
@@ -1300,7 +1467,7 @@ mod tests {
             delete_options(br#"{"propagationPolicy":"Later"}"#, &HashMap::new())
                 .unwrap_err()
                 .code,
-            400
+            422
         );
     }
 }

@@ -498,6 +498,98 @@ pub fn admit(
     Err(ApiError::invalid(&qualified, group, &t.kind, name, causes))
 }
 
+/// The fields a JSON body names twice, as strict decoding reports them (`spec.cidr`,
+/// `spec.exclude[0].x`); a body that is not JSON has none (it fails elsewhere).
+pub fn duplicate_fields(body: &[u8]) -> Vec<String> {
+    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+    use std::cell::RefCell;
+
+    struct Walk<'a> {
+        path: String,
+        found: &'a RefCell<Vec<String>>,
+    }
+
+    impl<'a> Walk<'a> {
+        fn child(&self, part: &str) -> Walk<'a> {
+            let path = if self.path.is_empty() {
+                part.to_string()
+            } else if part.starts_with('[') {
+                format!("{}{part}", self.path)
+            } else {
+                format!("{}.{part}", self.path)
+            };
+            Walk {
+                path,
+                found: self.found,
+            }
+        }
+    }
+
+    impl<'de> DeserializeSeed<'de> for Walk<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Walk<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let child = self.child(&key);
+                if !seen.insert(key) {
+                    self.found.borrow_mut().push(child.path.clone());
+                }
+                map.next_value_seed(child)?;
+            }
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let mut i = 0;
+            while seq
+                .next_element_seed(self.child(&format!("[{i}]")))?
+                .is_some()
+            {
+                i += 1;
+            }
+            Ok(())
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+    }
+
+    let found = RefCell::new(Vec::new());
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let walk = Walk {
+        path: String::new(),
+        found: &found,
+    };
+    if walk.deserialize(&mut de).is_err() {
+        return Vec::new();
+    }
+    found.into_inner()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -522,6 +614,17 @@ mod tests {
             parse_go_time("2026-02-30T10:00:20Z", false).unwrap_err(),
             "parsing time \"2026-02-30T10:00:20Z\": day out of range"
         );
+    }
+
+    #[test]
+    fn duplicate_fields_are_found_with_their_paths() {
+        let body =
+            br#"{"spec": {"cidr": "a", "exclude": [{"x": 1, "x": 2}], "cidr": "b"}, "kind": "K"}"#;
+        assert_eq!(
+            duplicate_fields(body),
+            vec!["spec.exclude[0].x", "spec.cidr"]
+        );
+        assert!(duplicate_fields(b"{\"a\": {\"a\": 1}}").is_empty());
     }
 
     #[test]

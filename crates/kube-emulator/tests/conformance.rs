@@ -351,6 +351,194 @@ async fn malformed_label_selectors_are_bad_requests() {
     test_support::delete_namespace(&c.client, &ns).await;
 }
 
+/// A raw request that must fail: its Status.
+async fn refused(
+    client: &Client,
+    method: &str,
+    uri: &str,
+    content_type: &str,
+    body: &str,
+) -> kube::core::Status {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("Content-Type", content_type)
+        .body(body.as_bytes().to_vec())
+        .unwrap();
+    api_error(client.request::<Value>(req).await)
+}
+
+#[tokio::test]
+async fn bodies_of_the_wrong_kind_or_with_duplicate_fields_are_refused() {
+    let c = cluster().await;
+    install_crds(&c.client).await;
+    let ns = namespace(&c.client).await;
+    let name = unique("body");
+    let subnets = "/apis/emulator.example.com/v1/subnets";
+    let json = "application/json";
+
+    let untyped =
+        format!(r#"{{"metadata": {{"name": "{name}"}}, "spec": {{"cidr": "10.19.0.0/16"}}}}"#);
+    let err = refused(&c.client, "POST", subnets, json, &untyped).await;
+    assert_eq!((err.code, err.reason.as_str()), (400, "BadRequest"));
+    assert!(
+        err.message.starts_with(
+            "the object provided is unrecognized (must be of type Subnet): Object 'Kind' is missing in"
+        ),
+        "{}",
+        err.message
+    );
+
+    let other_kind = format!(
+        r#"{{"apiVersion": "emulator.example.com/v1", "kind": "Reservation", "metadata": {{"name": "{name}"}}, "spec": {{"cidr": "10.19.0.0/16"}}}}"#
+    );
+    let err = refused(&c.client, "POST", subnets, json, &other_kind).await;
+    assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        err.message,
+        format!(
+            "Subnet.emulator.example.com \"{name}\" is invalid: kind: Invalid value: \"Reservation\": must be Subnet"
+        )
+    );
+
+    let secret =
+        format!(r#"{{"apiVersion": "v1", "kind": "Secret", "metadata": {{"name": "{name}"}}}}"#);
+    let err = refused(
+        &c.client,
+        "POST",
+        &format!("/api/v1/namespaces/{ns}/configmaps"),
+        json,
+        &secret,
+    )
+    .await;
+    assert_eq!((err.code, err.reason.as_str()), (400, "BadRequest"));
+    assert!(
+        err.message
+            .starts_with("Secret in version \"v1\" cannot be handled as a ConfigMap"),
+        "{}",
+        err.message
+    );
+
+    let twice = format!(
+        r#"{{"apiVersion": "emulator.example.com/v1", "kind": "Subnet", "metadata": {{"name": "{name}"}}, "spec": {{"cidr": "10.19.0.0/16", "cidr": "10.20.0.0/16"}}}}"#
+    );
+    let err = refused(
+        &c.client,
+        "POST",
+        &format!("{subnets}?fieldValidation=Strict"),
+        json,
+        &twice,
+    )
+    .await;
+    assert_eq!((err.code, err.reason.as_str()), (400, "BadRequest"));
+    assert!(
+        err.message
+            .contains("strict decoding error: duplicate field \"spec.cidr\""),
+        "{}",
+        err.message
+    );
+
+    let unkinded = format!(r#"{{"metadata": {{"name": "{name}"}}, "data": {{"k": "v"}}}}"#);
+    let err = refused(
+        &c.client,
+        "PATCH",
+        &format!("/api/v1/namespaces/{ns}/configmaps/{name}?fieldManager=conformance"),
+        "application/apply-patch+yaml",
+        &unkinded,
+    )
+    .await;
+    assert_eq!((err.code, err.reason.as_str()), (400, "BadRequest"));
+    assert!(
+        err.message.contains("invalid object type: /, Kind="),
+        "{}",
+        err.message
+    );
+    assert!(
+        Api::<Subnet>::all(c.client.clone())
+            .get_opt(&name)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    test_support::delete_namespace(&c.client, &ns).await;
+}
+
+#[tokio::test]
+async fn invalid_request_options_are_422_on_the_options_kind() {
+    let c = cluster().await;
+    let ns = namespace(&c.client).await;
+    let configmaps = format!("/api/v1/namespaces/{ns}/configmaps");
+    let body = r#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "opts"}}"#;
+    let json = "application/json";
+    let err = refused(
+        &c.client,
+        "POST",
+        &format!("{configmaps}?dryRun=Bogus"),
+        json,
+        body,
+    )
+    .await;
+    assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
+    assert!(
+        err.message
+            .starts_with("CreateOptions.meta.k8s.io \"\" is invalid: dryRun: Unsupported value:")
+            && err.message.ends_with("supported values: \"All\""),
+        "{}",
+        err.message
+    );
+    let err = refused(
+        &c.client,
+        "POST",
+        &format!("{configmaps}?fieldValidation=Bogus"),
+        json,
+        body,
+    )
+    .await;
+    assert_eq!(
+        (err.code, err.message.as_str()),
+        (
+            422,
+            "CreateOptions.meta.k8s.io \"\" is invalid: fieldValidation: Unsupported value: \"Bogus\": supported values: \"\", \"Ignore\", \"Strict\", \"Warn\""
+        )
+    );
+    let api: Api<ConfigMap> = Api::namespaced(c.client.clone(), &ns);
+    api.create(&PostParams::default(), &configmap("opts", json!({})))
+        .await
+        .unwrap();
+    let err = refused(
+        &c.client,
+        "DELETE",
+        &format!("{configmaps}/opts?propagationPolicy=Later"),
+        json,
+        "",
+    )
+    .await;
+    assert_eq!(
+        (err.code, err.message.as_str()),
+        (
+            422,
+            "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"Later\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
+        )
+    );
+    let err = refused(
+        &c.client,
+        "GET",
+        &format!("{configmaps}?resourceVersion=1&resourceVersionMatch=Bogus"),
+        json,
+        "",
+    )
+    .await;
+    assert_eq!(
+        (err.code, err.message.as_str()),
+        (
+            422,
+            "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Unsupported value: \"Bogus\": supported values: \"Exact\", \"NotOlderThan\", \"\""
+        )
+    );
+    assert!(api.get_opt("opts").await.unwrap().is_some());
+    test_support::delete_namespace(&c.client, &ns).await;
+}
+
 #[tokio::test]
 async fn watch_streams_changes_from_a_resource_version() {
     let c = cluster().await;
