@@ -40,8 +40,8 @@ use tokio::task::JoinHandle;
 
 pub use faults::{Faults, LostResponse};
 
-/// The bearer token written into kubeconfigs. Any token is accepted for now; RBAC comes
-/// with the packaging work.
+/// The bearer token written into kubeconfigs (user `admin`). Other tokens are refused
+/// unless [`Config::accept_unknown_tokens`]; RBAC comes with the packaging work.
 pub const ADMIN_TOKEN: &str = "ipledger-emulator-admin";
 
 /// Errors starting or using the emulator.
@@ -84,9 +84,14 @@ pub struct Config {
     pub max_body: usize,
     /// Bearer tokens and the users they authenticate; [`ADMIN_TOKEN`] is `admin`.
     pub tokens: std::collections::BTreeMap<String, String>,
-    /// Accept tokens not in `tokens` (and requests without one). On by default: until RBAC
-    /// is enforced, the emulator trusts its loopback clients.
+    /// Accept tokens not in `tokens` (as `system:anonymous`, trusted). Off by default, as
+    /// on a real cluster: an unknown token is 401 Unauthorized.
     pub accept_unknown_tokens: bool,
+    /// Refuse requests without credentials as a real cluster's RBAC refuses
+    /// `system:anonymous`: 403 Forbidden but for `/version` and the health checks. Off by
+    /// default: the emulator serves plain HTTP, over which kubectl and helm send no
+    /// bearer token.
+    pub forbid_anonymous: bool,
 }
 
 impl Default for Config {
@@ -99,7 +104,8 @@ impl Default for Config {
             bookmark_interval: Duration::from_secs(1),
             max_body: 3 * 1024 * 1024,
             tokens: [(ADMIN_TOKEN.to_string(), "admin".to_string())].into(),
-            accept_unknown_tokens: true,
+            accept_unknown_tokens: false,
+            forbid_anonymous: false,
         }
     }
 }
@@ -141,6 +147,7 @@ impl Emulator {
             max_body: config.max_body,
             tokens: config.tokens,
             accept_unknown_tokens: config.accept_unknown_tokens,
+            forbid_anonymous: config.forbid_anonymous,
         });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(serve(listener, server, stopped));

@@ -45,6 +45,9 @@ pub struct Server {
     pub tokens: std::collections::BTreeMap<String, String>,
     /// Whether a token not in `tokens` is accepted (as `system:anonymous`).
     pub accept_unknown_tokens: bool,
+    /// Whether requests without credentials are refused (403) as RBAC refuses
+    /// `system:anonymous`; otherwise they are trusted.
+    pub forbid_anonymous: bool,
 }
 
 /// A write's answer was lost on purpose ([`LostResponse::Reset`]): the connection closes
@@ -52,6 +55,9 @@ pub struct Server {
 #[derive(Clone, Copy, Debug, thiserror::Error)]
 #[error("the answer to a write that landed was dropped (injected fault)")]
 pub struct AnswerLost;
+
+/// The user of requests without credentials.
+const ANONYMOUS: &str = "system:anonymous";
 
 /// Which part of the API a path names.
 #[derive(Debug, PartialEq)]
@@ -232,6 +238,9 @@ impl Server {
         let user = self.authenticate(&req)?;
         let path = req.uri().path().to_string();
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        if user == ANONYMOUS {
+            self.authorize_anonymous(&req, &segments)?;
+        }
         let registry = self.store.registry();
         if req.method() == Method::GET {
             let doc = match segments.as_slice() {
@@ -648,11 +657,12 @@ impl Server {
         obj
     }
 
-    /// The user a request's bearer token names; 401 for a malformed header or, when
-    /// unknown tokens are refused, an unknown token.
+    /// The user a request's bearer token names; 401 for a malformed header or an unknown
+    /// token (unless unknown tokens are accepted); a request without one is
+    /// `system:anonymous`, as with the real server's anonymous authentication.
     fn authenticate(&self, req: &Request<Incoming>) -> ApiResult<String> {
         let Some(header) = req.headers().get(header::AUTHORIZATION) else {
-            return self.unknown_token();
+            return Ok(ANONYMOUS.to_string());
         };
         let token = header
             .to_str()
@@ -669,10 +679,73 @@ impl Server {
 
     fn unknown_token(&self) -> ApiResult<String> {
         if self.accept_unknown_tokens {
-            Ok("system:anonymous".to_string())
+            Ok(ANONYMOUS.to_string())
         } else {
             Err(ApiError::unauthorized())
         }
+    }
+
+    /// What an anonymous request may do: with `forbid_anonymous`, what RBAC grants
+    /// `system:unauthenticated` on a real cluster — the public health and version paths;
+    /// everything else is 403. Trusted otherwise.
+    fn authorize_anonymous(&self, req: &Request<Incoming>, segments: &[&str]) -> ApiResult<()> {
+        if self.accept_unknown_tokens
+            || !self.forbid_anonymous
+            || (req.method() == Method::GET
+                && matches!(segments, ["version"] | ["healthz"] | ["livez"] | ["readyz"]))
+        {
+            return Ok(());
+        }
+        let user = format!("User \"{ANONYMOUS}\"");
+        let is_namespaced = |g: &str, v: &str, r: &str| {
+            self.store
+                .registry()
+                .lookup(g, v, r)
+                .is_some_and(|t| t.namespaced)
+        };
+        let Some(rp) = parse_resource_path(segments, &is_namespaced) else {
+            return Err(ApiError::forbidden(format!(
+                "forbidden: {user} cannot {} path \"{}\"",
+                req.method().as_str().to_lowercase(),
+                req.uri().path()
+            )));
+        };
+        let query = parse_query(req.uri().query());
+        let watching =
+            rp.watch_prefix || query.get("watch").is_some_and(|w| w == "true" || w == "1");
+        let verb = match (req.method().clone(), rp.name.is_some()) {
+            (Method::GET, _) if watching => "watch",
+            (Method::GET, true) => "get",
+            (Method::GET, false) => "list",
+            (Method::POST, _) => "create",
+            (Method::PUT, _) => "update",
+            (Method::PATCH, _) => "patch",
+            (Method::DELETE, true) => "delete",
+            (Method::DELETE, false) => "deletecollection",
+            _ => "unknown",
+        };
+        let resource = match &rp.subresource {
+            Some(sub) => format!("{}/{sub}", rp.resource),
+            None => rp.resource.clone(),
+        };
+        let subject = match &rp.name {
+            Some(name) => format!("{} \"{name}\"", rp.resource),
+            None => rp.resource.clone(),
+        };
+        let scope = match &rp.namespace {
+            Some(ns) => format!("in the namespace \"{ns}\""),
+            None => "at the cluster scope".to_string(),
+        };
+        let message = format!(
+            "{subject} is forbidden: {user} cannot {verb} resource \"{resource}\" in API group \"{}\" {scope}",
+            rp.group
+        );
+        Err(ApiError {
+            details: Some(
+                json!({"name": rp.name.clone().unwrap_or_default(), "group": rp.group, "kind": rp.resource}),
+            ),
+            ..ApiError::forbidden(message)
+        })
     }
 
     fn injected_failure(&self, t: &ResourceType, name: &str) -> ApiResult<()> {

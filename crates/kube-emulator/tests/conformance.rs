@@ -1879,20 +1879,50 @@ async fn self_subject_access_review_is_answered() {
 }
 
 #[tokio::test]
-async fn unknown_bearer_tokens_are_refused_when_configured() {
+async fn unknown_tokens_are_401_and_anonymous_requests_403() {
     let c = test_support::cluster_with(kube_emulator::Config {
-        accept_unknown_tokens: false,
+        forbid_anonymous: true,
         ..Default::default()
     })
     .await;
+    // A client without the cluster's credentials is only easy to make for the emulator.
     let emulator = emulator_only!(c);
     let known: Api<ConfigMap> = Api::default_namespaced(c.client.clone());
     known.list(&ListParams::default()).await.unwrap();
+    let client = |token: Option<&str>| {
+        let mut config = kube::Config::new(emulator.url().parse().unwrap());
+        config.auth_info.token = token.map(|t| t.to_string().into());
+        Client::try_from(config).unwrap()
+    };
+    let stranger: Api<ConfigMap> = Api::namespaced(client(Some("not-a-known-token")), "default");
+    let err = api_error(stranger.list(&ListParams::default()).await);
+    assert_eq!(
+        (err.code, err.reason.as_str(), err.message.as_str()),
+        (401, "Unauthorized", "Unauthorized")
+    );
+    let anonymous = client(None);
+    let nobody: Api<ConfigMap> = Api::namespaced(anonymous.clone(), "default");
+    let err = api_error(nobody.list(&ListParams::default()).await);
+    assert_eq!(
+        (err.code, err.reason.as_str(), err.message.as_str()),
+        (
+            403,
+            "Forbidden",
+            "configmaps is forbidden: User \"system:anonymous\" cannot list resource \"configmaps\" in API group \"\" in the namespace \"default\""
+        )
+    );
+    // The public version and health endpoints stay open.
+    anonymous.apiserver_version().await.unwrap();
+    let permissive = test_support::cluster_with(kube_emulator::Config {
+        accept_unknown_tokens: true,
+        ..Default::default()
+    })
+    .await;
+    let emulator = permissive.emulator.as_ref().unwrap();
     let mut config = kube::Config::new(emulator.url().parse().unwrap());
     config.auth_info.token = Some("not-a-known-token".to_string().into());
-    let stranger: Api<ConfigMap> = Api::default_namespaced(Client::try_from(config).unwrap());
-    let err = api_error(stranger.list(&ListParams::default()).await);
-    assert_eq!((err.code, err.reason.as_str()), (401, "Unauthorized"));
+    let trusted: Api<ConfigMap> = Api::namespaced(Client::try_from(config).unwrap(), "default");
+    trusted.list(&ListParams::default()).await.unwrap();
 }
 
 #[tokio::test]
