@@ -87,7 +87,18 @@ fn json_response(code: u16, value: &Value) -> Response<Body> {
 }
 
 fn error_response(err: &ApiError) -> Response<Body> {
-    json_response(err.code, &err.status())
+    let mut resp = json_response(err.code, &err.status());
+    // As the real server does for every Status that asks the client to come back later.
+    let retry = err
+        .details
+        .as_ref()
+        .and_then(|d| d["retryAfterSeconds"].as_u64())
+        .filter(|s| *s > 0);
+    if let Some(seconds) = retry {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    resp
 }
 
 fn parse_query(query: Option<&str>) -> HashMap<String, String> {
@@ -359,7 +370,7 @@ impl Server {
                 if watching {
                     self.watch(t, rp.version.clone(), ns.map(str::to_string), &query, shape)
                 } else {
-                    self.list(&t, &rp.version, ns, &query, shape)
+                    self.list(&t, &rp.version, ns, &query, shape).await
                 }
             }
             (&Method::POST, None) if is_review(&t) => {
@@ -797,7 +808,7 @@ impl Server {
         ))
     }
 
-    fn list(
+    async fn list(
         &self,
         t: &ResourceType,
         version: &str,
@@ -817,14 +828,30 @@ impl Server {
             .map(|l| l as usize),
             None => None,
         };
-        let page = self.store.list(
-            &self.stored(t),
-            namespace,
-            &*filter,
-            has_selector,
-            limit,
-            list_from(query)?,
-        )?;
+        // `resourceVersion=0` is served from the real server's watch cache, which answers
+        // every item and no `continue`, whatever the limit.
+        let from_cache = query.get("resourceVersion").is_some_and(|v| v == "0")
+            && query.get("continue").is_none_or(|c| c.is_empty());
+        let limit = if from_cache { None } else { limit };
+        let from = list_from(query)?;
+        // A version the store has not reached yet: the real server waits up to 3 s for
+        // its cache to catch up before it answers 504.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        let page = loop {
+            match self.store.list(
+                &self.stored(t),
+                namespace,
+                &*filter,
+                has_selector,
+                limit,
+                from,
+            ) {
+                Err(e) if e.code == 504 && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => break other?,
+            }
+        };
         let mut meta = json!({"resourceVersion": page.rv.to_string()});
         if let Some(c) = &page.continue_token {
             meta["continue"] = c.clone().into();
@@ -955,7 +982,7 @@ impl Server {
             let mut last_rv = start.rv;
             for e in &start.backlog {
                 if let Some((kind, obj)) = visible(e, &matches)
-                    && tx.send(render(kind, obj)).await.is_err()
+                    && tx.send(render(kind, &obj)).await.is_err()
                 {
                     return;
                 }
@@ -1002,7 +1029,7 @@ impl Server {
                                 continue;
                             }
                             if let Some((kind, obj)) = visible(&e, &matches)
-                                && tx.send(render(kind, obj)).await.is_err()
+                                && tx.send(render(kind, &obj)).await.is_err()
                             {
                                 return;
                             }
@@ -1158,21 +1185,27 @@ fn review(t: &ResourceType, mut obj: Value, user: &str) -> Value {
 }
 
 /// The event a watcher with a selector sees: an object entering the selection is ADDED,
-/// one leaving it is DELETED, as in the real server.
+/// one leaving it is DELETED — carrying the last state that matched, at the change's
+/// resourceVersion, as the real server's watch cache sends it.
 fn visible<'a>(
     e: &'a Event,
     matches: &dyn Fn(&Value) -> bool,
-) -> Option<(&'static str, &'a Value)> {
+) -> Option<(&'static str, Cow<'a, Value>)> {
     let now = matches(&e.object);
+    let current = || Cow::Borrowed(&*e.object);
     match e.kind {
-        EventType::Added | EventType::Deleted => now.then_some((e.kind.as_str(), &*e.object)),
+        EventType::Added | EventType::Deleted => now.then(|| (e.kind.as_str(), current())),
         EventType::Modified => {
-            let before = e.prev.as_deref().is_some_and(matches);
+            let before = e.prev.as_deref().filter(|p| matches(p));
             match (before, now) {
-                (true, true) => Some(("MODIFIED", &*e.object)),
-                (false, true) => Some(("ADDED", &*e.object)),
-                (true, false) => Some(("DELETED", &*e.object)),
-                (false, false) => None,
+                (Some(_), true) => Some(("MODIFIED", current())),
+                (None, true) => Some(("ADDED", current())),
+                (Some(prev), false) => {
+                    let mut last = prev.clone();
+                    last["metadata"]["resourceVersion"] = e.rv.to_string().into();
+                    Some(("DELETED", Cow::Owned(last)))
+                }
+                (None, false) => None,
             }
         }
     }

@@ -374,12 +374,15 @@ impl Store {
     ) -> ApiResult<ListPage> {
         let s = self.lock();
         let gr = t.group_resource();
-        let too_large = |rv: u64| {
-            // The real server waits a moment for its cache, then answers 504 like this.
+        let too_large = |rv: u64, retry: bool| {
+            // The real server (after waiting for its cache) answers 504 like this; only
+            // the cache's answer (not Exact's) asks the client to retry after a second.
+            let mut details = json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}]});
+            if retry {
+                details["retryAfterSeconds"] = 1.into();
+            }
             ApiError {
-                details: Some(
-                    json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1}),
-                ),
+                details: Some(details),
                 ..ApiError::timeout(format!(
                     "Too large resource version: {rv}, current: {}",
                     s.rv
@@ -388,9 +391,9 @@ impl Store {
         };
         let (at_rv, start_after) = match from {
             ListFrom::Latest => (s.rv, None),
-            ListFrom::NotOlderThan(rv) if rv > s.rv => return Err(too_large(rv)),
+            ListFrom::NotOlderThan(rv) if rv > s.rv => return Err(too_large(rv, true)),
             ListFrom::NotOlderThan(_) => (s.rv, None),
-            ListFrom::Exact(rv) if rv > s.rv => return Err(too_large(rv)),
+            ListFrom::Exact(rv) if rv > s.rv => return Err(too_large(rv, false)),
             ListFrom::Exact(rv) if rv < s.history_start => {
                 return Err(ApiError::expired(format!(
                     "too old resource version: {rv} ({})",

@@ -540,6 +540,45 @@ async fn invalid_request_options_are_422_on_the_options_kind() {
 }
 
 #[tokio::test]
+async fn a_list_at_resource_version_0_is_served_whole_whatever_the_limit() {
+    let c = cluster().await;
+    let ns = namespace(&c.client).await;
+    let api: Api<ConfigMap> = Api::namespaced(c.client.clone(), &ns);
+    for name in ["a", "b", "c"] {
+        api.create(&PostParams::default(), &configmap(name, json!({})))
+            .await
+            .unwrap();
+    }
+    // Raw: kube-rs leaves resourceVersion=0 out when a limit is set.
+    let cached = wait_for(|| {
+        let client = c.client.clone();
+        let req = http::Request::get(format!(
+            "/api/v1/namespaces/{ns}/configmaps?resourceVersion=0&limit=1"
+        ))
+        .body(Vec::new())
+        .unwrap();
+        async move {
+            let list: Value = client.request(req).await.unwrap();
+            (list["items"].as_array().unwrap().len() >= 3).then_some(list)
+        }
+    })
+    .await
+    .expect("the cache serves every item");
+    assert!(
+        cached["metadata"]["continue"]
+            .as_str()
+            .unwrap_or("")
+            .is_empty(),
+        "{}",
+        cached["metadata"]
+    );
+    let paged = api.list(&ListParams::default().limit(1)).await.unwrap();
+    assert_eq!(paged.items.len(), 1);
+    assert!(paged.metadata.continue_.is_some());
+    test_support::delete_namespace(&c.client, &ns).await;
+}
+
+#[tokio::test]
 async fn watch_streams_changes_from_a_resource_version() {
     let c = cluster().await;
     let ns = namespace(&c.client).await;
@@ -658,7 +697,11 @@ async fn watch_with_a_selector_sees_objects_enter_and_leave() {
         match stream.try_next().await.unwrap().expect("stream open") {
             WatchEvent::Added(_) => kinds.push("ADDED"),
             WatchEvent::Modified(_) => kinds.push("MODIFIED"),
-            WatchEvent::Deleted(_) => kinds.push("DELETED"),
+            WatchEvent::Deleted(gone) => {
+                // The last state the selector matched, not the one that left it.
+                assert_eq!(gone.labels()["app"], "web");
+                kinds.push("DELETED")
+            }
             _ => {}
         }
     }
@@ -2115,7 +2158,10 @@ async fn lists_read_an_exact_resource_version_and_refuse_future_ones() {
     let names: Vec<_> = exact.iter().map(|l| l.name_any()).collect();
     assert_eq!(names, ["a"], "the list at {at} does not see b yet");
     let future = (at.parse::<u64>().unwrap() + 1_000_000).to_string();
-    let api: Api<Lease> = Api::namespaced(test_support::client_without_retries(&c).await, &ns);
+    let plain = test_support::client_without_retries(&c).await;
+    let api: Api<Lease> = Api::namespaced(plain.clone(), &ns);
+    // The server waits for its cache to catch up (about 3 s), then gives up.
+    let started = std::time::Instant::now();
     let err = api_error(
         api.list(
             &ListParams::default()
@@ -2124,12 +2170,37 @@ async fn lists_read_an_exact_resource_version_and_refuse_future_ones() {
         )
         .await,
     );
-    assert_eq!(err.code, 504);
     assert!(
-        err.message.contains("Too large resource version"),
+        started.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!((err.code, err.reason.as_str()), (504, "Timeout"));
+    assert!(
+        err.message
+            .starts_with(&format!("Too large resource version: {future}, current: ")),
         "{}",
         err.message
     );
+    assert_eq!(err.details.unwrap().retry_after_seconds, 1);
+    let req = http::Request::get(format!(
+        "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases?resourceVersion={future}"
+    ))
+    .body(Vec::new())
+    .unwrap();
+    let resp = plain.send(req.map(kube::client::Body::from)).await.unwrap();
+    assert_eq!(resp.status(), 504);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let err = api_error(
+        api.list(
+            &ListParams::default()
+                .at(&future)
+                .matching(kube::api::VersionMatch::Exact),
+        )
+        .await,
+    );
+    assert_eq!(err.code, 504);
+    assert_eq!(err.details.unwrap().retry_after_seconds, 0);
     test_support::delete_namespace(&c.client, &ns).await;
 }
 
