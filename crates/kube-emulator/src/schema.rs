@@ -137,13 +137,20 @@ impl Schema {
             // Transition rules compare only the parts of the object the schema declares.
             if let Err(errors) = validator.validate_compiled(cel, &object, old) {
                 for e in errors.iter() {
-                    // The real server reports the type of the schema the rule sits on.
+                    // The real server shows the value the rule judged when it is a scalar,
+                    // and no value for a rule on an object or a list.
                     let kind = rule_owner_type(&self.root, &e.rule)
                         .unwrap_or_else(|| self.type_at(&e.field_path));
+                    let message = if kind == "object" || kind == "array" {
+                        format!("Invalid value: {}", e.message)
+                    } else {
+                        let value = value_at(&object, &e.field_path);
+                        format!("Invalid value: {}: {}", go_value(value), e.message)
+                    };
                     causes.push(Cause {
                         reason: "FieldValueInvalid",
                         field: e.field_path.clone(),
-                        message: format!("Invalid value: \"{kind}\": {}", e.message),
+                        message,
                     });
                 }
             }
@@ -318,6 +325,33 @@ impl Schema {
             }
             _ => {}
         }
+    }
+}
+
+/// The value at a field path such as `spec.exclude[0]` (null when there is none).
+fn value_at<'a>(object: &'a Value, path: &str) -> &'a Value {
+    let mut v = object;
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let (name, indices) = part.split_once('[').unwrap_or((part, ""));
+        if !name.is_empty() {
+            v = &v[name];
+        }
+        for index in indices.split('[').filter(|i| !i.is_empty()) {
+            let index = index.trim_end_matches(']');
+            v = match index.parse::<usize>() {
+                Ok(i) => &v[i],
+                Err(_) => &v[index.trim_matches('"')],
+            };
+        }
+    }
+    v
+}
+
+/// A value as Go's field errors print it: strings quoted, numbers and booleans bare.
+fn go_value(value: &Value) -> String {
+    match value {
+        Value::String(s) => format!("{s:?}"),
+        other => other.to_string(),
     }
 }
 
@@ -580,7 +614,7 @@ mod tests {
     }
 
     #[test]
-    fn rules_with_a_field_path_report_the_type_of_their_own_schema() {
+    fn rules_on_objects_show_no_value_and_rules_on_scalars_the_value() {
         let schema = subnet_schema();
         let old = pool(json!({"cidr": "10.0.0.0/16", "blockSize": 26}));
         let causes = schema.validate(
@@ -590,7 +624,7 @@ mod tests {
         assert_eq!(causes.len(), 1, "{causes:?}");
         assert_eq!(
             causes[0].render(),
-            "spec.blockSize: Invalid value: \"object\": blockSize is immutable"
+            "spec.blockSize: Invalid value: blockSize is immutable"
         );
     }
 
@@ -626,7 +660,7 @@ mod tests {
         assert_eq!(causes.len(), 1, "{causes:?}");
         assert_eq!(
             causes[0].render(),
-            "spec.cidr: Invalid value: \"string\": cidr is immutable"
+            "spec.cidr: Invalid value: \"10.1.0.0/16\": cidr is immutable"
         );
     }
 }

@@ -190,22 +190,6 @@ fn finalizers(obj: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn is_dns_subdomain(name: &str) -> bool {
-    name.len() <= 253
-        && name.split('.').all(|part| {
-            !part.is_empty()
-                && part
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-                && !part.starts_with('-')
-                && !part.ends_with('-')
-        })
-}
-
-fn is_dns_label(name: &str) -> bool {
-    name.len() <= 63 && !name.contains('.') && is_dns_subdomain(name)
-}
-
 /// Sets what a pending deletion shows: deletionTimestamp, a zero grace period, and the
 /// generation bump the real server makes.
 fn mark_deleting(obj: &mut Value) {
@@ -1071,21 +1055,35 @@ impl State {
             ));
         }
         let label = t.group.is_empty() && t.plural == "namespaces";
-        if (label && !is_dns_label(&name)) || (!label && !is_dns_subdomain(&name)) {
-            let what = if label {
-                "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
-            } else {
-                "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
-            };
-            return Err(Self::invalid(
-                t,
-                &name,
-                vec![Cause {
+        let name_errors = if label {
+            let mut errs = Vec::new();
+            if name.len() > 63 {
+                errs.push("must be no more than 63 characters".to_string());
+            }
+            let pattern = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+                && !name.starts_with('-')
+                && !name.ends_with('-');
+            if !pattern {
+                errs.push("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')".to_string());
+            }
+            errs
+        } else {
+            validation::dns_subdomain_errors(&name)
+        };
+        if !name_errors.is_empty() {
+            // One cause per broken rule, as the real server reports them.
+            let causes = name_errors
+                .into_iter()
+                .map(|why| Cause {
                     reason: "FieldValueInvalid",
                     field: "metadata.name".into(),
-                    message: format!("Invalid value: \"{name}\": {what}"),
-                }],
-            ));
+                    message: format!("Invalid value: \"{name}\": {why}"),
+                })
+                .collect();
+            return Err(Self::invalid(t, &name, causes));
         }
         if t.namespaced {
             let ns_gr = GroupResource::new("", "namespaces");
@@ -1255,7 +1253,7 @@ impl State {
                     vec![Cause {
                         reason: "FieldValueInvalid",
                         field: "metadata.resourceVersion".into(),
-                        message: "Invalid value: 0x0: must be specified for an update".into(),
+                        message: "Invalid value: 0: must be specified for an update".into(),
                     }],
                 ));
             }
@@ -1314,11 +1312,23 @@ impl State {
         let deleting = !cur_meta["deletionTimestamp"].is_null();
         if deleting {
             let old: HashSet<String> = finalizers(&current).into_iter().collect();
-            if finalizers(&obj).iter().any(|f| !old.contains(f)) {
+            let new: Vec<String> = finalizers(&obj)
+                .into_iter()
+                .filter(|f| !old.contains(f))
+                .collect();
+            if !new.is_empty() {
+                let listed: Vec<String> = new.iter().map(|f| format!("{f:?}")).collect();
                 return Err(Self::invalid(
                     t,
                     name,
-                    vec![Cause { reason: "FieldValueForbidden", field: "metadata.finalizers".into(), message: "Forbidden: no new finalizers can be added if the object is being deleted".into() }],
+                    vec![Cause {
+                        reason: "FieldValueForbidden",
+                        field: "metadata.finalizers".into(),
+                        message: format!(
+                            "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}",
+                            listed.join(", ")
+                        ),
+                    }],
                 ));
             }
         }
