@@ -1506,7 +1506,6 @@ async fn a_crd_whose_kind_is_taken_in_its_group_is_never_established() {
         .unwrap();
     let established = wait_for(|| {
         let name = format!("{first}.{group}");
-        let condition = condition.clone();
         async move {
             condition(name, "Established")
                 .await
@@ -1520,7 +1519,6 @@ async fn a_crd_whose_kind_is_taken_in_its_group_is_never_established() {
         .unwrap();
     let refused = wait_for(|| {
         let name = format!("{second}.{group}");
-        let condition = condition.clone();
         async move {
             condition(name, "NamesAccepted")
                 .await
