@@ -76,6 +76,19 @@ async fn discovery_serves_version_builtins_and_registered_crds() {
             "{group}/{kind} should be served"
         );
     }
+    // storageVersionHash is the real server's: a hash of the storage group/version/kind.
+    let core: Value = c
+        .client
+        .request(http::Request::get("/api/v1").body(Vec::new()).unwrap())
+        .await
+        .unwrap();
+    let configmaps = core["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "configmaps")
+        .unwrap();
+    assert_eq!(configmaps["storageVersionHash"], "qFsyl6wFWjQ=");
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(c.client.clone());
     namespaces.get("default").await.unwrap();
     namespaces.get("kube-system").await.unwrap();
