@@ -17,12 +17,41 @@ pub fn version() -> Value {
         "emulationMinor": KUBERNETES_MINOR,
         "gitVersion": format!("v1.{KUBERNETES_MINOR}.0"),
         "gitCommit": "ipledger-emulator",
+        "minCompatibilityMajor": "1",
+        "minCompatibilityMinor": format!("{}", KUBERNETES_MINOR.parse::<u32>().unwrap_or(1) - 1),
         "gitTreeState": "clean",
         "buildDate": "2025-01-01T00:00:00Z",
         "goVersion": "none (kube-emulator)",
         "compiler": "rustc",
         "platform": "linux/amd64",
     })
+}
+
+/// The `storageVersionHash` of discovery, as the real server computes it: the first
+/// eight bytes of the SHA-256 of `group/version/kind` of the storage version, in base64.
+pub fn storage_version_hash(group: &str, version: &str, kind: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{group}/{version}/{kind}").as_bytes());
+    base64(&digest[..8])
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// `/api`.
@@ -91,7 +120,7 @@ pub fn resources(registry: &Registry, group: &str, version: &str) -> Option<Valu
             "authorization.k8s.io" | "authentication.k8s.io"
         );
         let verbs: &[&str] = if review { &["create"] } else { &VERBS };
-        list.push(json!({
+        let mut entry = json!({
             "name": t.plural,
             "singularName": t.singular,
             "namespaced": t.namespaced,
@@ -99,7 +128,17 @@ pub fn resources(registry: &Registry, group: &str, version: &str) -> Option<Valu
             "verbs": verbs,
             "shortNames": t.short_names,
             "categories": t.categories,
-        }));
+        });
+        if !review {
+            // events.k8s.io Events are stored as core/v1 Events.
+            let (g, v) = if t.group == "events.k8s.io" {
+                ("", "v1")
+            } else {
+                (t.group.as_str(), t.storage_version())
+            };
+            entry["storageVersionHash"] = storage_version_hash(g, v, &t.kind).into();
+        }
+        list.push(entry);
         if t.status_subresource {
             list.push(json!({
                 "name": format!("{}/status", t.plural),
@@ -229,6 +268,21 @@ pub fn openapi_v3_group_version(registry: &Registry, group: &str, version: &str)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn storage_version_hashes_are_the_real_servers() {
+        // As a real cluster's /api/v1 lists them.
+        assert_eq!(storage_version_hash("", "v1", "Pod"), "xPOwRZ+Yhw8=");
+        assert_eq!(storage_version_hash("", "v1", "ConfigMap"), "qFsyl6wFWjQ=");
+        let doc = resources(&Registry::builtin(), "", "v1").unwrap();
+        let pods = doc["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "pods")
+            .unwrap();
+        assert_eq!(pods["storageVersionHash"], "xPOwRZ+Yhw8=");
+    }
 
     #[test]
     fn groups_list_apps_and_leave_out_core() {

@@ -16,6 +16,7 @@ pub mod selectors;
 pub mod server;
 pub mod store;
 pub mod table;
+pub mod validation;
 
 /// The CRD the unit tests register (`tests/fixtures/subnets.yaml`), as JSON.
 #[cfg(test)]
@@ -39,8 +40,8 @@ use tokio::task::JoinHandle;
 
 pub use faults::{Faults, LostResponse};
 
-/// The bearer token written into kubeconfigs. Any token is accepted for now; RBAC comes
-/// with the packaging work.
+/// The bearer token written into kubeconfigs (user `admin`). Other tokens are refused
+/// unless [`Config::accept_unknown_tokens`]; RBAC comes with the packaging work.
 pub const ADMIN_TOKEN: &str = "ipledger-emulator-admin";
 
 /// Errors starting or using the emulator.
@@ -83,9 +84,14 @@ pub struct Config {
     pub max_body: usize,
     /// Bearer tokens and the users they authenticate; [`ADMIN_TOKEN`] is `admin`.
     pub tokens: std::collections::BTreeMap<String, String>,
-    /// Accept tokens not in `tokens` (and requests without one). On by default: until RBAC
-    /// is enforced, the emulator trusts its loopback clients.
+    /// Accept tokens not in `tokens` (as `system:anonymous`, trusted). Off by default, as
+    /// on a real cluster: an unknown token is 401 Unauthorized.
     pub accept_unknown_tokens: bool,
+    /// Refuse requests without credentials as a real cluster's RBAC refuses
+    /// `system:anonymous`: 403 Forbidden but for `/version` and the health checks. Off by
+    /// default: the emulator serves plain HTTP, over which kubectl and helm send no
+    /// bearer token.
+    pub forbid_anonymous: bool,
 }
 
 impl Default for Config {
@@ -98,7 +104,8 @@ impl Default for Config {
             bookmark_interval: Duration::from_secs(1),
             max_body: 3 * 1024 * 1024,
             tokens: [(ADMIN_TOKEN.to_string(), "admin".to_string())].into(),
-            accept_unknown_tokens: true,
+            accept_unknown_tokens: false,
+            forbid_anonymous: false,
         }
     }
 }
@@ -109,6 +116,8 @@ pub struct Emulator {
     faults: Faults,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
+    /// The garbage collector (Orphan and Foreground deletion).
+    gc: JoinHandle<()>,
 }
 
 impl Emulator {
@@ -129,6 +138,7 @@ impl Emulator {
             })?;
         let store = store::Store::new(config.history_window);
         let faults = Faults::new(store.clone());
+        let gc = tokio::spawn(store.clone().run_garbage_collector(Duration::from_secs(1)));
         let server = Arc::new(server::Server {
             store,
             faults: faults.clone(),
@@ -137,6 +147,7 @@ impl Emulator {
             max_body: config.max_body,
             tokens: config.tokens,
             accept_unknown_tokens: config.accept_unknown_tokens,
+            forbid_anonymous: config.forbid_anonymous,
         });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(serve(listener, server, stopped));
@@ -146,6 +157,7 @@ impl Emulator {
             faults,
             stop,
             task: Some(task),
+            gc,
         })
     }
 
@@ -242,6 +254,7 @@ impl Emulator {
     /// Stops accepting connections and closes open ones.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
+        self.gc.abort();
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
@@ -251,6 +264,7 @@ impl Emulator {
 impl Drop for Emulator {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
+        self.gc.abort();
     }
 }
 

@@ -126,16 +126,31 @@ impl Schema {
             && let Some(cel) = &self.cel
         {
             let validator = Validator::new();
+            // CEL sees a null in an object with declared properties as an absent field,
+            // as the real server's CEL values do (`has(self.gateway)` is false for
+            // `gateway: null`); the stored object keeps the null.
+            let (object, old) = (
+                without_nulls(&self.root, object),
+                old.map(|o| without_nulls(&self.root, o)),
+            );
+            let old = old.as_deref();
             // Transition rules compare only the parts of the object the schema declares.
-            if let Err(errors) = validator.validate_compiled(cel, object, old) {
+            if let Err(errors) = validator.validate_compiled(cel, &object, old) {
                 for e in errors.iter() {
-                    // The real server reports the type of the schema the rule sits on.
+                    // The real server shows the value the rule judged when it is a scalar,
+                    // and no value for a rule on an object or a list.
                     let kind = rule_owner_type(&self.root, &e.rule)
                         .unwrap_or_else(|| self.type_at(&e.field_path));
+                    let message = if kind == "object" || kind == "array" {
+                        format!("Invalid value: {}", e.message)
+                    } else {
+                        let value = value_at(&object, &e.field_path);
+                        format!("Invalid value: {}: {}", go_value(value), e.message)
+                    };
                     causes.push(Cause {
                         reason: "FieldValueInvalid",
                         field: e.field_path.clone(),
-                        message: format!("Invalid value: \"{kind}\": {}", e.message),
+                        message,
                     });
                 }
             }
@@ -313,6 +328,33 @@ impl Schema {
     }
 }
 
+/// The value at a field path such as `spec.exclude[0]` (null when there is none).
+fn value_at<'a>(object: &'a Value, path: &str) -> &'a Value {
+    let mut v = object;
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let (name, indices) = part.split_once('[').unwrap_or((part, ""));
+        if !name.is_empty() {
+            v = &v[name];
+        }
+        for index in indices.split('[').filter(|i| !i.is_empty()) {
+            let index = index.trim_end_matches(']');
+            v = match index.parse::<usize>() {
+                Ok(i) => &v[i],
+                Err(_) => &v[index.trim_matches('"')],
+            };
+        }
+    }
+    v
+}
+
+/// A value as Go's field errors print it: strings quoted, numbers and booleans bare.
+fn go_value(value: &Value) -> String {
+    match value {
+        Value::String(s) => format!("{s:?}"),
+        other => other.to_string(),
+    }
+}
+
 /// The `type` of the schema node that declares `rule`.
 fn rule_owner_type(schema: &Value, rule: &str) -> Option<String> {
     let declares = schema["x-kubernetes-validations"]
@@ -391,6 +433,53 @@ fn type_error(path: &str, expected: &str, value: &Value) -> Cause {
         message: format!(
             "Invalid value: \"{got}\": {path} in body must be of type {expected}: \"{got}\""
         ),
+    }
+}
+
+fn has_null(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Object(map) => map.values().any(has_null),
+        Value::Array(items) => items.iter().any(has_null),
+        _ => false,
+    }
+}
+
+/// `value` without the null fields of objects whose schema declares properties (borrowed
+/// when there is none, the usual case).
+fn without_nulls<'a>(schema: &Value, value: &'a Value) -> std::borrow::Cow<'a, Value> {
+    if !has_null(value) {
+        return std::borrow::Cow::Borrowed(value);
+    }
+    let mut out = value.clone();
+    drop_nulls(schema, &mut out);
+    std::borrow::Cow::Owned(out)
+}
+
+fn drop_nulls(schema: &Value, value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            let props = schema.get("properties").and_then(Value::as_object);
+            if props.is_some() {
+                map.retain(|_, v| !v.is_null());
+            }
+            for (k, v) in map.iter_mut() {
+                let sub = props
+                    .and_then(|p| p.get(k))
+                    .or_else(|| schema.get("additionalProperties").filter(|a| a.is_object()));
+                if let Some(sub) = sub {
+                    drop_nulls(sub, v);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item) = schema.get("items") {
+                for v in items {
+                    drop_nulls(item, v);
+                }
+            }
+        }
+        _ => {}
     }
 }
 
@@ -511,7 +600,21 @@ mod tests {
     }
 
     #[test]
-    fn rules_with_a_field_path_report_the_type_of_their_own_schema() {
+    fn nulls_are_absent_fields_to_cel() {
+        let schema = subnet_schema();
+        let mut obj = pool(
+            json!({"cidr": "10.0.0.0/16", "gateway": null, "blockSize": null, "default": null}),
+        );
+        schema.prune_and_default(&mut obj);
+        // Not nullable: pruned. Nullable: kept, but absent to `has()`.
+        assert!(obj["spec"].get("default").is_none());
+        assert!(obj["spec"]["gateway"].is_null());
+        let causes = schema.validate(&obj, Some(&pool(json!({"cidr": "10.0.0.0/16"}))));
+        assert!(causes.is_empty(), "{causes:?}");
+    }
+
+    #[test]
+    fn rules_on_objects_show_no_value_and_rules_on_scalars_the_value() {
         let schema = subnet_schema();
         let old = pool(json!({"cidr": "10.0.0.0/16", "blockSize": 26}));
         let causes = schema.validate(
@@ -521,7 +624,7 @@ mod tests {
         assert_eq!(causes.len(), 1, "{causes:?}");
         assert_eq!(
             causes[0].render(),
-            "spec.blockSize: Invalid value: \"object\": blockSize is immutable"
+            "spec.blockSize: Invalid value: blockSize is immutable"
         );
     }
 
@@ -557,7 +660,7 @@ mod tests {
         assert_eq!(causes.len(), 1, "{causes:?}");
         assert_eq!(
             causes[0].render(),
-            "spec.cidr: Invalid value: \"string\": cidr is immutable"
+            "spec.cidr: Invalid value: \"10.1.0.0/16\": cidr is immutable"
         );
     }
 }

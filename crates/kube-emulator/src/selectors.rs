@@ -1,6 +1,11 @@
 //! Label and field selectors, with the syntax of `labelSelector=` and `fieldSelector=`.
+//!
+//! Label selectors are lexed and parsed by the grammar of apimachinery's `labels.Parse`,
+//! so a malformed one fails with the real server's words.
 
 use serde_json::Value;
+
+use super::validation::{label_value_errors, qualified_name_errors};
 
 /// One requirement of a label selector.
 #[derive(Clone, Debug, PartialEq)]
@@ -11,98 +16,310 @@ enum Requirement {
     NotIn(String, Vec<String>),
     Exists(String),
     DoesNotExist(String),
+    GreaterThan(String, i64),
+    LessThan(String, i64),
 }
 
 /// A parsed label selector: every requirement must hold.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LabelSelector(Vec<Requirement>);
 
-/// Splits on commas that are not inside parentheses.
-fn split_top_level(s: &str) -> Vec<&str> {
-    let mut parts = Vec::new();
-    let (mut depth, mut start) = (0, 0);
-    for (i, c) in s.char_indices() {
-        match c {
-            '(' => depth += 1,
-            ')' => depth -= 1,
-            ',' if depth == 0 => {
-                parts.push(&s[start..i]);
-                start = i + 1;
+/// A token of the selector language.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tok {
+    End,
+    ClosePar,
+    Comma,
+    Not,
+    DoubleEquals,
+    Equals,
+    Greater,
+    Ident,
+    In,
+    Less,
+    NotEquals,
+    NotIn,
+    OpenPar,
+}
+
+fn is_special(c: u8) -> bool {
+    matches!(c, b'=' | b'!' | b'(' | b')' | b',' | b'>' | b'<')
+}
+
+fn symbol(s: &str) -> Option<Tok> {
+    Some(match s {
+        ")" => Tok::ClosePar,
+        "," => Tok::Comma,
+        "!" => Tok::Not,
+        "==" => Tok::DoubleEquals,
+        "=" => Tok::Equals,
+        ">" => Tok::Greater,
+        "<" => Tok::Less,
+        "!=" => Tok::NotEquals,
+        "(" => Tok::OpenPar,
+        "in" => Tok::In,
+        "notin" => Tok::NotIn,
+        _ => return None,
+    })
+}
+
+/// Splits a selector into tokens: runs of operator characters are the longest operator
+/// they start with; anything else up to whitespace or an operator is an identifier (or
+/// the keywords `in`, `notin`).
+fn lex(s: &str) -> Vec<(Tok, String)> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    let mut out = Vec::new();
+    loop {
+        while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\r' | b'\n') {
+            i += 1;
+        }
+        if i >= b.len() {
+            out.push((Tok::End, String::new()));
+            return out;
+        }
+        let start = i;
+        if is_special(b[i]) {
+            let mut best = (Tok::End, start);
+            while i < b.len() && is_special(b[i]) {
+                i += 1;
+                match symbol(&s[start..i]) {
+                    Some(t) => best = (t, i),
+                    None => break,
+                }
             }
-            _ => {}
+            i = best.1;
+            out.push((best.0, s[start..i].to_string()));
+        } else {
+            while i < b.len() && !is_special(b[i]) && !matches!(b[i], b' ' | b'\t' | b'\r' | b'\n')
+            {
+                i += 1;
+            }
+            let word = &s[start..i];
+            let tok = match word {
+                "in" => Tok::In,
+                "notin" => Tok::NotIn,
+                _ => Tok::Ident,
+            };
+            out.push((tok, word.to_string()));
         }
     }
-    parts.push(&s[start..]);
-    parts
 }
 
-fn valid_key(key: &str) -> bool {
-    !key.is_empty()
-        && key.len() <= 316
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+struct Parser {
+    items: Vec<(Tok, String)>,
+    pos: usize,
 }
 
-fn set_values(rest: &str, whole: &str) -> Result<Vec<String>, String> {
-    let inner = rest
-        .trim()
-        .strip_prefix('(')
-        .and_then(|r| r.strip_suffix(')'))
-        .ok_or_else(|| format!("unable to parse requirement: found '{whole}', expected: '('"))?;
-    Ok(inner
-        .split(',')
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-        .collect())
+/// `in` and `notin` are identifiers where values are expected.
+fn as_value(tok: Tok) -> Tok {
+    match tok {
+        Tok::In | Tok::NotIn => Tok::Ident,
+        t => t,
+    }
+}
+
+/// A label-key error as `labels.Parse` words it (its field path is unset: `<nil>`).
+fn key_error(key: &str) -> Option<String> {
+    let errs = qualified_name_errors(key);
+    (!errs.is_empty()).then(|| format!("<nil>: Invalid value: \"{key}\": {}", errs.join("; ")))
+}
+
+impl Parser {
+    fn peek(&self, values: bool) -> (Tok, &str) {
+        let (t, lit) = &self.items[self.pos.min(self.items.len() - 1)];
+        (if values { as_value(*t) } else { *t }, lit)
+    }
+
+    fn next(&mut self, values: bool) -> (Tok, String) {
+        let (t, lit) = self.items[self.pos.min(self.items.len() - 1)].clone();
+        self.pos += 1;
+        (if values { as_value(t) } else { t }, lit)
+    }
+
+    fn parse(&mut self) -> Result<Vec<Requirement>, String> {
+        let mut reqs = Vec::new();
+        loop {
+            let (tok, lit) = self.peek(true);
+            match tok {
+                Tok::Ident | Tok::Not => {
+                    let r = self
+                        .requirement()
+                        .map_err(|e| format!("unable to parse requirement: {e}"))?;
+                    reqs.push(r);
+                    let (t, l) = self.next(true);
+                    match t {
+                        Tok::End => return Ok(reqs),
+                        Tok::Comma => {
+                            let (t2, l2) = self.peek(true);
+                            if t2 != Tok::Ident && t2 != Tok::Not {
+                                return Err(format!(
+                                    "found '{l2}', expected: identifier after ','"
+                                ));
+                            }
+                        }
+                        _ => {
+                            return Err(format!("found '{l}', expected: ',' or 'end of string'"));
+                        }
+                    }
+                }
+                Tok::End => return Ok(reqs),
+                _ => {
+                    return Err(format!(
+                        "found '{lit}', expected: !, identifier, or 'end of string'"
+                    ));
+                }
+            }
+        }
+    }
+
+    fn requirement(&mut self) -> Result<Requirement, String> {
+        let (mut tok, mut key) = self.next(true);
+        let negated = tok == Tok::Not;
+        if negated {
+            (tok, key) = self.next(true);
+        }
+        if tok != Tok::Ident {
+            return Err(format!("found '{key}', expected: identifier"));
+        }
+        if let Some(e) = key_error(&key) {
+            return Err(e);
+        }
+        if negated {
+            return Ok(Requirement::DoesNotExist(key));
+        }
+        if matches!(self.peek(true).0, Tok::End | Tok::Comma) {
+            return Ok(Requirement::Exists(key));
+        }
+        let (op, lit) = self.next(false);
+        let values = match op {
+            Tok::In | Tok::NotIn => self.set_values()?,
+            Tok::Equals | Tok::DoubleEquals | Tok::NotEquals | Tok::Greater | Tok::Less => {
+                vec![self.exact_value()?]
+            }
+            _ => {
+                return Err(format!(
+                    "found '{lit}', expected: in, notin, =, ==, !=, gt, lt"
+                ));
+            }
+        };
+        // What `NewRequirement` checks of the values, with its field paths.
+        let mut errs = Vec::new();
+        let number = |v: &str| v.parse::<i64>().ok();
+        if matches!(op, Tok::Greater | Tok::Less) && number(&values[0]).is_none() {
+            errs.push(format!(
+                "values[0]: Invalid value: \"{}\": for 'Gt', 'Lt' operators, the value must be an integer",
+                values[0]
+            ));
+        }
+        for (i, v) in values.iter().enumerate() {
+            let msgs = label_value_errors(v);
+            if !msgs.is_empty() {
+                errs.push(format!(
+                    "values[{i}][{key}]: Invalid value: \"{v}\": {}",
+                    msgs.join("; ")
+                ));
+            }
+        }
+        match errs.len() {
+            0 => {}
+            1 => return Err(errs.remove(0)),
+            _ => return Err(format!("[{}]", errs.join(", "))),
+        }
+        let one = || values[0].clone();
+        Ok(match op {
+            Tok::In => Requirement::In(key, values),
+            Tok::NotIn => Requirement::NotIn(key, values),
+            Tok::NotEquals => Requirement::NotEquals(key, one()),
+            Tok::Greater => Requirement::GreaterThan(key, number(&values[0]).unwrap_or(0)),
+            Tok::Less => Requirement::LessThan(key, number(&values[0]).unwrap_or(0)),
+            _ => Requirement::Equals(key, one()),
+        })
+    }
+
+    /// `( v1, v2, ... )`, sorted and without duplicates; empty items are the empty value.
+    fn set_values(&mut self) -> Result<Vec<String>, String> {
+        let (tok, lit) = self.next(true);
+        if tok != Tok::OpenPar {
+            return Err(format!("found '{lit}' expected: '('"));
+        }
+        let (tok, lit) = self.peek(true);
+        let lit = lit.to_string();
+        let mut set = std::collections::BTreeSet::new();
+        match tok {
+            Tok::Ident | Tok::Comma => {
+                loop {
+                    let (t, l) = self.next(true);
+                    match t {
+                        Tok::Ident => {
+                            set.insert(l);
+                            let (t2, l2) = self.peek(true);
+                            match t2 {
+                                Tok::Comma => continue,
+                                Tok::ClosePar => break,
+                                _ => return Err(format!("found '{l2}', expected: ',' or ')'")),
+                            }
+                        }
+                        Tok::Comma => {
+                            if set.is_empty() {
+                                set.insert(String::new());
+                            }
+                            match self.peek(true).0 {
+                                Tok::ClosePar => {
+                                    set.insert(String::new());
+                                    break;
+                                }
+                                Tok::Comma => {
+                                    self.next(true);
+                                    set.insert(String::new());
+                                }
+                                _ => {}
+                            }
+                        }
+                        _ => return Err(format!("found '{l}', expected: ',', or identifier")),
+                    }
+                }
+                if self.next(true).0 != Tok::ClosePar {
+                    return Err(format!("found '{lit}', expected: ')'"));
+                }
+            }
+            Tok::ClosePar => {
+                self.next(true);
+                set.insert(String::new());
+            }
+            _ => return Err(format!("found '{lit}', expected: ',', ')' or identifier")),
+        }
+        Ok(set.into_iter().collect())
+    }
+
+    fn exact_value(&mut self) -> Result<String, String> {
+        if matches!(self.peek(true).0, Tok::End | Tok::Comma) {
+            return Ok(String::new());
+        }
+        let (tok, lit) = self.next(true);
+        if tok == Tok::Ident {
+            Ok(lit)
+        } else {
+            Err(format!("found '{lit}', expected: identifier"))
+        }
+    }
 }
 
 impl LabelSelector {
-    /// Parses `a=b,c!=d,e in (f,g),h notin (i),j,!k`.
+    /// Parses `a=b,c!=d,e in (f,g),h notin (i),j,!k,l>3` as `labels.Parse` does.
     pub fn parse(s: &str) -> Result<Self, String> {
-        let mut reqs = Vec::new();
-        for part in split_top_level(s) {
-            let part = part.trim();
-            if part.is_empty() {
-                continue;
-            }
-            let req = if let Some(key) = part.strip_prefix('!') {
-                Requirement::DoesNotExist(key.trim().to_string())
-            } else if let Some((k, v)) = part.split_once("!=") {
-                Requirement::NotEquals(k.trim().to_string(), v.trim().to_string())
-            } else if let Some((k, v)) = part.split_once("==") {
-                Requirement::Equals(k.trim().to_string(), v.trim().to_string())
-            } else if let Some((k, v)) = part.split_once('=') {
-                Requirement::Equals(k.trim().to_string(), v.trim().to_string())
-            } else if let Some((k, rest)) = part.split_once(" notin ") {
-                Requirement::NotIn(k.trim().to_string(), set_values(rest, part)?)
-            } else if let Some((k, rest)) = part.split_once(" in ") {
-                Requirement::In(k.trim().to_string(), set_values(rest, part)?)
-            } else {
-                Requirement::Exists(part.to_string())
-            };
-            let key = match &req {
-                Requirement::Equals(k, _)
-                | Requirement::NotEquals(k, _)
-                | Requirement::In(k, _)
-                | Requirement::NotIn(k, _)
-                | Requirement::Exists(k)
-                | Requirement::DoesNotExist(k) => k,
-            };
-            if !valid_key(key) {
-                return Err(format!(
-                    "unable to parse requirement: invalid label key \"{key}\""
-                ));
-            }
-            reqs.push(req);
-        }
-        Ok(Self(reqs))
+        let mut parser = Parser {
+            items: lex(s),
+            pos: 0,
+        };
+        parser.parse().map(Self)
     }
 
     /// Whether an object's `metadata.labels` satisfy every requirement.
     pub fn matches(&self, object: &Value) -> bool {
         let labels = &object["metadata"]["labels"];
         let get = |k: &str| labels.get(k).and_then(Value::as_str);
+        let number = |k: &str| get(k).and_then(|v| v.parse::<i64>().ok());
         self.0.iter().all(|r| match r {
             Requirement::Equals(k, v) => get(k) == Some(v.as_str()),
             Requirement::NotEquals(k, v) => get(k) != Some(v.as_str()),
@@ -110,6 +327,8 @@ impl LabelSelector {
             Requirement::NotIn(k, vs) => get(k).is_none_or(|l| vs.iter().all(|v| v != l)),
             Requirement::Exists(k) => get(k).is_some(),
             Requirement::DoesNotExist(k) => get(k).is_none(),
+            Requirement::GreaterThan(k, n) => number(k).is_some_and(|v| v > *n),
+            Requirement::LessThan(k, n) => number(k).is_some_and(|v| v < *n),
         })
     }
 }
@@ -254,9 +473,62 @@ mod tests {
     }
 
     #[test]
-    fn bad_label_selectors_are_errors() {
-        assert!(LabelSelector::parse("a in x").is_err());
-        assert!(LabelSelector::parse("a b=c").is_err());
+    fn bad_label_selectors_fail_with_the_real_parser_words() {
+        let err = |s: &str| LabelSelector::parse(s).unwrap_err();
+        assert_eq!(
+            err("a in x"),
+            "unable to parse requirement: found 'x' expected: '('"
+        );
+        assert_eq!(err("a=b c"), "found 'c', expected: ',' or 'end of string'");
+        assert_eq!(
+            err("a b=c"),
+            "unable to parse requirement: found 'b', expected: in, notin, =, ==, !=, gt, lt"
+        );
+        assert_eq!(err("a,"), "found '', expected: identifier after ','");
+        assert_eq!(
+            err("=a"),
+            "found '=', expected: !, identifier, or 'end of string'"
+        );
+        assert_eq!(
+            err("a in (b c)"),
+            "unable to parse requirement: found 'c', expected: ',' or ')'"
+        );
+        assert!(
+            err("a$=b").starts_with(
+                "unable to parse requirement: <nil>: Invalid value: \"a$\": name part must consist of"
+            ),
+            "{}",
+            err("a$=b")
+        );
+        assert!(
+            err("a=b$").starts_with(
+                "unable to parse requirement: values[0][a]: Invalid value: \"b$\": a valid label"
+            ),
+            "{}",
+            err("a=b$")
+        );
+        assert_eq!(
+            err("a>b"),
+            "unable to parse requirement: values[0]: Invalid value: \"b\": for 'Gt', 'Lt' operators, the value must be an integer"
+        );
+    }
+
+    #[test]
+    fn sets_and_comparisons_parse_like_the_real_parser() {
+        let o = obj(json!({"app": "web", "n": "5", "in": "notin"}));
+        for s in [
+            "n>4",
+            "n<6",
+            "app in (web,)",
+            "in in (notin)",
+            "app notin ()",
+            " app , n ",
+        ] {
+            assert!(LabelSelector::parse(s).unwrap().matches(&o), "{s}");
+        }
+        for s in ["n>5", "app<9", "app in (,)"] {
+            assert!(!LabelSelector::parse(s).unwrap().matches(&o), "{s}");
+        }
     }
 
     #[test]

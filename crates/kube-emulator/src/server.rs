@@ -15,7 +15,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::apply;
 use super::discovery;
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, Cause};
 use super::events;
 use super::faults::{self, Faults, LostResponse};
 use super::patch::{self, PatchType};
@@ -24,6 +24,7 @@ use super::resources::ResourceType;
 use super::selectors::{FieldSelector, LabelSelector, supported_fields};
 use super::store::{DeleteOptions, Event, EventType, ListFrom, Part, Store};
 use super::table::{self, IncludeObject};
+use super::validation::{self, Write};
 
 /// The body type of every response.
 pub type Body = BoxBody<Bytes, Infallible>;
@@ -44,6 +45,9 @@ pub struct Server {
     pub tokens: std::collections::BTreeMap<String, String>,
     /// Whether a token not in `tokens` is accepted (as `system:anonymous`).
     pub accept_unknown_tokens: bool,
+    /// Whether requests without credentials are refused (403) as RBAC refuses
+    /// `system:anonymous`; otherwise they are trusted.
+    pub forbid_anonymous: bool,
 }
 
 /// A write's answer was lost on purpose ([`LostResponse::Reset`]): the connection closes
@@ -51,6 +55,9 @@ pub struct Server {
 #[derive(Clone, Copy, Debug, thiserror::Error)]
 #[error("the answer to a write that landed was dropped (injected fault)")]
 pub struct AnswerLost;
+
+/// The user of requests without credentials.
+const ANONYMOUS: &str = "system:anonymous";
 
 /// Which part of the API a path names.
 #[derive(Debug, PartialEq)]
@@ -80,7 +87,18 @@ fn json_response(code: u16, value: &Value) -> Response<Body> {
 }
 
 fn error_response(err: &ApiError) -> Response<Body> {
-    json_response(err.code, &err.status())
+    let mut resp = json_response(err.code, &err.status());
+    // As the real server does for every Status that asks the client to come back later.
+    let retry = err
+        .details
+        .as_ref()
+        .and_then(|d| d["retryAfterSeconds"].as_u64())
+        .filter(|s| *s > 0);
+    if let Some(seconds) = retry {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    resp
 }
 
 fn parse_query(query: Option<&str>) -> HashMap<String, String> {
@@ -231,6 +249,9 @@ impl Server {
         let user = self.authenticate(&req)?;
         let path = req.uri().path().to_string();
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        if user == ANONYMOUS {
+            self.authorize_anonymous(&req, &segments)?;
+        }
         let registry = self.store.registry();
         if req.method() == Method::GET {
             let doc = match segments.as_slice() {
@@ -288,15 +309,18 @@ impl Server {
         }
         let query = parse_query(req.uri().query());
         let manager = field_manager(&req, &query);
-        let dry_run = match query.get("dryRun").map(String::as_str) {
-            None | Some("") => false,
-            Some("All") => true,
-            Some(other) => {
-                return Err(ApiError::bad_request(format!(
-                    "Invalid dry run argument: \"{other}\": supported values: \"All\""
-                )));
-            }
+        let options = match *req.method() {
+            Method::POST => Some("CreateOptions"),
+            Method::PUT => Some("UpdateOptions"),
+            Method::PATCH => Some("PatchOptions"),
+            _ => None,
         };
+        if let Some(kind) = options
+            && !is_review(&t)
+        {
+            write_options(kind, &query)?;
+        }
+        let dry_run = query.get("dryRun").is_some_and(|d| d == "All");
         // A dry run writes to a private copy of the store, dropped after the answer.
         let store = if dry_run && req.method() != Method::GET {
             self.store.dry_run_copy()
@@ -346,7 +370,7 @@ impl Server {
                 if watching {
                     self.watch(t, rp.version.clone(), ns.map(str::to_string), &query, shape)
                 } else {
-                    self.list(&t, &rp.version, ns, &query, shape)
+                    self.list(&t, &rp.version, ns, &query, shape).await
                 }
             }
             (&Method::POST, None) if is_review(&t) => {
@@ -365,7 +389,9 @@ impl Server {
                 let mut obj = parse_object(&t, &content_type, &body)?;
                 let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
                 self.injected_failure(&t, &name)?;
-                let warnings = field_validation(&t, &rp.version, &mut obj, &query)?;
+                validation::admit(&t, &rp.version, &namespace, &obj, Write::Create)?;
+                let duplicates = validation::duplicate_fields(&body);
+                let warnings = field_validation(&t, &rp.version, &mut obj, &query, &duplicates)?;
                 let created =
                     store.create_as(&self.stored(&t), &namespace, to_storage(&t, obj), &manager)?;
                 let created = self.dry_answer(dry_run, &t, &namespace, created);
@@ -378,7 +404,9 @@ impl Server {
                 let (body, content_type) = self.body(req).await?;
                 let mut obj = parse_object(&t, &content_type, &body)?;
                 self.injected_failure(&t, name)?;
-                let warnings = field_validation(&t, &rp.version, &mut obj, &query)?;
+                validation::admit(&t, &rp.version, &namespace, &obj, Write::Update)?;
+                let duplicates = validation::duplicate_fields(&body);
+                let warnings = field_validation(&t, &rp.version, &mut obj, &query, &duplicates)?;
                 let updated = store.update_as(
                     &self.stored(&t),
                     &namespace,
@@ -416,8 +444,9 @@ impl Server {
                         &body,
                         t.custom,
                     )?;
+                    validation::admit(&t, &version, &namespace, &patched, Write::Patch)?;
                     *warnings.lock().unwrap_or_else(|e| e.into_inner()) =
-                        field_validation(&t, &version, &mut patched, &query)?;
+                        field_validation(&t, &version, &mut patched, &query, &[])?;
                     Ok(to_storage(&t, patched))
                 };
                 let updated =
@@ -536,6 +565,14 @@ impl Server {
                 "the applied configuration must be an object",
             ));
         }
+        if applied["kind"].as_str().is_none_or(str::is_empty) {
+            // The field manager cannot type an object without kind.
+            let api_version = applied["apiVersion"].as_str().unwrap_or("");
+            let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+            return Err(ApiError::bad_request(format!(
+                "invalid object type: {group}/{version}, Kind="
+            )));
+        }
         let applied_name = applied["metadata"]["name"].as_str().unwrap_or("");
         if applied_name != name {
             return Err(ApiError::bad_request(format!(
@@ -558,8 +595,9 @@ impl Server {
                 &now,
             )
             .map_err(|c| apply_conflict(t, name, &c))?;
+            validation::admit(t, &rp.version, namespace, &merged, Write::Patch)?;
             *warnings.lock().unwrap_or_else(|e| e.into_inner()) =
-                field_validation(t, &rp.version, &mut merged, query)?;
+                field_validation(t, &rp.version, &mut merged, query, &[])?;
             Ok(to_storage(t, merged))
         };
         let dry_run = query.get("dryRun").is_some_and(|d| d == "All");
@@ -577,7 +615,8 @@ impl Server {
                 let mut created =
                     apply::apply(&Value::Null, &applied, manager, None, t.custom, force, &now)
                         .map_err(|c| apply_conflict(t, name, &c))?;
-                let warnings = field_validation(t, &rp.version, &mut created, query)?;
+                validation::admit(t, &rp.version, namespace, &created, Write::Create)?;
+                let warnings = field_validation(t, &rp.version, &mut created, query, &[])?;
                 let created = store.create(&self.stored(t), namespace, to_storage(t, created))?;
                 let created = self.dry_answer(dry_run, t, namespace, created);
                 Ok(with_warnings(
@@ -629,11 +668,12 @@ impl Server {
         obj
     }
 
-    /// The user a request's bearer token names; 401 for a malformed header or, when
-    /// unknown tokens are refused, an unknown token.
+    /// The user a request's bearer token names; 401 for a malformed header or an unknown
+    /// token (unless unknown tokens are accepted); a request without one is
+    /// `system:anonymous`, as with the real server's anonymous authentication.
     fn authenticate(&self, req: &Request<Incoming>) -> ApiResult<String> {
         let Some(header) = req.headers().get(header::AUTHORIZATION) else {
-            return self.unknown_token();
+            return Ok(ANONYMOUS.to_string());
         };
         let token = header
             .to_str()
@@ -650,10 +690,73 @@ impl Server {
 
     fn unknown_token(&self) -> ApiResult<String> {
         if self.accept_unknown_tokens {
-            Ok("system:anonymous".to_string())
+            Ok(ANONYMOUS.to_string())
         } else {
             Err(ApiError::unauthorized())
         }
+    }
+
+    /// What an anonymous request may do: with `forbid_anonymous`, what RBAC grants
+    /// `system:unauthenticated` on a real cluster — the public health and version paths;
+    /// everything else is 403. Trusted otherwise.
+    fn authorize_anonymous(&self, req: &Request<Incoming>, segments: &[&str]) -> ApiResult<()> {
+        if self.accept_unknown_tokens
+            || !self.forbid_anonymous
+            || (req.method() == Method::GET
+                && matches!(segments, ["version"] | ["healthz"] | ["livez"] | ["readyz"]))
+        {
+            return Ok(());
+        }
+        let user = format!("User \"{ANONYMOUS}\"");
+        let is_namespaced = |g: &str, v: &str, r: &str| {
+            self.store
+                .registry()
+                .lookup(g, v, r)
+                .is_some_and(|t| t.namespaced)
+        };
+        let Some(rp) = parse_resource_path(segments, &is_namespaced) else {
+            return Err(ApiError::forbidden(format!(
+                "forbidden: {user} cannot {} path \"{}\"",
+                req.method().as_str().to_lowercase(),
+                req.uri().path()
+            )));
+        };
+        let query = parse_query(req.uri().query());
+        let watching =
+            rp.watch_prefix || query.get("watch").is_some_and(|w| w == "true" || w == "1");
+        let verb = match (req.method().clone(), rp.name.is_some()) {
+            (Method::GET, _) if watching => "watch",
+            (Method::GET, true) => "get",
+            (Method::GET, false) => "list",
+            (Method::POST, _) => "create",
+            (Method::PUT, _) => "update",
+            (Method::PATCH, _) => "patch",
+            (Method::DELETE, true) => "delete",
+            (Method::DELETE, false) => "deletecollection",
+            _ => "unknown",
+        };
+        let resource = match &rp.subresource {
+            Some(sub) => format!("{}/{sub}", rp.resource),
+            None => rp.resource.clone(),
+        };
+        let subject = match &rp.name {
+            Some(name) => format!("{} \"{name}\"", rp.resource),
+            None => rp.resource.clone(),
+        };
+        let scope = match &rp.namespace {
+            Some(ns) => format!("in the namespace \"{ns}\""),
+            None => "at the cluster scope".to_string(),
+        };
+        let message = format!(
+            "{subject} is forbidden: {user} cannot {verb} resource \"{resource}\" in API group \"{}\" {scope}",
+            rp.group
+        );
+        Err(ApiError {
+            details: Some(
+                json!({"name": rp.name.clone().unwrap_or_default(), "group": rp.group, "kind": rp.resource}),
+            ),
+            ..ApiError::forbidden(message)
+        })
     }
 
     fn injected_failure(&self, t: &ResourceType, name: &str) -> ApiResult<()> {
@@ -705,7 +808,7 @@ impl Server {
         ))
     }
 
-    fn list(
+    async fn list(
         &self,
         t: &ResourceType,
         version: &str,
@@ -725,14 +828,30 @@ impl Server {
             .map(|l| l as usize),
             None => None,
         };
-        let page = self.store.list(
-            &self.stored(t),
-            namespace,
-            &*filter,
-            has_selector,
-            limit,
-            list_from(query)?,
-        )?;
+        // `resourceVersion=0` is served from the real server's watch cache, which answers
+        // every item and no `continue`, whatever the limit.
+        let from_cache = query.get("resourceVersion").is_some_and(|v| v == "0")
+            && query.get("continue").is_none_or(|c| c.is_empty());
+        let limit = if from_cache { None } else { limit };
+        let from = list_from(query)?;
+        // A version the store has not reached yet: the real server waits up to 3 s for
+        // its cache to catch up before it answers 504.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        let page = loop {
+            match self.store.list(
+                &self.stored(t),
+                namespace,
+                &*filter,
+                has_selector,
+                limit,
+                from,
+            ) {
+                Err(e) if e.code == 504 && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => break other?,
+            }
+        };
         let mut meta = json!({"resourceVersion": page.rv.to_string()});
         if let Some(c) = &page.continue_token {
             meta["continue"] = c.clone().into();
@@ -863,7 +982,7 @@ impl Server {
             let mut last_rv = start.rv;
             for e in &start.backlog {
                 if let Some((kind, obj)) = visible(e, &matches)
-                    && tx.send(render(kind, obj)).await.is_err()
+                    && tx.send(render(kind, &obj)).await.is_err()
                 {
                     return;
                 }
@@ -910,7 +1029,7 @@ impl Server {
                                 continue;
                             }
                             if let Some((kind, obj)) = visible(&e, &matches)
-                                && tx.send(render(kind, obj)).await.is_err()
+                                && tx.send(render(kind, &obj)).await.is_err()
                             {
                                 return;
                             }
@@ -937,8 +1056,42 @@ impl Server {
 }
 
 /// Which state a list reads, from `continue`, `resourceVersion` and `resourceVersionMatch`.
+/// `resourceVersionMatch` is checked as the real server checks its `ListOptions` (422).
 fn list_from(query: &HashMap<String, String>) -> ApiResult<ListFrom<'_>> {
     let get = |k: &str| query.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    if let Some(m) = get("resourceVersionMatch") {
+        let forbidden = |why: &str| Cause {
+            reason: "FieldValueForbidden",
+            field: "resourceVersionMatch".into(),
+            message: format!("Forbidden: {why}"),
+        };
+        let mut causes = Vec::new();
+        if get("resourceVersion").is_none() {
+            causes.push(forbidden(
+                "resourceVersionMatch is forbidden unless resourceVersion is provided",
+            ));
+        }
+        if get("continue").is_some() {
+            causes.push(forbidden(
+                "resourceVersionMatch is forbidden when continue is provided",
+            ));
+        }
+        if m != "Exact" && m != "NotOlderThan" {
+            causes.push(Cause {
+                reason: "FieldValueNotSupported",
+                field: "resourceVersionMatch".into(),
+                message: format!(
+                    "Unsupported value: \"{m}\": supported values: \"Exact\", \"NotOlderThan\", \"\""
+                ),
+            });
+        }
+        if m == "Exact" && get("resourceVersion") == Some("0") {
+            causes.push(forbidden(
+                "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+            ));
+        }
+        options_invalid("ListOptions", causes)?;
+    }
     let rv = match get("resourceVersion") {
         None => None,
         Some(v) => Some(v.parse::<u64>().map_err(|_| {
@@ -955,17 +1108,11 @@ fn list_from(query: &HashMap<String, String>) -> ApiResult<ListFrom<'_>> {
         }
         return Ok(ListFrom::Continue(token));
     }
-    match (get("resourceVersionMatch"), rv) {
-        (Some("Exact"), Some(v)) if v > 0 => Ok(ListFrom::Exact(v)),
-        (Some("Exact"), _) => Err(ApiError::bad_request(
-            "resourceVersionMatch: Forbidden: resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
-        )),
-        (Some("NotOlderThan") | None, Some(v)) if v > 0 => Ok(ListFrom::NotOlderThan(v)),
-        (Some("NotOlderThan") | None, _) => Ok(ListFrom::Latest),
-        (Some(other), _) => Err(ApiError::bad_request(format!(
-            "resourceVersionMatch: Unsupported value: \"{other}\": supported values: \"Exact\", \"NotOlderThan\""
-        ))),
-    }
+    Ok(match (get("resourceVersionMatch"), rv) {
+        (Some("Exact"), Some(v)) => ListFrom::Exact(v),
+        (_, Some(v)) if v > 0 => ListFrom::NotOlderThan(v),
+        _ => ListFrom::Latest,
+    })
 }
 
 /// 409 for apply conflicts, with one cause per field, as the real server reports them.
@@ -1038,21 +1185,27 @@ fn review(t: &ResourceType, mut obj: Value, user: &str) -> Value {
 }
 
 /// The event a watcher with a selector sees: an object entering the selection is ADDED,
-/// one leaving it is DELETED, as in the real server.
+/// one leaving it is DELETED — carrying the last state that matched, at the change's
+/// resourceVersion, as the real server's watch cache sends it.
 fn visible<'a>(
     e: &'a Event,
     matches: &dyn Fn(&Value) -> bool,
-) -> Option<(&'static str, &'a Value)> {
+) -> Option<(&'static str, Cow<'a, Value>)> {
     let now = matches(&e.object);
+    let current = || Cow::Borrowed(&*e.object);
     match e.kind {
-        EventType::Added | EventType::Deleted => now.then_some((e.kind.as_str(), &*e.object)),
+        EventType::Added | EventType::Deleted => now.then(|| (e.kind.as_str(), current())),
         EventType::Modified => {
-            let before = e.prev.as_deref().is_some_and(matches);
+            let before = e.prev.as_deref().filter(|p| matches(p));
             match (before, now) {
-                (true, true) => Some(("MODIFIED", &*e.object)),
-                (false, true) => Some(("ADDED", &*e.object)),
-                (true, false) => Some(("DELETED", &*e.object)),
-                (false, false) => None,
+                (Some(_), true) => Some(("MODIFIED", current())),
+                (None, true) => Some(("ADDED", current())),
+                (Some(prev), false) => {
+                    let mut last = prev.clone();
+                    last["metadata"]["resourceVersion"] = e.rv.to_string().into();
+                    Some(("DELETED", Cow::Owned(last)))
+                }
+                (None, false) => None,
             }
         }
     }
@@ -1118,7 +1271,58 @@ fn parse_object(t: &ResourceType, content_type: &str, body: &[u8]) -> ApiResult<
             t.group_resource()
         )));
     }
-    parse_json(body)
+    let obj = parse_json(body)?;
+    check_kind(t, body, &obj)?;
+    Ok(obj)
+}
+
+/// What the real server's decoding says of a body whose kind is not the resource's: a
+/// custom resource needs its kind (400 when missing, 422 when another); a built-in's
+/// missing kind is defaulted, another kind cannot be converted (400).
+fn check_kind(t: &ResourceType, body: &[u8], obj: &Value) -> ApiResult<()> {
+    let kind = obj["kind"].as_str().unwrap_or("");
+    if kind == t.kind || (kind.is_empty() && !t.custom) {
+        return Ok(());
+    }
+    if kind.is_empty() {
+        let summary = if body.len() > 30 {
+            format!("{} ...", String::from_utf8_lossy(&body[..30]))
+        } else {
+            String::from_utf8_lossy(body).into_owned()
+        };
+        return Err(ApiError::bad_request(format!(
+            "the object provided is unrecognized (must be of type {}): Object 'Kind' is missing in '{}' ({summary})",
+            t.kind,
+            String::from_utf8_lossy(body)
+        )));
+    }
+    if t.custom {
+        let name = obj["metadata"]["name"].as_str().unwrap_or("");
+        return Err(ApiError::invalid(
+            &t.qualified_kind(),
+            &t.group,
+            &t.kind,
+            name,
+            vec![Cause {
+                reason: "FieldValueInvalid",
+                field: "kind".into(),
+                message: format!("Invalid value: \"{kind}\": must be {}", t.kind),
+            }],
+        ));
+    }
+    let api_version = obj["apiVersion"].as_str().unwrap_or("");
+    let version = api_version.rsplit('/').next().unwrap_or("");
+    // The words after the colon are the scheme's conversion error, as the emulator reads
+    // it; the internal package is `core` for the core group, else the group's first label.
+    let internal = if t.group.is_empty() || t.group == "events.k8s.io" {
+        "core"
+    } else {
+        t.group.split('.').next().unwrap_or("")
+    };
+    Err(ApiError::bad_request(format!(
+        "{kind} in version \"{version}\" cannot be handled as a {}: converting ({version}.{kind}) to ({internal}.{}): unknown conversion",
+        t.kind, t.kind
+    )))
 }
 
 fn parse_json(body: &[u8]) -> ApiResult<Value> {
@@ -1135,17 +1339,16 @@ fn parse_json(body: &[u8]) -> ApiResult<Value> {
     Ok(value)
 }
 
-/// `fieldValidation`: unknown fields of a custom resource are an error (`Strict`), a
-/// warning (`Warn`, the default) or silently dropped (`Ignore`).
+/// `fieldValidation`: unknown fields of a custom resource and fields a body names twice
+/// are an error (`Strict`), a warning (`Warn`, the default) or let pass (`Ignore`). The
+/// value itself was checked with the other write options.
 fn field_validation(
     t: &ResourceType,
     version: &str,
     obj: &mut Value,
     query: &HashMap<String, String>,
+    duplicates: &[String],
 ) -> ApiResult<Vec<String>> {
-    let Some(schema) = t.version(version).and_then(|v| v.schema.clone()) else {
-        return Ok(Vec::new());
-    };
     let mode = query
         .get("fieldValidation")
         .map(String::as_str)
@@ -1153,30 +1356,80 @@ fn field_validation(
     if mode == "Ignore" {
         return Ok(Vec::new());
     }
-    // Only the list of unknown fields is wanted here; the object itself is pruned and
-    // defaulted once, on admission.
-    let mut probe = obj.clone();
-    let unknown = schema.prune(&mut probe);
-    match mode {
-        "Strict" if !unknown.is_empty() => {
-            let listed: Vec<String> = unknown
+    let mut problems: Vec<String> = duplicates
+        .iter()
+        .map(|f| format!("duplicate field \"{f}\""))
+        .collect();
+    if let Some(schema) = t.version(version).and_then(|v| v.schema.clone()) {
+        // Only the list of unknown fields is wanted here; the object itself is pruned and
+        // defaulted once, on admission.
+        let mut probe = obj.clone();
+        problems.extend(
+            schema
+                .prune(&mut probe)
                 .iter()
-                .map(|f| format!("unknown field \"{f}\""))
-                .collect();
-            Err(ApiError::bad_request(format!(
-                "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
-                listed.join(", "),
-                kind = t.kind
-            )))
-        }
-        "Strict" | "Warn" | "" => Ok(unknown
-            .iter()
-            .map(|f| format!("unknown field \"{f}\""))
-            .collect()),
-        other => Err(ApiError::bad_request(format!(
-            "fieldValidation: Unsupported value: \"{other}\": supported values: \"Ignore\", \"Strict\", \"Warn\""
-        ))),
+                .map(|f| format!("unknown field \"{f}\"")),
+        );
     }
+    if mode == "Strict" && !problems.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
+            problems.join(", "),
+            kind = t.kind
+        )));
+    }
+    Ok(problems)
+}
+
+/// `[]string{"a", "b"}`, as Go prints a list of strings in a field error.
+fn go_strings(values: &[String]) -> String {
+    let quoted: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
+    format!("[]string{{{}}}", quoted.join(", "))
+}
+
+fn dry_run_cause(values: &[String]) -> Option<Cause> {
+    values.iter().any(|v| v != "All").then(|| Cause {
+        reason: "FieldValueNotSupported",
+        field: "dryRun".into(),
+        message: format!(
+            "Unsupported value: {}: supported values: \"All\"",
+            go_strings(values)
+        ),
+    })
+}
+
+fn options_invalid(kind: &str, causes: Vec<Cause>) -> ApiResult<()> {
+    if causes.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        &format!("{kind}.meta.k8s.io"),
+        "meta.k8s.io",
+        kind,
+        "",
+        causes,
+    ))
+}
+
+/// `dryRun` and `fieldValidation` of a create, update or patch, checked as the real
+/// server checks its `CreateOptions`/`UpdateOptions`/`PatchOptions`: 422 on the options.
+fn write_options(kind: &str, query: &HashMap<String, String>) -> ApiResult<()> {
+    let mut causes = Vec::new();
+    if let Some(d) = query.get("dryRun").filter(|d| !d.is_empty()) {
+        causes.extend(dry_run_cause(std::slice::from_ref(d)));
+    }
+    if let Some(f) = query.get("fieldValidation")
+        && !matches!(f.as_str(), "" | "Ignore" | "Strict" | "Warn")
+    {
+        causes.push(Cause {
+            reason: "FieldValueNotSupported",
+            field: "fieldValidation".into(),
+            message: format!(
+                "Unsupported value: \"{f}\": supported values: \"\", \"Ignore\", \"Strict\", \"Warn\""
+            ),
+        });
+    }
+    options_invalid(kind, causes)
 }
 
 fn with_warnings(mut resp: Response<Body>, warnings: &[String]) -> Response<Body> {
@@ -1203,6 +1456,7 @@ fn dry_run_in_body(body: &[u8]) -> bool {
 
 fn delete_options(body: &[u8], query: &HashMap<String, String>) -> ApiResult<DeleteOptions> {
     let mut opts = DeleteOptions::default();
+    let mut dry_run = Vec::new();
     if body.starts_with(b"k8s\0") {
         let v = protobuf::decode("DeleteOptions", body).map_err(|e| {
             ApiError::unsupported_media_type(format!(
@@ -1217,6 +1471,7 @@ fn delete_options(body: &[u8], query: &HashMap<String, String>) -> ApiResult<Del
         if opts.propagation.is_none() && v["orphanDependents"] == true {
             opts.propagation = Some("Orphan".into());
         }
+        dry_run.extend(strings(&v["dryRun"]));
     } else if !body.iter().all(u8::is_ascii_whitespace) {
         let v: Value = serde_json::from_slice(body).map_err(|e| {
             ApiError::bad_request(format!(
@@ -1231,16 +1486,40 @@ fn delete_options(body: &[u8], query: &HashMap<String, String>) -> ApiResult<Del
         if opts.propagation.is_none() && v["orphanDependents"] == true {
             opts.propagation = Some("Orphan".into());
         }
+        dry_run.extend(strings(&v["dryRun"]));
     }
     if let Some(p) = query.get("propagationPolicy").filter(|p| !p.is_empty()) {
         opts.propagation = Some(p.clone());
     }
-    match opts.propagation.as_deref() {
-        None | Some("Background") | Some("Foreground") | Some("Orphan") => Ok(opts),
-        Some(other) => Err(ApiError::bad_request(format!(
-            "propagationPolicy: Unsupported value: \"{other}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
-        ))),
+    if let Some(d) = query.get("dryRun").filter(|d| !d.is_empty()) {
+        dry_run.push(d.clone());
     }
+    // Checked as the real server checks DeleteOptions: 422 on the options.
+    let mut causes = Vec::new();
+    if let Some(other) = opts
+        .propagation
+        .as_deref()
+        .filter(|p| !matches!(*p, "Background" | "Foreground" | "Orphan"))
+    {
+        causes.push(Cause {
+            reason: "FieldValueNotSupported",
+            field: "propagationPolicy".into(),
+            message: format!(
+                "Unsupported value: \"{other}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
+            ),
+        });
+    }
+    causes.extend(dry_run_cause(&dry_run));
+    options_invalid("DeleteOptions", causes)?;
+    Ok(opts)
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_string))
+        .collect()
 }
 
 #[cfg(test)]
@@ -1294,7 +1573,7 @@ mod tests {
             delete_options(br#"{"propagationPolicy":"Later"}"#, &HashMap::new())
                 .unwrap_err()
                 .code,
-            400
+            422
         );
     }
 }

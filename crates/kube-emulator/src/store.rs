@@ -4,15 +4,16 @@
 //! One mutex makes every operation linearizable, like etcd's single revision counter; the
 //! critical sections are short (no I/O, no serialization), so it is not the bottleneck.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{Map, Value, json};
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast};
 
 use super::apply;
 use super::error::{ApiError, ApiResult, Cause, GroupResource};
 use super::resources::{self, Registry, ResourceType};
+use super::validation;
 
 /// Namespace and name of an object; the namespace is empty for cluster-scoped objects.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -144,12 +145,17 @@ struct State {
     /// Every event with a resourceVersion above this one is still in `history`.
     history_start: u64,
     window: usize,
+    /// Objects being deleted with an `orphan` or `foregroundDeletion` finalizer: the
+    /// garbage collector's work list.
+    propagating: BTreeSet<(GroupResource, ObjectKey)>,
 }
 
 /// The store shared by all connections.
 pub struct Store {
     state: Mutex<State>,
     events: broadcast::Sender<Arc<Event>>,
+    /// Wakes the garbage collector ([`Store::run_garbage_collector`]).
+    gc_wake: Notify,
 }
 
 fn now() -> String {
@@ -182,22 +188,6 @@ fn finalizers(obj: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-fn is_dns_subdomain(name: &str) -> bool {
-    name.len() <= 253
-        && name.split('.').all(|part| {
-            !part.is_empty()
-                && part
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-                && !part.starts_with('-')
-                && !part.ends_with('-')
-        })
-}
-
-fn is_dns_label(name: &str) -> bool {
-    name.len() <= 63 && !name.contains('.') && is_dns_subdomain(name)
 }
 
 /// Sets what a pending deletion shows: deletionTimestamp, a zero grace period, and the
@@ -240,45 +230,28 @@ fn same_spec(t: &ResourceType, a: &Value, b: &Value) -> bool {
     }
 }
 
-/// A label key's name part, or a label value (which may also be empty).
-fn is_label_token(s: &str) -> bool {
-    s.len() <= 63
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && s.chars().next().is_none_or(|c| c.is_ascii_alphanumeric())
-        && s.chars().last().is_none_or(|c| c.is_ascii_alphanumeric())
-}
-
-/// Label keys (`[prefix/]name`) and values, checked as the real server checks them.
+/// Label keys (`[prefix/]name`) and values, checked as the real server checks them: one
+/// cause per broken rule.
 fn validate_labels(meta: &Value) -> Vec<Cause> {
     let mut causes = Vec::new();
     let Some(labels) = meta["labels"].as_object() else {
         return causes;
     };
+    let cause = |shown: &str, why: String| Cause {
+        reason: "FieldValueInvalid",
+        field: "metadata.labels".into(),
+        message: format!("Invalid value: \"{shown}\": {why}"),
+    };
     for (key, value) in labels {
-        let (prefix, name) = key.rsplit_once('/').unwrap_or(("", key));
-        let prefix_ok = prefix.is_empty() || is_dns_subdomain(prefix);
-        if name.is_empty() || !is_label_token(name) || !prefix_ok || key.matches('/').count() > 1 {
-            causes.push(Cause {
-                reason: "FieldValueInvalid",
-                field: "metadata.labels".into(),
-                message: format!(
-                    "Invalid value: \"{key}\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"
-                ),
-            });
+        for why in validation::qualified_name_errors(key) {
+            causes.push(cause(key, why));
         }
-        let text = value.as_str();
-        if text.is_none_or(|v| !is_label_token(v)) {
-            let shown = text
-                .map(str::to_string)
-                .unwrap_or_else(|| value.to_string());
-            causes.push(Cause {
-                reason: "FieldValueInvalid",
-                field: "metadata.labels".into(),
-                message: format!(
-                    "Invalid value: \"{shown}\": a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"
-                ),
-            });
+        let shown = value
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| value.to_string());
+        for why in validation::label_value_errors(&shown) {
+            causes.push(cause(&shown, why));
         }
     }
     causes
@@ -308,8 +281,10 @@ impl Store {
                 history: VecDeque::new(),
                 history_start: 0,
                 window: window.max(1),
+                propagating: BTreeSet::new(),
             }),
             events,
+            gc_wake: Notify::new(),
         });
         let ns = store
             .registry()
@@ -335,6 +310,7 @@ impl Store {
         Arc::new(Self {
             state: Mutex::new(state),
             events,
+            gc_wake: Notify::new(),
         })
     }
 
@@ -382,12 +358,15 @@ impl Store {
     ) -> ApiResult<ListPage> {
         let s = self.lock();
         let gr = t.group_resource();
-        let too_large = |rv: u64| {
-            // The real server waits a moment for its cache, then answers 504 like this.
+        let too_large = |rv: u64, retry: bool| {
+            // The real server (after waiting for its cache) answers 504 like this; only
+            // the cache's answer (not Exact's) asks the client to retry after a second.
+            let mut details = json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}]});
+            if retry {
+                details["retryAfterSeconds"] = 1.into();
+            }
             ApiError {
-                details: Some(
-                    json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1}),
-                ),
+                details: Some(details),
                 ..ApiError::timeout(format!(
                     "Too large resource version: {rv}, current: {}",
                     s.rv
@@ -396,9 +375,9 @@ impl Store {
         };
         let (at_rv, start_after) = match from {
             ListFrom::Latest => (s.rv, None),
-            ListFrom::NotOlderThan(rv) if rv > s.rv => return Err(too_large(rv)),
+            ListFrom::NotOlderThan(rv) if rv > s.rv => return Err(too_large(rv, true)),
             ListFrom::NotOlderThan(_) => (s.rv, None),
-            ListFrom::Exact(rv) if rv > s.rv => return Err(too_large(rv)),
+            ListFrom::Exact(rv) if rv > s.rv => return Err(too_large(rv, false)),
             ListFrom::Exact(rv) if rv < s.history_start => {
                 return Err(ApiError::expired(format!(
                     "too old resource version: {rv} ({})",
@@ -529,7 +508,9 @@ impl Store {
         manager: &str,
     ) -> ApiResult<Value> {
         let mut s = self.lock();
-        s.create(t, namespace, obj, manager, &self.events)
+        let created = s.create(t, namespace, obj, manager, &self.events);
+        self.wake_gc(&s);
+        created
     }
 
     /// Replaces an object (PUT), on the main resource or its status.
@@ -555,7 +536,9 @@ impl Store {
         manager: &str,
     ) -> ApiResult<Value> {
         let mut s = self.lock();
-        s.update(t, namespace, name, obj, part, true, manager, &self.events)
+        let updated = s.update(t, namespace, name, obj, part, true, manager, &self.events);
+        self.wake_gc(&s);
+        updated
     }
 
     /// Reads, changes with `change` and writes back atomically (PATCH).
@@ -598,7 +581,7 @@ impl Store {
             let rv = str_of(meta(&current), "resourceVersion").to_string();
             meta_mut(&mut changed).insert("resourceVersion".into(), rv.into());
         }
-        s.update(
+        let updated = s.update(
             t,
             namespace,
             name,
@@ -607,7 +590,9 @@ impl Store {
             false,
             manager,
             &self.events,
-        )
+        );
+        self.wake_gc(&s);
+        updated
     }
 
     /// Deletes an object: at once, or by setting deletionTimestamp while finalizers remain.
@@ -620,7 +605,42 @@ impl Store {
         opts: &DeleteOptions,
     ) -> ApiResult<(Value, bool)> {
         let mut s = self.lock();
-        s.delete(t, namespace, name, opts, &self.events)
+        let deleted = s.delete(t, namespace, name, opts, &self.events);
+        self.wake_gc(&s);
+        deleted
+    }
+
+    /// Wakes the garbage collector when an object waits for it.
+    fn wake_gc(&self, s: &State) {
+        if !s.propagating.is_empty() {
+            self.gc_wake.notify_one();
+        }
+    }
+
+    /// Runs the garbage collector until nothing is left for it to do now: Orphan and
+    /// Foreground deletions make progress here, not in the DELETE request, as on a real
+    /// cluster. Returns whether anything changed.
+    pub fn collect_garbage(&self) -> bool {
+        let mut s = self.lock();
+        let mut changed = false;
+        // Each pass may hand work to the next (a dependent deleted in foreground).
+        for _ in 0..64 {
+            if !s.collect_garbage(&self.events) {
+                break;
+            }
+            changed = true;
+        }
+        changed
+    }
+
+    /// The garbage collector's task: a pass whenever a write leaves an object waiting
+    /// for it, and every `interval` besides. The emulator spawns it and aborts it when it
+    /// stops.
+    pub async fn run_garbage_collector(self: Arc<Self>, interval: std::time::Duration) {
+        loop {
+            let _ = tokio::time::timeout(interval, self.gc_wake.notified()).await;
+            self.collect_garbage();
+        }
     }
 }
 
@@ -671,6 +691,16 @@ impl State {
     ) -> Value {
         self.rv += 1;
         meta_mut(&mut obj).insert("resourceVersion".into(), self.rv.to_string().into());
+        let waits_for_gc = kind != EventType::Deleted
+            && !meta(&obj)["deletionTimestamp"].is_null()
+            && finalizers(&obj)
+                .iter()
+                .any(|f| f == ORPHAN_FINALIZER || f == FOREGROUND_FINALIZER);
+        if waits_for_gc {
+            self.propagating.insert((gr.clone(), key.clone()));
+        } else {
+            self.propagating.remove(&(gr.clone(), key.clone()));
+        }
         let obj = Arc::new(obj);
         let prev = match kind {
             EventType::Deleted => self.objects.get_mut(gr).and_then(|m| m.remove(&key)),
@@ -787,46 +817,183 @@ impl State {
         Ok(())
     }
 
-    /// Registers (or re-registers) the resource a stored CRD declares and reports it in
-    /// the CRD's status, as the apiextensions controllers do.
+    /// The names other CRDs of `group` have been granted (`status.acceptedNames`):
+    /// resource names (plural, singular, short names) and kinds (kind, list kind).
+    fn names_taken_in_group(
+        &self,
+        group: &str,
+        except: &str,
+    ) -> (HashSet<String>, HashSet<String>) {
+        let crd_gr = GroupResource::new("apiextensions.k8s.io", "customresourcedefinitions");
+        let (mut resources, mut kinds) = (HashSet::new(), HashSet::new());
+        let Some(crds) = self.objects.get(&crd_gr) else {
+            return (resources, kinds);
+        };
+        for (k, crd) in crds {
+            if k.name == except || crd["spec"]["group"] != group {
+                continue;
+            }
+            let accepted = &crd["status"]["acceptedNames"];
+            let text = |f: &str| accepted[f].as_str().unwrap_or("").to_string();
+            resources.insert(text("plural"));
+            resources.insert(text("singular"));
+            for s in accepted["shortNames"].as_array().into_iter().flatten() {
+                resources.insert(s.as_str().unwrap_or("").to_string());
+            }
+            kinds.insert(text("kind"));
+            kinds.insert(text("listKind"));
+        }
+        resources.remove("");
+        kinds.remove("");
+        (resources, kinds)
+    }
+
+    /// Decides a CRD's names against the other CRDs of its group and reports them in its
+    /// status, as the apiextensions naming and establishing controllers do: a name another
+    /// CRD holds is not accepted (`NamesAccepted=False`, `"WidgetList" is already in use`),
+    /// and a CRD whose names were never all accepted is not established nor served.
+    /// Registers (or re-registers) the resource otherwise.
     fn establish(&mut self, crd: &mut Value) {
-        if let Ok(t) = resources::from_crd(crd) {
-            let when = now();
-            let names = crd["spec"]["names"].clone();
-            let mut stored: Vec<String> = crd["status"]["storedVersions"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
-            if !stored.iter().any(|v| v == t.storage_version()) {
-                stored.push(t.storage_version().to_string());
+        let Ok(t) = resources::from_crd(crd) else {
+            return;
+        };
+        let when = now();
+        let name = str_of(meta(crd), "name").to_string();
+        let (taken_resources, taken_kinds) = self.names_taken_in_group(&t.group, &name);
+        let mut stored: Vec<String> = crd["status"]["storedVersions"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !stored.iter().any(|v| v == t.storage_version()) {
+            stored.push(t.storage_version().to_string());
+        }
+        let mut requested = crd["spec"]["names"].clone();
+        if requested["singular"].is_null() {
+            requested["singular"] = t.singular.clone().into();
+        }
+        if requested["listKind"].is_null() {
+            requested["listKind"] = format!("{}List", t.kind).into();
+        }
+        let before = crd["status"]["acceptedNames"].clone();
+        let mut accepted = if before.is_object() {
+            before.clone()
+        } else {
+            json!({"plural": "", "kind": ""})
+        };
+        let mut conflict: Option<(&str, String)> = None;
+        let fresh = |requested: &str, accepted: &str, taken: &HashSet<String>| {
+            if requested == accepted || !taken.contains(requested) {
+                Ok(())
+            } else {
+                Err(format!("\"{requested}\" is already in use"))
             }
-            let mut accepted = names.clone();
-            if accepted["singular"].is_null() {
-                accepted["singular"] = t.singular.clone().into();
+        };
+        for (field, reason, taken) in [
+            ("plural", "PluralConflict", &taken_resources),
+            ("singular", "SingularConflict", &taken_resources),
+            ("kind", "KindConflict", &taken_kinds),
+            ("listKind", "ListKindConflict", &taken_kinds),
+        ] {
+            let want = requested[field].as_str().unwrap_or("");
+            let had = before[field].as_str().unwrap_or("");
+            match fresh(want, had, taken) {
+                Ok(()) => accepted[field] = want.into(),
+                Err(e) => conflict = Some((reason, e)),
             }
-            if accepted["listKind"].is_null() {
-                accepted["listKind"] = format!("{}List", t.kind).into();
-            }
-            let keep_time = |ty: &str| {
-                crd["status"]["conditions"]
+            if field == "singular" {
+                // Short names come between singular and kind in the real controller.
+                let mine: HashSet<&str> = before["shortNames"]
                     .as_array()
-                    .and_then(|cs| cs.iter().find(|c| c["type"] == ty && c["status"] == "True"))
-                    .and_then(|c| c["lastTransitionTime"].as_str().map(str::to_string))
-                    .unwrap_or_else(|| when.clone())
-            };
-            crd["status"] = json!({
-                "conditions": [
-                    {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": keep_time("NamesAccepted")},
-                    {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": keep_time("Established")},
-                ],
-                "acceptedNames": accepted,
-                "storedVersions": stored,
-            });
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                let errs: Vec<String> = requested["shortNames"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .filter(|s| !mine.contains(s))
+                    .filter_map(|s| fresh(s, "", &taken_resources).err())
+                    .collect();
+                match errs.len() {
+                    0 => {
+                        if !requested["shortNames"].is_null() {
+                            accepted["shortNames"] = requested["shortNames"].clone();
+                        }
+                    }
+                    1 => conflict = Some(("ShortNamesConflict", errs[0].clone())),
+                    _ => conflict = Some(("ShortNamesConflict", format!("[{}]", errs.join(", ")))),
+                }
+            }
+        }
+        if !requested["categories"].is_null() {
+            accepted["categories"] = requested["categories"].clone();
+        }
+        let keep_time = |ty: &str, status: &str| {
+            crd["status"]["conditions"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["type"] == ty && c["status"] == status))
+                .and_then(|c| c["lastTransitionTime"].as_str().map(str::to_string))
+                .unwrap_or_else(|| when.clone())
+        };
+        let was_established = crd["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Established" && c["status"] == "True")
+        });
+        let names_accepted = match &conflict {
+            None => {
+                json!({"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": keep_time("NamesAccepted", "True")})
+            }
+            Some((reason, message)) => {
+                json!({"type": "NamesAccepted", "status": "False", "reason": reason, "message": message, "lastTransitionTime": keep_time("NamesAccepted", "False")})
+            }
+        };
+        let established = if conflict.is_none() || was_established {
+            json!({"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": keep_time("Established", "True")})
+        } else {
+            json!({"type": "Established", "status": "False", "reason": "NotAccepted", "message": "not all names are accepted", "lastTransitionTime": keep_time("Established", "False")})
+        };
+        let serve = conflict.is_none() || was_established;
+        crd["status"] = json!({
+            "conditions": [names_accepted, established],
+            "acceptedNames": accepted,
+            "storedVersions": stored,
+        });
+        if serve {
             Arc::make_mut(&mut self.registry).insert(t);
+        }
+    }
+
+    /// After a CRD goes, the names it held are free: CRDs of its group waiting for them
+    /// are decided again.
+    fn reconsider_names(&mut self, events: &broadcast::Sender<Arc<Event>>, group: &str) {
+        let crd_gr = GroupResource::new("apiextensions.k8s.io", "customresourcedefinitions");
+        let waiting: Vec<(ObjectKey, Arc<Value>)> = self
+            .objects
+            .get(&crd_gr)
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, c)| {
+                        c["spec"]["group"] == group
+                            && meta(c)["deletionTimestamp"].is_null()
+                            && c["status"]["conditions"].as_array().is_some_and(|cs| {
+                                cs.iter()
+                                    .any(|c| c["type"] == "NamesAccepted" && c["status"] == "False")
+                            })
+                    })
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (k, crd) in waiting {
+            let mut crd = (*crd).clone();
+            self.establish(&mut crd);
+            self.put(events, &crd_gr, k, crd, EventType::Modified);
         }
     }
 
@@ -888,21 +1055,35 @@ impl State {
             ));
         }
         let label = t.group.is_empty() && t.plural == "namespaces";
-        if (label && !is_dns_label(&name)) || (!label && !is_dns_subdomain(&name)) {
-            let what = if label {
-                "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
-            } else {
-                "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
-            };
-            return Err(Self::invalid(
-                t,
-                &name,
-                vec![Cause {
+        let name_errors = if label {
+            let mut errs = Vec::new();
+            if name.len() > 63 {
+                errs.push("must be no more than 63 characters".to_string());
+            }
+            let pattern = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+                && !name.starts_with('-')
+                && !name.ends_with('-');
+            if !pattern {
+                errs.push("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')".to_string());
+            }
+            errs
+        } else {
+            validation::dns_subdomain_errors(&name)
+        };
+        if !name_errors.is_empty() {
+            // One cause per broken rule, as the real server reports them.
+            let causes = name_errors
+                .into_iter()
+                .map(|why| Cause {
                     reason: "FieldValueInvalid",
                     field: "metadata.name".into(),
-                    message: format!("Invalid value: \"{name}\": {what}"),
-                }],
-            ));
+                    message: format!("Invalid value: \"{name}\": {why}"),
+                })
+                .collect();
+            return Err(Self::invalid(t, &name, causes));
         }
         if t.namespaced {
             let ns_gr = GroupResource::new("", "namespaces");
@@ -1050,6 +1231,19 @@ impl State {
         let current = self
             .object(&gr, &key)
             .ok_or_else(|| ApiError::not_found(&gr, name))?;
+        // A PUT's uid is a precondition, checked before anything else, as the real
+        // server's storage checks it (a patch carries none).
+        let body_uid = str_of(meta(&obj), "uid");
+        let stored_uid = str_of(meta(&current), "uid");
+        if require_rv && !body_uid.is_empty() && body_uid != stored_uid {
+            return Err(ApiError::conflict(
+                &gr,
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {body_uid}, UID in object meta: {stored_uid}"
+                ),
+            ));
+        }
         let rv = str_of(meta(&obj), "resourceVersion").to_string();
         if rv.is_empty() {
             if require_rv && !t.unconditional_update {
@@ -1059,7 +1253,7 @@ impl State {
                     vec![Cause {
                         reason: "FieldValueInvalid",
                         field: "metadata.resourceVersion".into(),
-                        message: "Invalid value: 0x0: must be specified for an update".into(),
+                        message: "Invalid value: 0: must be specified for an update".into(),
                     }],
                 ));
             }
@@ -1118,11 +1312,23 @@ impl State {
         let deleting = !cur_meta["deletionTimestamp"].is_null();
         if deleting {
             let old: HashSet<String> = finalizers(&current).into_iter().collect();
-            if finalizers(&obj).iter().any(|f| !old.contains(f)) {
+            let new: Vec<String> = finalizers(&obj)
+                .into_iter()
+                .filter(|f| !old.contains(f))
+                .collect();
+            if !new.is_empty() {
+                let listed: Vec<String> = new.iter().map(|f| format!("{f:?}")).collect();
                 return Err(Self::invalid(
                     t,
                     name,
-                    vec![Cause { reason: "FieldValueForbidden", field: "metadata.finalizers".into(), message: "Forbidden: no new finalizers can be added if the object is being deleted".into() }],
+                    vec![Cause {
+                        reason: "FieldValueForbidden",
+                        field: "metadata.finalizers".into(),
+                        message: format!(
+                            "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}",
+                            listed.join(", ")
+                        ),
+                    }],
                 ));
             }
         }
@@ -1168,11 +1374,14 @@ impl State {
             && t.plural == "customresourcedefinitions"
             && let Ok(declared) = resources::from_crd(&removed)
         {
-            Arc::make_mut(&mut self.registry).remove(&declared.group_resource());
-            self.objects.remove(&declared.group_resource());
+            // Only the CRD that was granted the resource takes it away.
+            if self.registry.get(&declared.group_resource()).is_some() && crd_served(&removed) {
+                Arc::make_mut(&mut self.registry).remove(&declared.group_resource());
+                self.objects.remove(&declared.group_resource());
+            }
+            self.reconsider_names(events, &declared.group);
         }
         self.collect_dependents(events, &uid);
-        self.release_foreground_owners(events, &removed);
         if !key.namespace.is_empty() {
             self.finish_namespace(events, &key.namespace);
         }
@@ -1295,11 +1504,14 @@ impl State {
         if let Some(uid) = &opts.uid
             && uid != str_of(m, "uid")
         {
+            // Checked before storage is touched, and reported on the kind (not the
+            // resource), as the real server's `BeforeDelete` does.
+            let kind = GroupResource::new(&t.group, &t.kind);
             return Err(ApiError::conflict(
-                &gr,
+                &kind,
                 name,
                 &format!(
-                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    "the UID in the precondition ({uid}) does not match the UID in record ({}). The object might have been deleted and then recreated",
                     str_of(m, "uid")
                 ),
             ));
@@ -1316,52 +1528,48 @@ impl State {
                 ),
             ));
         }
-        let uid = str_of(m, "uid").to_string();
         let is_namespace = t.group.is_empty() && t.plural == "namespaces";
-        // Orphan and Foreground go through a finalizer the garbage collector removes once
-        // it has orphaned or deleted the dependents, as in the real server.
-        let propagation_finalizer = match opts.propagation.as_deref() {
-            Some("Orphan") => Some(ORPHAN_FINALIZER),
-            Some("Foreground") => Some(FOREGROUND_FINALIZER),
-            _ => None,
+        let deleting = !m["deletionTimestamp"].is_null();
+        // The propagation policy becomes a finalizer the garbage collector acts on
+        // (`orphan`, `foregroundDeletion`), as the real registry's deletion strategy sets
+        // them: the policy of this request replaces the one of an earlier request.
+        let old_finalizers = finalizers(&current);
+        let new_finalizers = if is_namespace {
+            old_finalizers.clone()
+        } else {
+            gc_finalizers(&old_finalizers, opts.propagation.as_deref())
         };
-        if let Some(fin) = propagation_finalizer
-            && !is_namespace
-            && m["deletionTimestamp"].is_null()
-        {
-            let mut obj = (*current).clone();
-            mark_deleting(&mut obj);
-            let mm = meta_mut(&mut obj);
-            let fins = mm.entry("finalizers").or_insert_with(|| json!([]));
-            if let Some(a) = fins.as_array_mut() {
-                a.push(fin.into());
-            }
-            let marked = self.put(events, &gr, key.clone(), obj, EventType::Modified);
-            if fin == ORPHAN_FINALIZER {
-                self.orphan_dependents(events, &uid);
-            } else {
-                self.delete_dependents(events, &uid);
-            }
-            self.finish_propagation(events, &gr, &key, fin);
-            let gone = self.object(&gr, &key).is_none();
-            return Ok((marked, gone));
-        }
         let is_crd = t.group == "apiextensions.k8s.io" && t.plural == "customresourcedefinitions";
-        if finalizers(&current).is_empty() && !is_namespace {
+        if new_finalizers.is_empty() && !is_namespace {
             let removed = self.remove(events, t, &key, (*current).clone());
             return Ok((removed, true));
         }
-        if !m["deletionTimestamp"].is_null() {
-            return Ok(((*current).clone(), false));
+        if deleting {
+            if new_finalizers == old_finalizers {
+                return Ok(((*current).clone(), false));
+            }
+            let mut obj = (*current).clone();
+            meta_mut(&mut obj).insert("finalizers".into(), json!(new_finalizers));
+            let stored = self.put(events, &gr, key, obj, EventType::Modified);
+            return Ok((stored, false));
         }
         let mut obj = (*current).clone();
         mark_deleting(&mut obj);
+        if new_finalizers != old_finalizers {
+            meta_mut(&mut obj).insert("finalizers".into(), json!(new_finalizers));
+        }
         if is_namespace {
             obj["status"] = json!({"phase": "Terminating"});
         }
         let stored = self.put(events, &gr, key.clone(), obj, EventType::Modified);
         if is_namespace {
             self.delete_namespace_content(events, namespace_of(&key));
+            let gone = self.object(&gr, &key).is_none();
+            return Ok((stored, gone));
+        }
+        if is_crd && !crd_served(&stored) {
+            // Never served, so it holds no objects: the cleanup finalizer goes at once.
+            self.drop_finalizer(events, &gr, &key, CRD_FINALIZER);
             let gone = self.object(&gr, &key).is_none();
             return Ok((stored, gone));
         }
@@ -1390,72 +1598,6 @@ impl State {
         Ok((stored, false))
     }
 
-    /// Removes a propagation finalizer once its work is done: at once for `orphan`, when
-    /// no dependent is left for `foregroundDeletion`.
-    fn finish_propagation(
-        &mut self,
-        events: &broadcast::Sender<Arc<Event>>,
-        gr: &GroupResource,
-        key: &ObjectKey,
-        fin: &str,
-    ) {
-        let Some(obj) = self.object(gr, key) else {
-            return;
-        };
-        if !finalizers(&obj).iter().any(|f| f == fin) {
-            return;
-        }
-        let uid = str_of(meta(&obj), "uid").to_string();
-        if fin == FOREGROUND_FINALIZER && self.has_dependents(&uid) {
-            return;
-        }
-        let mut obj = (*obj).clone();
-        if let Some(fins) = meta_mut(&mut obj)
-            .get_mut("finalizers")
-            .and_then(Value::as_array_mut)
-        {
-            fins.retain(|f| f != fin);
-        }
-        let stored = self.put(events, gr, key.clone(), obj, EventType::Modified);
-        if finalizers(&stored).is_empty()
-            && let Some(t) = self.registry.get(gr)
-        {
-            self.remove(events, &t, key, stored);
-        }
-    }
-
-    fn has_dependents(&self, owner_uid: &str) -> bool {
-        self.objects
-            .values()
-            .flat_map(|m| m.values())
-            .any(|v| owned_by(v, owner_uid))
-    }
-
-    /// After a dependent goes, owners waiting in foreground deletion may finish.
-    fn release_foreground_owners(
-        &mut self,
-        events: &broadcast::Sender<Arc<Event>>,
-        removed: &Value,
-    ) {
-        let Some(owners) = meta(removed)["ownerReferences"].as_array() else {
-            return;
-        };
-        let uids: HashSet<&str> = owners.iter().filter_map(|o| o["uid"].as_str()).collect();
-        let mut waiting = Vec::new();
-        for (gr, objects) in &self.objects {
-            for (k, v) in objects {
-                if uids.contains(str_of(meta(v), "uid"))
-                    && finalizers(v).iter().any(|f| f == FOREGROUND_FINALIZER)
-                {
-                    waiting.push((gr.clone(), k.clone()));
-                }
-            }
-        }
-        for (gr, k) in waiting {
-            self.finish_propagation(events, &gr, &k, FOREGROUND_FINALIZER);
-        }
-    }
-
     fn delete_namespace_content(
         &mut self,
         events: &broadcast::Sender<Arc<Event>>,
@@ -1475,44 +1617,230 @@ impl State {
         self.finish_namespace(events, namespace);
     }
 
-    fn orphan_dependents(&mut self, events: &broadcast::Sender<Arc<Event>>, owner_uid: &str) {
-        let mut changed = Vec::new();
-        for (gr, objects) in &self.objects {
-            for (k, v) in objects {
-                if let Some(owners) = meta(v)["ownerReferences"].as_array()
-                    && owners.iter().any(|o| o["uid"] == owner_uid)
-                {
-                    let mut obj = (**v).clone();
-                    let kept: Vec<Value> = owners
-                        .iter()
-                        .filter(|o| o["uid"] != owner_uid)
-                        .cloned()
-                        .collect();
-                    meta_mut(&mut obj).insert("ownerReferences".into(), kept.into());
-                    changed.push((gr.clone(), k.clone(), obj));
+    /// One pass of the garbage collector over the objects waiting in Orphan or Foreground
+    /// deletion, as kube-controller-manager's garbage collector acts on them: an `orphan`
+    /// owner's dependents lose their ownerReference to it, then the finalizer goes; a
+    /// `foregroundDeletion` owner's dependents are deleted (or, when another owner still
+    /// holds them, lose the reference), and the finalizer goes once no dependent with
+    /// `blockOwnerDeletion` is left. Returns whether anything changed.
+    fn collect_garbage(&mut self, events: &broadcast::Sender<Arc<Event>>) -> bool {
+        let waiting: Vec<(GroupResource, ObjectKey)> = self.propagating.iter().cloned().collect();
+        let mut changed = false;
+        for (gr, key) in waiting {
+            let Some(owner) = self.object(&gr, &key) else {
+                self.propagating.remove(&(gr, key));
+                continue;
+            };
+            let fins = finalizers(&owner);
+            let uid = str_of(meta(&owner), "uid").to_string();
+            if fins.iter().any(|f| f == ORPHAN_FINALIZER) {
+                self.orphan_dependents(events, &uid);
+                self.drop_finalizer(events, &gr, &key, ORPHAN_FINALIZER);
+                changed = true;
+            } else if fins.iter().any(|f| f == FOREGROUND_FINALIZER) {
+                changed |= self.delete_dependents(events, &uid);
+                if !self.has_blocking_dependents(&uid) {
+                    self.drop_finalizer(events, &gr, &key, FOREGROUND_FINALIZER);
+                    changed = true;
                 }
             }
         }
-        for (gr, k, obj) in changed {
-            self.put(events, &gr, k, obj, EventType::Modified);
+        changed
+    }
+
+    /// Removes finalizer `fin` from a deleting object; the object goes with its last one.
+    fn drop_finalizer(
+        &mut self,
+        events: &broadcast::Sender<Arc<Event>>,
+        gr: &GroupResource,
+        key: &ObjectKey,
+        fin: &str,
+    ) {
+        let Some(obj) = self.object(gr, key) else {
+            return;
+        };
+        let mut obj = (*obj).clone();
+        if let Some(fins) = meta_mut(&mut obj)
+            .get_mut("finalizers")
+            .and_then(Value::as_array_mut)
+        {
+            fins.retain(|f| f != fin);
+        }
+        let stored = self.put(events, gr, key.clone(), obj, EventType::Modified);
+        if finalizers(&stored).is_empty()
+            && let Some(t) = self.registry.get(gr)
+        {
+            self.remove(events, &t, key, stored);
         }
     }
 
-    fn delete_dependents(&mut self, events: &broadcast::Sender<Arc<Event>>, owner_uid: &str) {
-        let mut dependents = Vec::new();
+    fn dependents_of(&self, owner_uid: &str) -> Vec<(GroupResource, ObjectKey, Arc<Value>)> {
+        let mut out = Vec::new();
         for (gr, objects) in &self.objects {
             for (k, v) in objects {
                 if owned_by(v, owner_uid) {
-                    dependents.push((gr.clone(), k.clone()));
+                    out.push((gr.clone(), k.clone(), v.clone()));
                 }
             }
         }
-        for (gr, k) in dependents {
-            if let Some(t) = self.registry.get(&gr) {
-                let _ = self.delete(&t, &k.namespace, &k.name, &DeleteOptions::default(), events);
-            }
+        out
+    }
+
+    /// Whether a dependent that blocks the owner's foreground deletion still exists.
+    fn has_blocking_dependents(&self, owner_uid: &str) -> bool {
+        self.objects.values().flat_map(|m| m.values()).any(|v| {
+            meta(v)["ownerReferences"].as_array().is_some_and(|owners| {
+                owners
+                    .iter()
+                    .any(|o| o["uid"] == owner_uid && o["blockOwnerDeletion"] == true)
+            })
+        })
+    }
+
+    /// Drops the ownerReferences to `owner_uids` from a dependent.
+    fn drop_owner_references(
+        &mut self,
+        events: &broadcast::Sender<Arc<Event>>,
+        gr: &GroupResource,
+        key: &ObjectKey,
+        obj: &Value,
+        owner_uids: &HashSet<String>,
+    ) {
+        let kept: Vec<Value> = meta(obj)["ownerReferences"]
+            .as_array()
+            .map(|owners| {
+                owners
+                    .iter()
+                    .filter(|o| !owner_uids.contains(o["uid"].as_str().unwrap_or("")))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut obj = obj.clone();
+        let m = meta_mut(&mut obj);
+        if kept.is_empty() {
+            m.remove("ownerReferences");
+        } else {
+            m.insert("ownerReferences".into(), kept.into());
+        }
+        self.put(events, gr, key.clone(), obj, EventType::Modified);
+    }
+
+    fn orphan_dependents(&mut self, events: &broadcast::Sender<Arc<Event>>, owner_uid: &str) {
+        let owner: HashSet<String> = [owner_uid.to_string()].into();
+        for (gr, k, v) in self.dependents_of(owner_uid) {
+            self.drop_owner_references(events, &gr, &k, &v, &owner);
         }
     }
+
+    /// Whether the object with this uid exists and is not waiting in foreground deletion
+    /// for its own dependents (a "solid" owner, in the garbage collector's words).
+    fn solid_owner(&self, uid: &str) -> Option<bool> {
+        let owner = self
+            .objects
+            .values()
+            .flat_map(|m| m.values())
+            .find(|v| str_of(meta(v), "uid") == uid)?;
+        let waiting = !meta(owner)["deletionTimestamp"].is_null()
+            && finalizers(owner).iter().any(|f| f == FOREGROUND_FINALIZER);
+        Some(!waiting)
+    }
+
+    /// The dependents of an owner in foreground deletion: deleted, unless another owner
+    /// still holds them (then only the references to gone or waiting owners are dropped).
+    fn delete_dependents(
+        &mut self,
+        events: &broadcast::Sender<Arc<Event>>,
+        owner_uid: &str,
+    ) -> bool {
+        let mut changed = false;
+        for (gr, k, v) in self.dependents_of(owner_uid) {
+            if !meta(&v)["deletionTimestamp"].is_null() {
+                continue;
+            }
+            let owners: Vec<String> = meta(&v)["ownerReferences"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|o| o["uid"].as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let solid = owners.iter().any(|o| self.solid_owner(o) == Some(true));
+            if solid {
+                let released: HashSet<String> = owners
+                    .into_iter()
+                    .filter(|o| self.solid_owner(o) != Some(true))
+                    .collect();
+                self.drop_owner_references(events, &gr, &k, &v, &released);
+                changed = true;
+                continue;
+            }
+            let own_uid = str_of(meta(&v), "uid").to_string();
+            let fins = finalizers(&v);
+            let propagation = if !self.dependents_of(&own_uid).is_empty()
+                || fins.iter().any(|f| f == FOREGROUND_FINALIZER)
+            {
+                Some("Foreground")
+            } else if fins.iter().any(|f| f == ORPHAN_FINALIZER) {
+                Some("Orphan")
+            } else {
+                Some("Background")
+            };
+            if let Some(t) = self.registry.get(&gr) {
+                let opts = DeleteOptions {
+                    uid: Some(own_uid),
+                    propagation: propagation.map(str::to_string),
+                    ..Default::default()
+                };
+                if self
+                    .delete(&t, &k.namespace, &k.name, &opts, events)
+                    .is_ok()
+                {
+                    changed = true;
+                }
+            }
+        }
+        changed
+    }
+}
+
+/// The finalizers an object keeps when deleted with `propagation`, as the real registry
+/// computes them: `orphan` and `foregroundDeletion` are set by the policy (an explicit
+/// Background clears them); without a policy an existing one stays.
+fn gc_finalizers(existing: &[String], propagation: Option<&str>) -> Vec<String> {
+    let (orphan, foreground) = match propagation {
+        Some("Orphan") => (true, false),
+        Some("Foreground") => (false, true),
+        Some(_) => (false, false),
+        None => (
+            existing.iter().any(|f| f == ORPHAN_FINALIZER),
+            !existing.iter().any(|f| f == ORPHAN_FINALIZER)
+                && existing.iter().any(|f| f == FOREGROUND_FINALIZER),
+        ),
+    };
+    let mut out: Vec<String> = existing
+        .iter()
+        .filter(|f| *f != ORPHAN_FINALIZER && *f != FOREGROUND_FINALIZER)
+        .cloned()
+        .collect();
+    if orphan {
+        out.push(ORPHAN_FINALIZER.into());
+    }
+    if foreground {
+        out.push(FOREGROUND_FINALIZER.into());
+    }
+    // An unchanged set keeps its order.
+    let same = out.len() == existing.len() && out.iter().all(|f| existing.contains(f));
+    if same { existing.to_vec() } else { out }
+}
+
+/// Whether a CRD got to serve its resource (its names were accepted once).
+fn crd_served(crd: &Value) -> bool {
+    crd["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Established" && c["status"] == "True")
+    })
 }
 
 fn namespace_of(key: &ObjectKey) -> &str {
@@ -1638,13 +1966,18 @@ mod tests {
         );
     }
 
+    fn owned(name: &str, owner: &Value, block: bool) -> Value {
+        let mut dep = cm(name);
+        dep["metadata"]["ownerReferences"] = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"], "blockOwnerDeletion": block}]);
+        dep
+    }
+
     #[test]
-    fn foreground_deletion_waits_for_dependents_held_by_finalizers() {
+    fn foreground_deletion_answers_at_once_and_waits_for_blocking_dependents() {
         let store = Store::new(100);
         let t = configmaps(&store);
         let owner = store.create(&t, "default", cm("owner")).unwrap();
-        let mut dep = cm("dep");
-        dep["metadata"]["ownerReferences"] = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner["metadata"]["uid"]}]);
+        let mut dep = owned("dep", &owner, true);
         dep["metadata"]["finalizers"] = json!(["example.com/hold"]);
         store.create(&t, "default", dep).unwrap();
         let foreground = DeleteOptions {
@@ -1657,6 +1990,14 @@ mod tests {
             marked["metadata"]["finalizers"],
             json!(["foregroundDeletion"])
         );
+        assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 0);
+        // Nothing happens until the garbage collector runs.
+        assert!(
+            store.get(&t, "default", "dep").unwrap()["metadata"]["deletionTimestamp"].is_null()
+        );
+        store.collect_garbage();
+        let dep = store.get(&t, "default", "dep").unwrap();
+        assert!(!dep["metadata"]["deletionTimestamp"].is_null());
         let waiting = store.get(&t, "default", "owner").unwrap();
         assert!(!waiting["metadata"]["deletionTimestamp"].is_null());
         store
@@ -1667,7 +2008,118 @@ mod tests {
             })
             .unwrap();
         assert_eq!(store.get(&t, "default", "dep").unwrap_err().code, 404);
+        store.collect_garbage();
         assert_eq!(store.get(&t, "default", "owner").unwrap_err().code, 404);
+    }
+
+    #[test]
+    fn foreground_deletion_does_not_wait_for_non_blocking_dependents() {
+        let store = Store::new(100);
+        let t = configmaps(&store);
+        let owner = store.create(&t, "default", cm("owner")).unwrap();
+        let mut dep = owned("dep", &owner, false);
+        dep["metadata"]["finalizers"] = json!(["example.com/hold"]);
+        store.create(&t, "default", dep).unwrap();
+        let foreground = DeleteOptions {
+            propagation: Some("Foreground".into()),
+            ..Default::default()
+        };
+        store.delete(&t, "default", "owner", &foreground).unwrap();
+        store.collect_garbage();
+        assert_eq!(store.get(&t, "default", "owner").unwrap_err().code, 404);
+        let dep = store.get(&t, "default", "dep").unwrap();
+        assert!(!dep["metadata"]["deletionTimestamp"].is_null());
+    }
+
+    #[test]
+    fn orphan_deletion_drops_the_owner_reference_then_the_owner() {
+        let store = Store::new(100);
+        let t = configmaps(&store);
+        let owner = store.create(&t, "default", cm("owner")).unwrap();
+        store
+            .create(&t, "default", owned("dep", &owner, true))
+            .unwrap();
+        let orphan = DeleteOptions {
+            propagation: Some("Orphan".into()),
+            ..Default::default()
+        };
+        let (marked, gone) = store.delete(&t, "default", "owner", &orphan).unwrap();
+        assert!(!gone);
+        assert_eq!(marked["metadata"]["finalizers"], json!(["orphan"]));
+        store.collect_garbage();
+        assert_eq!(store.get(&t, "default", "owner").unwrap_err().code, 404);
+        let dep = store.get(&t, "default", "dep").unwrap();
+        assert!(dep["metadata"]["ownerReferences"].is_null());
+        assert!(dep["metadata"]["deletionTimestamp"].is_null());
+    }
+
+    #[test]
+    fn the_propagation_policy_of_a_later_delete_replaces_the_finalizer() {
+        let kept = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            gc_finalizers(&kept(&["a"]), Some("Orphan")),
+            kept(&["a", "orphan"])
+        );
+        assert_eq!(
+            gc_finalizers(&kept(&["orphan", "a"]), Some("Foreground")),
+            kept(&["a", "foregroundDeletion"])
+        );
+        assert_eq!(
+            gc_finalizers(&kept(&["orphan"]), Some("Background")),
+            kept(&[])
+        );
+        assert_eq!(gc_finalizers(&kept(&["orphan"]), None), kept(&["orphan"]));
+    }
+
+    #[test]
+    fn a_crd_waits_for_its_kind_until_the_holder_goes() {
+        let store = Store::new(100);
+        let crds = store
+            .registry()
+            .lookup("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+            .unwrap();
+        let crd = |plural: &str| {
+            json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                "metadata": {"name": format!("{plural}.x.example.com")},
+                "spec": {"group": "x.example.com", "scope": "Cluster", "names": {"plural": plural, "kind": "Gadget"},
+                    "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {"type": "object"}}}]}})
+        };
+        let status = |obj: &Value, ty: &str| {
+            obj["status"]["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["type"] == ty)
+                .unwrap()["status"]
+                .clone()
+        };
+        store.create(&crds, "", crd("first")).unwrap();
+        let second = store.create(&crds, "", crd("second")).unwrap();
+        assert_eq!(status(&second, "NamesAccepted"), "False");
+        assert_eq!(status(&second, "Established"), "False");
+        assert!(
+            store
+                .registry()
+                .lookup("x.example.com", "v1", "seconds")
+                .is_none()
+        );
+        assert!(
+            store
+                .registry()
+                .lookup("x.example.com", "v1", "second")
+                .is_none()
+        );
+        store
+            .delete(&crds, "", "first.x.example.com", &DeleteOptions::default())
+            .unwrap();
+        let second = store.get(&crds, "", "second.x.example.com").unwrap();
+        assert_eq!(status(&second, "Established"), "True");
+        assert!(
+            store
+                .registry()
+                .lookup("x.example.com", "v1", "second")
+                .is_some()
+        );
     }
 
     #[test]
