@@ -172,26 +172,11 @@ fn row(
         }
         let found = find(obj, &c.json_path);
         let cell = match found.first() {
-            None => Value::Null,
             // The built-in "Created At" column shows the timestamp itself.
             Some(v) if c.type_ == "date" && c.name == "Created At" => (*v).clone(),
-            Some(v) if c.type_ == "date" => v
-                .as_str()
-                .map(|s| human_age(s, now))
-                .map(Value::from)
-                .unwrap_or(Value::Null),
-            Some(v) if found.len() == 1 => (*v).clone(),
-            Some(_) => Value::from(
-                found
-                    .iter()
-                    .map(|v| {
-                        v.as_str()
-                            .map(str::to_string)
-                            .unwrap_or_else(|| v.to_string())
-                    })
-                    .collect::<Vec<_>>()
-                    .join(","),
-            ),
+            // Like the real server's tableconvertor, only the first result counts.
+            Some(v) => printer_cell(&c.type_, v, now),
+            None => Value::Null,
         };
         cells.push(cell);
     }
@@ -207,6 +192,101 @@ fn row(
         r["object"] = object;
     }
     r
+}
+
+/// A printer column's cell for the first value its JSONPath found, as the real server's
+/// tableconvertor makes it: `string` columns print the value as client-go's jsonpath
+/// does, the other types keep a value of their JSON type (`date` becomes an age) and
+/// turn any other into null.
+fn printer_cell(type_: &str, value: &Value, now: chrono::DateTime<chrono::Utc>) -> Value {
+    match (type_, value) {
+        ("string", v) => print_result(v).into(),
+        // cellForJSONValue: a JSON null is no value whatever the column's type.
+        (_, Value::Null) => Value::Null,
+        // Go decodes integral JSON numbers as int64, the others as float64, and
+        // truncates a float64 for an integer column.
+        ("integer", Value::Number(n)) => match n.as_i64() {
+            Some(i) => i.into(),
+            None => (n.as_f64().unwrap_or_default() as i64).into(),
+        },
+        ("number", Value::Number(n)) => match n.as_i64() {
+            Some(i) => go_json_float(i as f64),
+            None => go_json_float(n.as_f64().unwrap_or_default()),
+        },
+        ("boolean", Value::Bool(b)) => (*b).into(),
+        ("date", Value::String(s)) => date_cell(s, now).into(),
+        _ => Value::Null,
+    }
+}
+
+/// A value as client-go's jsonpath PrintResults prints it: strings as themselves, numbers
+/// and booleans as Go's `fmt.Print` writes them, objects and arrays as JSON, and a JSON
+/// null as text/template's `<no value>`.
+fn print_result(value: &Value) -> String {
+    match value {
+        Value::Null => "<no value>".into(),
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => i.to_string(),
+            None => go_print_float(n.as_f64().unwrap_or_default()),
+        },
+        Value::Array(_) | Value::Object(_) => go_json(value),
+    }
+}
+
+/// JSON as Go's `json.Marshal` writes it: keys sorted (as serde_json's map keeps them),
+/// and `<`, `>`, `&`, U+2028 and U+2029 escaped (they occur only inside strings).
+fn go_json(value: &Value) -> String {
+    let mut out = String::new();
+    for ch in value.to_string().chars() {
+        match ch {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A float64 as Go's `%v` prints it: the shortest digits that round-trip, in exponent
+/// form (`1e+06`, `1.5e-07`) when the exponent is below -4 or at least 6 (strconv's
+/// `'g'` with the shortest precision decides on a fixed 6).
+fn go_print_float(f: f64) -> String {
+    let sci = format!("{f:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if !(-4..6).contains(&exp) {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{mantissa}e{sign}{:02}", exp.abs())
+    } else {
+        format!("{f}")
+    }
+}
+
+/// A float64 cell as Go's encoding/json writes it: integral values without a fraction,
+/// which serde_json keeps only for a number held as an integer.
+fn go_json_float(f: f64) -> Value {
+    if f.fract() == 0.0 && f.abs() < 9.2e18 {
+        (f as i64).into()
+    } else {
+        f.into()
+    }
+}
+
+/// A `date` cell: the age of an RFC 3339 time, `<unknown>` for an empty (zero) one and
+/// `<invalid>` for one that does not parse, as metav1.Time and the tableconvertor have it.
+fn date_cell(s: &str, now: chrono::DateTime<chrono::Utc>) -> String {
+    if s.is_empty() || s == "null" {
+        return "<unknown>".into();
+    }
+    if chrono::DateTime::parse_from_rfc3339(s).is_err() {
+        return "<invalid>".into();
+    }
+    human_age(s, now)
 }
 
 /// Cells the real server's printers compute rather than read (`@name` columns).
@@ -431,6 +511,59 @@ mod tests {
             json!(["p", "10.0.0.0/16", "3", null, null, "30s"])
         );
         assert_eq!(tbl["rows"][0]["object"]["kind"], "PartialObjectMetadata");
+    }
+
+    #[test]
+    fn string_cells_print_the_first_result_and_null_as_no_value() {
+        let t = crate::resources::from_crd(&crate::subnet_crd()).unwrap();
+        let pool = json!({"metadata": {"name": "p", "creationTimestamp": "2024-01-01T00:00:00Z"},
+            "spec": {"cidr": "10.0.0.0/16"},
+            "status": {"allocated": null, "free": 7, "conditions": [
+                {"type": "Ready", "status": "True"}, {"type": "Ready", "status": "False"}]}});
+        let now = chrono::DateTime::parse_from_rfc3339("2024-01-01T00:00:30Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let tbl = table(&t, "v1", &[pool], json!({}), IncludeObject::None, now);
+        assert_eq!(
+            tbl["rows"][0]["cells"],
+            json!(["p", "10.0.0.0/16", "<no value>", "7", "True", "30s"])
+        );
+    }
+
+    #[test]
+    fn cells_keep_values_of_their_columns_type_only() {
+        let now = chrono::DateTime::parse_from_rfc3339("2024-01-01T00:00:30Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let cell = |type_: &str, v: Value| printer_cell(type_, &v, now);
+        assert_eq!(cell("string", json!("a")), json!("a"));
+        assert_eq!(cell("string", json!(3)), json!("3"));
+        assert_eq!(cell("string", json!(true)), json!("true"));
+        assert_eq!(cell("string", json!(1.5)), json!("1.5"));
+        assert_eq!(cell("string", json!(1e6)), json!("1e+06"));
+        assert_eq!(cell("string", json!(123456.0)), json!("123456"));
+        assert_eq!(cell("string", json!(0.00001)), json!("1e-05"));
+        assert_eq!(
+            cell("string", json!({"b": 1, "a": "<x>"})),
+            json!("{\"a\":\"\\u003cx\\u003e\",\"b\":1}")
+        );
+        assert_eq!(cell("string", json!([1, "b"])), json!("[1,\"b\"]"));
+        assert_eq!(cell("string", Value::Null), json!("<no value>"));
+        assert_eq!(cell("integer", json!(3)), json!(3));
+        assert_eq!(cell("integer", json!(-3.7)), json!(-3));
+        assert_eq!(cell("integer", json!("3")), Value::Null);
+        assert_eq!(cell("integer", Value::Null), Value::Null);
+        assert_eq!(cell("number", json!(3)), json!(3));
+        assert_eq!(cell("number", json!(2.0)).to_string(), "2");
+        assert_eq!(cell("number", json!(2.5)), json!(2.5));
+        assert_eq!(cell("number", json!(true)), Value::Null);
+        assert_eq!(cell("boolean", json!(false)), json!(false));
+        assert_eq!(cell("boolean", json!("true")), Value::Null);
+        assert_eq!(cell("date", json!("2024-01-01T00:00:00Z")), json!("30s"));
+        assert_eq!(cell("date", json!("yesterday")), json!("<invalid>"));
+        assert_eq!(cell("date", json!("")), json!("<unknown>"));
+        assert_eq!(cell("date", json!(5)), Value::Null);
+        assert_eq!(cell("date", Value::Null), Value::Null);
     }
 
     #[test]

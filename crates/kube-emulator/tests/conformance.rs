@@ -1625,6 +1625,48 @@ async fn tables_show_printer_columns() {
     api.delete(&name, &DeleteParams::default()).await.unwrap();
 }
 
+#[tokio::test]
+async fn table_cells_of_values_that_are_null_or_absent() {
+    let c = cluster().await;
+    let api = subnets(&c.client).await;
+    let raw: Api<DynamicObject> = Api::all_with(
+        c.client.clone(),
+        &ApiResource::from_gvk(&GroupVersionKind::gvk(GROUP, "v1", "Subnet")),
+    );
+    let name = unique("table-null");
+    api.create(&PostParams::default(), &subnet(&name, "10.23.0.0/16"))
+        .await
+        .unwrap();
+    // A merge patch would delete a null: the status is replaced whole instead.
+    let mut obj = raw.get(&name).await.unwrap();
+    obj.data["status"] = json!({"allocated": null});
+    let written = raw
+        .replace_status(&name, &PostParams::default(), &obj)
+        .await
+        .unwrap();
+    let status = &written.data["status"];
+    assert!(
+        status["allocated"].is_null() && status.get("allocated").is_some(),
+        "a nullable field keeps its null: {status}"
+    );
+    assert!(status.get("free").is_none(), "{status}");
+    let req = http::Request::get(format!("/apis/emulator.example.com/v1/subnets/{name}"))
+        .header(
+            "Accept",
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
+        )
+        .body(Vec::new())
+        .unwrap();
+    let table: Value = c.client.request(req).await.unwrap();
+    let cells = &table["rows"][0]["cells"];
+    // Name, CIDR, Allocated, Free, Ready, Age: a null prints as text/template's
+    // `<no value>`; a field that is not there, or a filter matching nothing, is a null cell.
+    assert_eq!(cells[2], "<no value>", "{cells}");
+    assert!(cells[3].is_null(), "{cells}");
+    assert!(cells[4].is_null(), "{cells}");
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+}
+
 // ---- Fault injection: emulator only ----
 
 macro_rules! emulator_only {
