@@ -2,6 +2,9 @@
 //! into the object, fields this manager applied before and no longer applies are removed,
 //! and `metadata.managedFields` records what each manager applied.
 //!
+//! Each entry is in the apiVersion its write was made in (field names included), as the
+//! real server records it; entries of another version are compared in the writer's.
+//!
 //! Conflicts are detected between apply managers (a field another manager applied with a
 //! different value, unless `force`). Not modelled: ownership of fields written by
 //! non-apply operations, and per-item ownership inside lists (lists are owned whole).
@@ -10,10 +13,51 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value, json};
 
+use super::events;
 use super::patch::strategic_merge;
 
 /// A path of field names from the object root.
 type FieldPath = Vec<String>;
+
+/// Who makes a non-apply write, as its managedFields entry names it: the field manager and
+/// the apiVersion of the request. An empty name records nothing (the server's own writes).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FieldManager<'a> {
+    /// The manager's name (`fieldManager`, else derived from the User-Agent).
+    pub name: &'a str,
+    /// The apiVersion the request was made in (`events.k8s.io/v1`, `v1`).
+    pub api_version: &'a str,
+}
+
+/// `set`, named in apiVersion `from`, with the field names of apiVersion `to`: the same
+/// but for Events, whose two groups name some top-level fields differently.
+fn translate(set: BTreeSet<FieldPath>, from: &str, to: &str) -> BTreeSet<FieldPath> {
+    if from == to {
+        return set;
+    }
+    set.iter().map(|p| translate_path(p, from, to)).collect()
+}
+
+/// One field path named in apiVersion `from` as apiVersion `to` names it.
+fn translate_path(path: &[String], from: &str, to: &str) -> FieldPath {
+    let mut out = path.to_vec();
+    if let Some(first) = out.first_mut() {
+        *first = events::field_in(first, from, to).to_string();
+    }
+    out
+}
+
+/// The fields a managedFields entry holds, named as apiVersion `version` names them.
+fn entry_set(entry: &Value, version: &str) -> BTreeSet<FieldPath> {
+    let from = entry["apiVersion"].as_str().unwrap_or("");
+    translate(from_fields_v1(&entry["fieldsV1"]), from, version)
+}
+
+/// Sets the fields of a managedFields entry to `set`, named in apiVersion `version`.
+fn set_entry_fields(entry: &mut Value, set: BTreeSet<FieldPath>, version: &str) {
+    let to = entry["apiVersion"].as_str().unwrap_or("").to_string();
+    entry["fieldsV1"] = fields_v1(&translate(set, version, &to));
+}
 
 /// The leaves (and whole lists) a configuration sets, leaving out identity fields.
 pub fn field_set(applied: &Value) -> BTreeSet<FieldPath> {
@@ -125,6 +169,9 @@ pub fn apply(
         .as_array()
         .cloned()
         .unwrap_or_default();
+    let version = applied["apiVersion"].as_str().unwrap_or("");
+    // An applier is one manager whatever version it applies in (the real server leaves
+    // apiVersion out of an Apply entry's identity).
     let is_mine = |e: &Value| {
         e["manager"] == manager
             && e["operation"] == "Apply"
@@ -133,12 +180,12 @@ pub fn apply(
     let before = entries
         .iter()
         .find(|e| is_mine(e))
-        .map(|e| from_fields_v1(&e["fieldsV1"]))
+        .map(|e| entry_set(e, version))
         .unwrap_or_default();
     let others: BTreeSet<FieldPath> = entries
         .iter()
         .filter(|e| !is_mine(e))
-        .flat_map(|e| from_fields_v1(&e["fieldsV1"]))
+        .flat_map(|e| entry_set(e, version))
         .collect();
     let now_set = field_set(applied);
     if !force && !current.is_null() {
@@ -183,11 +230,8 @@ pub fn apply(
         .filter(|e| !is_mine(e))
         .map(|mut e| {
             if !taken.is_empty() {
-                let left: BTreeSet<FieldPath> = from_fields_v1(&e["fieldsV1"])
-                    .difference(&taken)
-                    .cloned()
-                    .collect();
-                e["fieldsV1"] = fields_v1(&left);
+                let left = entry_set(&e, version).difference(&taken).cloned().collect();
+                set_entry_fields(&mut e, left, version);
             }
             e
         })
@@ -202,17 +246,21 @@ pub fn apply(
 }
 
 /// Records a non-apply write by `manager` (create, update, patch): the fields it changed
-/// become its own (an `Update` entry) and leave every other manager; removed fields leave
-/// everyone. Nothing changes when no field changed, so no-op writes stay no-ops.
+/// become its own (an `Update` entry, in the request's apiVersion) and leave every other
+/// manager; removed fields leave everyone. Nothing changes when no field changed, so no-op
+/// writes stay no-ops. `old` and `new` may be in another version than the request (Events
+/// are stored as core Events).
 pub fn record_update(
     old: Option<&Value>,
     new: &mut Value,
-    manager: &str,
+    manager: FieldManager<'_>,
     subresource: Option<&str>,
     now: &str,
 ) {
     let empty = Value::Null;
     let old_obj = old.unwrap_or(&empty);
+    // The version `old` and `new` name their fields in.
+    let stored = new["apiVersion"].as_str().unwrap_or("").to_string();
     let before = field_set(old_obj);
     let after = field_set(new);
     let changed: BTreeSet<FieldPath> = after
@@ -231,34 +279,37 @@ pub fn record_update(
         }
         return;
     }
+    // An updater writing in two versions is two managers, as the real server keys Update
+    // entries by apiVersion too.
     let is_mine = |e: &Value| {
-        e["manager"] == manager
+        e["manager"] == manager.name
             && e["operation"] == "Update"
+            && e["apiVersion"] == manager.api_version
             && e["subresource"].as_str() == subresource
     };
     let mut mine: BTreeSet<FieldPath> = entries
         .iter()
         .find(|e| is_mine(e))
-        .map(|e| from_fields_v1(&e["fieldsV1"]))
+        .map(|e| entry_set(e, &stored))
         .unwrap_or_default();
     entries.retain(|e| !is_mine(e));
     for e in &mut entries {
-        let left: BTreeSet<FieldPath> = from_fields_v1(&e["fieldsV1"])
+        let left = entry_set(e, &stored)
             .into_iter()
             .filter(|p| !changed.contains(p) && !removed.contains(p))
             .collect();
-        e["fieldsV1"] = fields_v1(&left);
+        set_entry_fields(e, left, &stored);
     }
     entries.retain(|e| !from_fields_v1(&e["fieldsV1"]).is_empty());
     mine.extend(changed);
     mine.retain(|p| !removed.contains(p));
     let mut entry = json!({
-        "manager": manager,
+        "manager": manager.name,
         "operation": "Update",
-        "apiVersion": new["apiVersion"],
+        "apiVersion": manager.api_version,
         "time": now,
         "fieldsType": "FieldsV1",
-        "fieldsV1": fields_v1(&mine),
+        "fieldsV1": fields_v1(&translate(mine, &stored, manager.api_version)),
     });
     if let Some(sub) = subresource {
         entry["subresource"] = sub.into();
@@ -289,16 +340,20 @@ fn conflicts(
     entries: &[Value],
     is_mine: &dyn Fn(&Value) -> bool,
 ) -> Vec<Conflict> {
+    let version = applied["apiVersion"].as_str().unwrap_or("");
     let mut out = Vec::new();
     for e in entries.iter().filter(|e| !is_mine(e)) {
-        let theirs = from_fields_v1(&e["fieldsV1"]);
+        let theirs_version = e["apiVersion"].as_str().unwrap_or("");
+        let theirs = entry_set(e, version);
         for path in fields.intersection(&theirs) {
             if value_at(current, path) != value_at(applied, path) {
+                // Reported as the other manager's version names the field.
+                let field = translate_path(path, version, theirs_version);
                 out.push(Conflict {
                     manager: e["manager"].as_str().unwrap_or("").to_string(),
-                    field: format!(".{}", path.join(".")),
+                    field: format!(".{}", field.join(".")),
                     update_api_version: (e["operation"] == "Update")
-                        .then(|| e["apiVersion"].as_str().unwrap_or("").to_string()),
+                        .then(|| theirs_version.to_string()),
                 });
             }
         }
@@ -338,6 +393,10 @@ pub fn conflict_message(conflicts: &[Conflict]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn updater<'a>(name: &'a str, api_version: &'a str) -> FieldManager<'a> {
+        FieldManager { name, api_version }
+    }
 
     #[test]
     fn fields_v1_round_trips() {
@@ -414,7 +473,13 @@ mod tests {
         let live = apply(&Value::Null, &a, "applier", None, false, false, "t").unwrap();
         let mut edited = live.clone();
         edited["data"]["k"] = "2".into();
-        record_update(Some(&live), &mut edited, "kubectl-edit", None, "t");
+        record_update(
+            Some(&live),
+            &mut edited,
+            updater("kubectl-edit", "v1"),
+            None,
+            "t",
+        );
         let entries = edited["metadata"]["managedFields"].as_array().unwrap();
         let owned = |m: &str| {
             from_fields_v1(&entries.iter().find(|e| e["manager"] == m).unwrap()["fieldsV1"])
@@ -427,7 +492,56 @@ mod tests {
             "Apply failed with 1 conflict: conflict with \"kubectl-edit\" using v1: .data.k"
         );
         let mut same = edited.clone();
-        record_update(Some(&edited), &mut same, "other", None, "t2");
+        record_update(Some(&edited), &mut same, updater("other", "v1"), None, "t2");
         assert_eq!(same, edited, "a write that changes nothing records nothing");
+    }
+
+    #[test]
+    fn updates_are_recorded_in_the_version_of_the_request() {
+        // An Event created through events.k8s.io/v1 (stored as a core Event).
+        let stored = json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e"},
+            "involvedObject": {"name": "p"}, "message": "full", "reason": "Exhausted"});
+        let mut created = stored.clone();
+        record_update(
+            None,
+            &mut created,
+            updater("recorder", "events.k8s.io/v1"),
+            None,
+            "t",
+        );
+        let entries = created["metadata"]["managedFields"].as_array().unwrap();
+        assert_eq!(entries[0]["apiVersion"], "events.k8s.io/v1");
+        assert_eq!(
+            entries[0]["fieldsV1"],
+            json!({"f:note": {}, "f:reason": {}, "f:regarding": {"f:name": {}}})
+        );
+        // The same manager changing the message through core/v1 is a second manager; the
+        // field leaves the first entry under its events.k8s.io name.
+        let mut edited = created.clone();
+        edited["message"] = "still full".into();
+        record_update(
+            Some(&created),
+            &mut edited,
+            updater("recorder", "v1"),
+            None,
+            "t2",
+        );
+        let entries = edited["metadata"]["managedFields"].as_array().unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(
+            entries[0]["fieldsV1"],
+            json!({"f:reason": {}, "f:regarding": {"f:name": {}}})
+        );
+        assert_eq!(entries[1]["apiVersion"], "v1");
+        assert_eq!(entries[1]["fieldsV1"], json!({"f:message": {}}));
+        // An apply through events.k8s.io/v1 sees the core manager's field as its own name.
+        let live = crate::events::to_events_v1(&edited);
+        let applied = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {"name": "e"}, "note": "empty"});
+        let err = apply(&live, &applied, "kubectl", None, false, false, "t3").unwrap_err();
+        assert_eq!(
+            conflict_message(&err),
+            "Apply failed with 1 conflict: conflict with \"recorder\" using v1: .message"
+        );
     }
 }

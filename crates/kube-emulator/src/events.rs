@@ -38,6 +38,23 @@ fn rename(obj: &Value, api_version: &str, to_core: bool) -> Value {
     Value::Object(out)
 }
 
+/// A top-level Event field named in apiVersion `from` as apiVersion `to` names it, for
+/// managedFields recorded through one group and compared in the other. Any other pair of
+/// versions names its fields alike.
+pub fn field_in<'a>(field: &'a str, from: &str, to: &str) -> &'a str {
+    match (from, to) {
+        ("events.k8s.io/v1", "v1") => RENAMED
+            .iter()
+            .find(|(v1, _)| *v1 == field)
+            .map_or(field, |(_, core)| core),
+        ("v1", "events.k8s.io/v1") => RENAMED
+            .iter()
+            .find(|(_, core)| *core == field)
+            .map_or(field, |(v1, _)| v1),
+        _ => field,
+    }
+}
+
 /// An events.k8s.io/v1 Event as the core/v1 Event it is stored as.
 pub fn to_core(obj: &Value) -> Value {
     rename(obj, "v1", true)
@@ -65,5 +82,9 @@ mod tests {
         assert_eq!(core["reportingComponent"], "ipledger.io/controller");
         assert_eq!(core["reason"], "PoolExhausted");
         assert_eq!(to_events_v1(&core), v1);
+        assert_eq!(field_in("note", "events.k8s.io/v1", "v1"), "message");
+        assert_eq!(field_in("message", "v1", "events.k8s.io/v1"), "note");
+        assert_eq!(field_in("reason", "v1", "events.k8s.io/v1"), "reason");
+        assert_eq!(field_in("message", "v1", "v1"), "message");
     }
 }

@@ -13,7 +13,7 @@ use hyper::body::{Frame, Incoming};
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::apply;
+use super::apply::{self, FieldManager};
 use super::discovery;
 use super::error::{ApiError, ApiResult, Cause};
 use super::events;
@@ -308,7 +308,12 @@ impl Server {
             return Err(ApiError::no_route(&path));
         }
         let query = parse_query(req.uri().query());
-        let manager = field_manager(&req, &query);
+        let manager_name = field_manager(&req, &query);
+        let api_version = t.api_version(&rp.version);
+        let manager = FieldManager {
+            name: &manager_name,
+            api_version: &api_version,
+        };
         let options = match *req.method() {
             Method::POST => Some("CreateOptions"),
             Method::PUT => Some("UpdateOptions"),
@@ -393,7 +398,7 @@ impl Server {
                 let duplicates = validation::duplicate_fields(&body);
                 let warnings = field_validation(&t, &rp.version, &mut obj, &query, &duplicates)?;
                 let created =
-                    store.create_as(&self.stored(&t), &namespace, to_storage(&t, obj), &manager)?;
+                    store.create_as(&self.stored(&t), &namespace, to_storage(&t, obj), manager)?;
                 let created = self.dry_answer(dry_run, &t, &namespace, created);
                 Ok(with_warnings(
                     json_response(201, &for_version(&t, &rp.version, &created)),
@@ -413,7 +418,7 @@ impl Server {
                     name,
                     to_storage(&t, obj),
                     part,
-                    &manager,
+                    manager,
                 )?;
                 let updated = self.dry_answer(dry_run, &t, &namespace, updated);
                 Ok(with_warnings(
@@ -450,7 +455,7 @@ impl Server {
                     Ok(to_storage(&t, patched))
                 };
                 let updated =
-                    store.modify_as(&self.stored(&t), &namespace, name, part, &change, &manager)?;
+                    store.modify_as(&self.stored(&t), &namespace, name, part, &change, manager)?;
                 let updated = self.dry_answer(dry_run, &t, &namespace, updated);
                 let warnings = warnings.into_inner().unwrap_or_else(|e| e.into_inner());
                 Ok(with_warnings(

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, broadcast};
 
-use super::apply;
+use super::apply::{self, FieldManager};
 use super::error::{ApiError, ApiResult, Cause, GroupResource};
 use super::resources::{self, Registry, ResourceType};
 use super::validation;
@@ -495,17 +495,18 @@ impl Store {
 
     /// Creates an object. `obj` is the request body; the namespace comes from the URL.
     pub fn create(&self, t: &ResourceType, namespace: &str, obj: Value) -> ApiResult<Value> {
-        self.create_as(t, namespace, obj, "")
+        self.create_as(t, namespace, obj, FieldManager::default())
     }
 
-    /// Creates an object on behalf of a field manager, recorded in `managedFields` (an
-    /// empty manager records nothing: internal writes and server-side apply).
+    /// Creates an object on behalf of a field manager, recorded in `managedFields` in the
+    /// request's apiVersion (an empty manager records nothing: internal writes and
+    /// server-side apply).
     pub fn create_as(
         &self,
         t: &ResourceType,
         namespace: &str,
         obj: Value,
-        manager: &str,
+        manager: FieldManager<'_>,
     ) -> ApiResult<Value> {
         let mut s = self.lock();
         let created = s.create(t, namespace, obj, manager, &self.events);
@@ -522,7 +523,7 @@ impl Store {
         obj: Value,
         part: Part,
     ) -> ApiResult<Value> {
-        self.update_as(t, namespace, name, obj, part, "")
+        self.update_as(t, namespace, name, obj, part, FieldManager::default())
     }
 
     /// Replaces an object on behalf of a field manager (see [`Store::create_as`]).
@@ -533,7 +534,7 @@ impl Store {
         name: &str,
         obj: Value,
         part: Part,
-        manager: &str,
+        manager: FieldManager<'_>,
     ) -> ApiResult<Value> {
         let mut s = self.lock();
         let updated = s.update(t, namespace, name, obj, part, true, manager, &self.events);
@@ -550,7 +551,7 @@ impl Store {
         part: Part,
         change: &dyn Fn(&Value) -> ApiResult<Value>,
     ) -> ApiResult<Value> {
-        self.modify_as(t, namespace, name, part, change, "")
+        self.modify_as(t, namespace, name, part, change, FieldManager::default())
     }
 
     /// Patches an object on behalf of a field manager (see [`Store::create_as`]).
@@ -561,7 +562,7 @@ impl Store {
         name: &str,
         part: Part,
         change: &dyn Fn(&Value) -> ApiResult<Value>,
-        manager: &str,
+        manager: FieldManager<'_>,
     ) -> ApiResult<Value> {
         let mut s = self.lock();
         let current = s
@@ -1002,7 +1003,7 @@ impl State {
         t: &ResourceType,
         namespace: &str,
         mut obj: Value,
-        manager: &str,
+        manager: FieldManager<'_>,
         events: &broadcast::Sender<Arc<Event>>,
     ) -> ApiResult<Value> {
         let gr = t.group_resource();
@@ -1157,7 +1158,7 @@ impl State {
             }
             self.establish(&mut obj);
         }
-        if !manager.is_empty() {
+        if !manager.name.is_empty() {
             meta_mut(&mut obj).remove("managedFields");
             apply::record_update(None, &mut obj, manager, None, &now());
         }
@@ -1184,7 +1185,7 @@ impl State {
         for (plural, obj) in seeds {
             if let Some(t) = self.registry.get(&GroupResource::new("", plural)) {
                 // Cannot fail: the namespace was just created and is empty.
-                let _ = self.create(&t, namespace, obj, "", events);
+                let _ = self.create(&t, namespace, obj, FieldManager::default(), events);
             }
         }
     }
@@ -1206,7 +1207,7 @@ impl State {
         mut obj: Value,
         part: Part,
         require_rv: bool,
-        manager: &str,
+        manager: FieldManager<'_>,
         events: &broadcast::Sender<Arc<Event>>,
     ) -> ApiResult<Value> {
         let gr = t.group_resource();
@@ -1341,7 +1342,7 @@ impl State {
         if is_crd && part == Part::Main && !deleting {
             self.establish(&mut obj);
         }
-        if !manager.is_empty() {
+        if !manager.name.is_empty() {
             // managedFields are the server's record: what this write changed becomes the
             // writer's.
             let subresource = (part == Part::Status).then_some("status");

@@ -2359,6 +2359,81 @@ async fn events_are_one_resource_in_two_api_groups() {
 }
 
 #[tokio::test]
+async fn event_managed_fields_name_the_version_they_were_written_in() {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use k8s_openapi::api::events::v1::Event;
+    let c = cluster().await;
+    let ns = namespace(&c.client).await;
+    let events: Api<Event> = Api::namespaced(c.client.clone(), &ns);
+    let core: Api<CoreEvent> = Api::namespaced(c.client.clone(), &ns);
+    let through_events: Event = serde_json::from_value(json!({
+        "metadata": {"name": "through-events"},
+        "eventTime": "2026-01-01T00:00:00.000000Z",
+        "regarding": {"apiVersion": "v1", "kind": "ConfigMap", "namespace": ns, "name": "c"},
+        "reason": "Tested", "note": "n", "type": "Normal", "action": "Test",
+        "reportingController": "emulator.example.com/conformance", "reportingInstance": "conformance-0",
+    }))
+    .unwrap();
+    events
+        .create(&PostParams::default(), &through_events)
+        .await
+        .unwrap();
+    let through_core: CoreEvent = serde_json::from_value(json!({
+        "metadata": {"name": "through-core"},
+        "involvedObject": {"apiVersion": "v1", "kind": "ConfigMap", "namespace": ns, "name": "c"},
+        "reason": "Tested", "message": "m", "type": "Normal",
+    }))
+    .unwrap();
+    core.create(&PostParams::default(), &through_core)
+        .await
+        .unwrap();
+    // The entry records the request's version, with the field names of that version,
+    // whichever group the Event is read through.
+    let entry = |fields: &Option<Vec<_>>| {
+        let entry: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry =
+            &fields.as_ref().expect("managedFields")[0];
+        let names = entry.fields_v1.as_ref().expect("fieldsV1").0.clone();
+        (entry.api_version.clone().unwrap_or_default(), names)
+    };
+    let (version, fields) = entry(
+        &events
+            .get("through-events")
+            .await
+            .unwrap()
+            .metadata
+            .managed_fields,
+    );
+    assert_eq!(version, "events.k8s.io/v1");
+    assert!(
+        fields.get("f:note").is_some() && fields.get("f:message").is_none(),
+        "{fields}"
+    );
+    let (version, _) = entry(
+        &core
+            .get("through-events")
+            .await
+            .unwrap()
+            .metadata
+            .managed_fields,
+    );
+    assert_eq!(version, "events.k8s.io/v1");
+    let (version, fields) = entry(
+        &events
+            .get("through-core")
+            .await
+            .unwrap()
+            .metadata
+            .managed_fields,
+    );
+    assert_eq!(version, "v1");
+    assert!(
+        fields.get("f:message").is_some() && fields.get("f:note").is_none(),
+        "{fields}"
+    );
+    test_support::delete_namespace(&c.client, &ns).await;
+}
+
+#[tokio::test]
 async fn leases_need_microsecond_times_and_a_positive_duration() {
     let c = cluster().await;
     let ns = namespace(&c.client).await;
