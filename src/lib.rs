@@ -3,6 +3,9 @@
 
 pub mod agent;
 pub mod api;
+pub mod cluster;
+pub mod controller;
+pub mod http;
 pub mod ledger;
 pub mod metrics;
 #[cfg(feature = "emulator")]

@@ -18,6 +18,8 @@ struct Cli {
 enum Command {
     /// Run the node agent: serve the CNI plugin on a unix socket and allocate addresses.
     Agent(ipledger::agent::AgentArgs),
+    /// Run the controller: leader-elected pool status, leak GC and deletion guards.
+    Controller(ipledger::controller::ControllerArgs),
     /// Print the CustomResourceDefinitions as YAML (the content of `crds/`).
     Crds,
     /// Try ipledger on this machine: an API emulator, pools and an agent, until Ctrl-C.
@@ -55,6 +57,9 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Agent(args) => ipledger::agent::run(args, ipledger::agent::termination()).await?,
+        Command::Controller(args) => {
+            ipledger::controller::run(args, ipledger::agent::termination()).await?
+        }
         Command::Crds => print!("{}", ipledger::api::crds_yaml()?),
         #[cfg(feature = "emulator")]
         Command::Sandbox { dir } => {

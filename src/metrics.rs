@@ -6,6 +6,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 /// Labels of a request served by the agent.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -99,6 +100,101 @@ impl AgentMetrics {
             "failures",
             "Failed requests, by reason",
             metrics.failures.clone(),
+        );
+        metrics
+    }
+}
+
+/// Labels naming a reconciler.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcilerLabels {
+    /// `pools`, `leaks`, `deletion`, `nodes` or `reclaim`.
+    pub reconciler: String,
+}
+
+/// Labels of a failed reconcile.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailureLabels {
+    /// The reconciler.
+    pub reconciler: String,
+    /// A short, stable reason, such as `conflict` or `api_unreachable`.
+    pub reason: String,
+}
+
+/// The controller's metrics.
+#[derive(Clone)]
+pub struct ControllerMetrics {
+    /// 1 while this replica leads, else 0.
+    pub leader: Gauge,
+    /// Addresses a pool can allocate (a float: an IPv6 pool's count exceeds 64 bits).
+    pub pool_capacity: Family<PoolLabels, Gauge<f64, AtomicU64>>,
+    /// Addresses allocated in a pool.
+    pub pool_allocated: Family<PoolLabels, Gauge<f64, AtomicU64>>,
+    /// Addresses of a pool not allocated.
+    pub pool_free: Family<PoolLabels, Gauge<f64, AtomicU64>>,
+    /// Allocations found whose pod is gone, before the re-check.
+    pub gc_candidates: Counter,
+    /// Leaked allocations released.
+    pub gc_releases: Counter,
+    /// Time of one reconcile pass, by reconciler.
+    pub reconcile_seconds: Family<ReconcilerLabels, Histogram>,
+    /// Failed reconciles, by reconciler and reason.
+    pub reconcile_failures: Family<FailureLabels, Counter>,
+}
+
+impl ControllerMetrics {
+    /// Creates the controller's metric families and registers them in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            leader: Gauge::default(),
+            pool_capacity: Family::default(),
+            pool_allocated: Family::default(),
+            pool_free: Family::default(),
+            gc_candidates: Counter::default(),
+            gc_releases: Counter::default(),
+            // 1 ms to ~33 s: a pass over cached objects is fast, one that writes waits
+            // for the API server.
+            reconcile_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.001, 2.0, 16))
+            }),
+            reconcile_failures: Family::default(),
+        };
+        let r = registry.sub_registry_with_prefix("ipledger_controller");
+        r.register("leader", "1 while this replica leads", metrics.leader.clone());
+        r.register(
+            "pool_capacity_addresses",
+            "Addresses a pool can allocate",
+            metrics.pool_capacity.clone(),
+        );
+        r.register(
+            "pool_allocated_addresses",
+            "Addresses allocated in a pool",
+            metrics.pool_allocated.clone(),
+        );
+        r.register(
+            "pool_free_addresses",
+            "Addresses of a pool not allocated",
+            metrics.pool_free.clone(),
+        );
+        r.register(
+            "gc_candidates",
+            "Allocations whose pod seemed gone, before the re-check",
+            metrics.gc_candidates.clone(),
+        );
+        r.register(
+            "gc_releases",
+            "Leaked allocations released",
+            metrics.gc_releases.clone(),
+        );
+        r.register(
+            "reconcile_duration_seconds",
+            "Time of one reconcile pass, by reconciler",
+            metrics.reconcile_seconds.clone(),
+        );
+        r.register(
+            "reconcile_failures",
+            "Failed reconciles, by reconciler and reason",
+            metrics.reconcile_failures.clone(),
         );
         metrics
     }

@@ -6,14 +6,14 @@
 
 use std::sync::Arc;
 
-use futures::{Stream, StreamExt};
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use tokio::sync::mpsc;
 
 use crate::api::usage::summary_of_metadata;
+use crate::cluster::{drain, drop_managed_fields};
 use crate::api::{IPBlock, IPPool, LABEL_NODE, LABEL_POOL, borrower_label, label_value};
 use ipledger_core::BlockSummary;
 
@@ -131,26 +131,5 @@ impl Caches {
     /// The index's entry of block `name`, when it has one.
     pub fn indexed(&self, name: &str) -> bool {
         self.index.get(&reflector::ObjectRef::new(name)).is_some()
-    }
-}
-
-/// Nothing the agent does reads managedFields; on a real server they are most of an
-/// object's metadata.
-fn drop_managed_fields<K: Resource>(object: &mut K) {
-    object.meta_mut().managed_fields = None;
-}
-
-async fn drain<S, K>(stream: S, what: &'static str, mut seen: impl FnMut(watcher::Event<K>))
-where
-    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
-{
-    let mut stream = std::pin::pin!(stream.default_backoff());
-    while let Some(event) = stream.next().await {
-        match event {
-            Ok(event) => seen(event),
-            Err(error) => {
-                tracing::warn!(resource = what, %error, "watch failed; retrying with backoff")
-            }
-        }
     }
 }

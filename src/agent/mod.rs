@@ -19,7 +19,6 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use kube::Client;
 use prometheus_client::registry::Registry;
 
 use crate::ledger::RetryPolicy;
@@ -56,24 +55,6 @@ pub enum StartError {
     Caches(String),
 }
 
-/// Builds the Kubernetes client from `--kubeconfig`, else from the environment
-/// (in-cluster service account, then `~/.kube/config`).
-pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, StartError> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| StartError::Client(e.to_string()))?;
-            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-                .await
-                .map_err(|e| StartError::Client(e.to_string()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| StartError::Client(e.to_string()))?,
-    };
-    Client::try_from(config).map_err(|e| StartError::Client(e.to_string()))
-}
-
 /// Runs the agent until `shutdown` completes; then finishes the requests in flight and
 /// returns.
 pub async fn run(
@@ -102,7 +83,9 @@ pub async fn run(
         tracing::info!(path = %installed.display(), "installed the CNI plugin");
     }
 
-    let client = client(args.kubeconfig.as_deref()).await?;
+    let client = crate::cluster::client(args.kubeconfig.as_deref())
+        .await
+        .map_err(StartError::Client)?;
     let (caches, mut deletions, watches) = cache::Caches::start(&client, &args.node_name);
     caches
         .ready()
@@ -147,9 +130,9 @@ pub async fn run(
             addr: args.metrics_addr,
             error,
         })?;
-    let metrics_server = tokio::spawn(server::serve_until(
+    let metrics_server = tokio::spawn(crate::http::serve_until(
         metrics_listener,
-        server::metrics_routes(registry),
+        crate::http::metrics_routes(registry),
         args.header_read_timeout,
         std::future::pending(),
     ));
@@ -160,7 +143,7 @@ pub async fn run(
     })?;
     tracing::info!(node = args.node_name, socket = %args.socket.display(), metrics = %args.metrics_addr, "agent serving");
     let routes = server::socket_routes(server::Shared { allocator, metrics }, args.request_timeout);
-    server::serve_until(listener, routes, args.header_read_timeout, shutdown).await;
+    crate::http::serve_until(listener, routes, args.header_read_timeout, shutdown).await;
 
     metrics_server.abort();
     gauges.abort();

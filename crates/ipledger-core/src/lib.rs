@@ -14,11 +14,13 @@ mod block;
 mod change;
 mod claim;
 mod error;
+mod lease;
 mod naming;
 mod overlap;
 mod pool;
 mod record;
 mod room;
+mod status;
 
 pub use attachment::{
     Attachment, MAX_CONTAINER_ID, MAX_IF_NAME, MAX_NETWORK, MAX_POD_NAME, MAX_POD_NAMESPACE,
@@ -27,6 +29,7 @@ pub use attachment::{
 pub use block::{Allocation, Block};
 pub use change::{Change, NeedsPool, Outcome};
 pub use error::{AllocError, BlockError, FieldError, PoolError};
+pub use lease::{LeaseRecord, LeaseStep, TimingError, check_timings, lease_step};
 pub use naming::{block_name, is_dns1123_subdomain};
 pub use overlap::{PoolAge, shadowed_by};
 pub use pool::{
@@ -35,3 +38,4 @@ pub use pool::{
 };
 pub use record::{AllocationRecord, BlockRecord, PodRef, PoolSpec, ReleasedRecord, RouteSpec};
 pub use room::{BlockSummary, NextStep};
+pub use status::{Alarms, ConditionReport, PoolEvent, PoolReport, PoolView, nearly_full};
