@@ -9,15 +9,13 @@ use kube::{Client, Resource};
 pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, String> {
     let config = match kubeconfig {
         Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| e.to_string())?;
+            let kubeconfig =
+                kube::config::Kubeconfig::read_from(path).map_err(|e| e.to_string())?;
             kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
                 .await
                 .map_err(|e| e.to_string())?
         }
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| e.to_string())?,
+        None => kube::Config::infer().await.map_err(|e| e.to_string())?,
     };
     Client::try_from(config).map_err(|e| e.to_string())
 }

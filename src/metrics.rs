@@ -160,7 +160,11 @@ impl ControllerMetrics {
             reconcile_failures: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("ipledger_controller");
-        r.register("leader", "1 while this replica leads", metrics.leader.clone());
+        r.register(
+            "leader",
+            "1 while this replica leads",
+            metrics.leader.clone(),
+        );
         r.register(
             "pool_capacity_addresses",
             "Addresses a pool can allocate",

@@ -13,8 +13,8 @@ use kube::{Client, ResourceExt};
 use tokio::sync::mpsc;
 
 use crate::api::usage::summary_of_metadata;
-use crate::cluster::{drain, drop_managed_fields};
 use crate::api::{IPBlock, IPPool, LABEL_NODE, LABEL_POOL, borrower_label, label_value};
+use crate::cluster::{drain, drop_managed_fields};
 use ipledger_core::BlockSummary;
 
 /// A deleted IPBlock: its name and UID.

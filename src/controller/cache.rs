@@ -82,7 +82,9 @@ impl Caches {
         let (on_pool, on_block) = (changed.clone(), changed.clone());
         let tasks = vec![
             tokio::spawn(drain(pool_watch, "ippools", move |_| on_pool.notify_one())),
-            tokio::spawn(drain(block_watch, "ipblocks", move |_| on_block.notify_one())),
+            tokio::spawn(drain(block_watch, "ipblocks", move |_| {
+                on_block.notify_one()
+            })),
             tokio::spawn(drain(
                 pod_watch,
                 "pods (metadata)",

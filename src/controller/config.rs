@@ -28,7 +28,11 @@ pub struct ControllerArgs {
     pub lease_namespace: String,
 
     /// Name of the leader-election Lease.
-    #[arg(long, env = "IPLEDGER_LEASE_NAME", default_value = "ipledger-controller")]
+    #[arg(
+        long,
+        env = "IPLEDGER_LEASE_NAME",
+        default_value = "ipledger-controller"
+    )]
     pub lease_name: String,
 
     /// This replica's identity in the Lease; unique per process. Defaults to the host

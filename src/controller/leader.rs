@@ -169,9 +169,13 @@ pub async fn run(
             on_change(leader);
             was_leader = leader;
         }
-        let wait = election
-            .retry_period
-            .mul_f64(if leader { 1.0 } else { 1.0 + fastrand::f64() * 0.2 });
+        // Followers spread their tries over the last fifth of the period, so that two of
+        // them do not ask in lockstep, and still look again within one period.
+        let wait = if leader {
+            election.retry_period
+        } else {
+            election.retry_period.mul_f64(0.8 + 0.2 * fastrand::f64())
+        };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = leadership.lost(), if leader => {}

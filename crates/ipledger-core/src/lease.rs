@@ -169,7 +169,11 @@ mod tests {
             Err(TimingError::RetryNotShorter { .. })
         ));
         assert!(matches!(
-            check_timings(Duration::from_millis(1500), s(1), Duration::from_millis(100)),
+            check_timings(
+                Duration::from_millis(1500),
+                s(1),
+                Duration::from_millis(100)
+            ),
             Err(TimingError::DurationNotWholeSeconds(_))
         ));
     }

@@ -296,7 +296,10 @@ mod tests {
 
         let report = PoolReport::of(&view(4, 4));
         assert_eq!(status(&report, "Ready"), (false, "Exhausted"));
-        assert_eq!(status(&report, "Exhausted"), (true, "AllAddressesAllocated"));
+        assert_eq!(
+            status(&report, "Exhausted"),
+            (true, "AllAddressesAllocated")
+        );
 
         let mut disabled = view(4, 1);
         disabled.disabled = true;
