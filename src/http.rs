@@ -85,3 +85,72 @@ pub fn metrics_routes(registry: Arc<Registry>) -> Router {
         )
         .route("/healthz", get(|| async { "ok" }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::UnixStream;
+
+    /// Reads until the server closes the connection; what it sent, or a panic after `bound`.
+    async fn read_until_closed(stream: &mut UnixStream, bound: Duration, what: &str) -> String {
+        let mut answer = Vec::new();
+        tokio::time::timeout(bound, stream.read_to_end(&mut answer))
+            .await
+            .unwrap_or_else(|_| panic!("{what}: the connection is still open after {bound:?}"))
+            .expect("read");
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    /// A client that connects and sends nothing, half a header, or nothing after its
+    /// answer on a kept-alive connection holds a connection (and a file descriptor) of the
+    /// agent only for the header timeout.
+    #[tokio::test]
+    async fn silent_half_sent_and_idle_connections_are_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let routes = Router::new().route("/ok", get(|| async { "ok" }));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_until(
+            listener,
+            routes,
+            Duration::from_millis(300),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let bound = Duration::from_secs(5);
+
+        let mut silent = UnixStream::connect(&path).await.unwrap();
+        read_until_closed(&mut silent, bound, "silent").await;
+
+        let mut half = UnixStream::connect(&path).await.unwrap();
+        half.write_all(b"POST /v1/add HTTP/1.1\r\nHost: localhost\r\nContent-Le")
+            .await
+            .unwrap();
+        read_until_closed(&mut half, bound, "half a header").await;
+
+        let mut idle = UnixStream::connect(&path).await.unwrap();
+        idle.write_all(b"GET /ok HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_until_closed(&mut idle, bound, "kept alive").await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+        assert!(answer.ends_with("ok"), "{answer}");
+
+        // A request sent in time is still answered, and shutdown lets it finish.
+        let mut prompt = UnixStream::connect(&path).await.unwrap();
+        prompt
+            .write_all(b"GET /ok HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_until_closed(&mut prompt, bound, "prompt").await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+        stop.send(()).unwrap();
+        tokio::time::timeout(bound, server)
+            .await
+            .expect("the server stops")
+            .unwrap();
+    }
+}
