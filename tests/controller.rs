@@ -2,70 +2,12 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
+use support::controller::{Controller, LEASE};
 use support::harness::Harness;
-use tokio::process::{Child, Command};
-
-/// Short election timings, so the tests wait seconds rather than the defaults' tens.
-const LEASE: Duration = Duration::from_secs(3);
-const TIMINGS: [&str; 6] = [
-    "--lease-duration",
-    "3s",
-    "--renew-deadline",
-    "2s",
-    "--retry-period",
-    "500ms",
-];
-
-/// One controller process.
-struct Controller {
-    identity: String,
-    child: Child,
-}
-
-impl Controller {
-    fn start(harness: &Harness, lease: &str, identity: &str) -> Controller {
-        let child = Command::new(env!("CARGO_BIN_EXE_ipledger"))
-            .arg("controller")
-            .arg("--kubeconfig")
-            .arg(&harness.kubeconfig)
-            .args(["--identity", identity, "--lease-name", lease])
-            .args(["--lease-namespace", "default"])
-            .args([
-                "--metrics-addr",
-                "127.0.0.1:0",
-                "--health-addr",
-                "127.0.0.1:0",
-            ])
-            .args(TIMINGS)
-            .env(
-                "IPLEDGER_LOG",
-                std::env::var("IPLEDGER_TEST_CONTROLLER_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start the controller");
-        Controller {
-            identity: identity.into(),
-            child,
-        }
-    }
-
-    /// Sends `signal` through kill(1): tokio's `Child` only sends SIGKILL.
-    fn signal(&self, signal: &str) {
-        let pid = self.child.id().expect("running").to_string();
-        let sent = std::process::Command::new("kill")
-            .args([&format!("-{signal}"), &pid])
-            .status()
-            .expect("kill(1)");
-        assert!(sent.success(), "kill -{signal} {pid}");
-    }
-}
 
 async fn holder(leases: &Api<Lease>, name: &str) -> Option<String> {
     leases
@@ -100,8 +42,8 @@ async fn new_holder(
 
 async fn two_controllers(harness: &Harness, lease: &str) -> (Controller, Controller, Api<Lease>) {
     let leases: Api<Lease> = Api::namespaced(harness.client(), "default");
-    let a = Controller::start(harness, lease, &format!("{lease}-a"));
-    let b = Controller::start(harness, lease, &format!("{lease}-b"));
+    let a = Controller::start(&harness.kubeconfig, lease, &format!("{lease}-a"));
+    let b = Controller::start(&harness.kubeconfig, lease, &format!("{lease}-b"));
     (a, b, leases)
 }
 
