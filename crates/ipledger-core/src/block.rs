@@ -401,6 +401,24 @@ impl Block {
         Some(allocation.address)
     }
 
+    /// Releases exactly `record`: the address only while the same attachment holds it
+    /// since the same time. An address released and allocated again since `record` was
+    /// read (another attachment, or the same one by a later ADD) is left alone. Returns
+    /// whether it was released.
+    pub fn release_record(&mut self, record: &Allocation, now: Timestamp) -> bool {
+        let same = self.holder(record.address).is_some_and(|held| {
+            held.attachment == record.attachment && held.allocated_at == record.allocated_at
+        });
+        same && self.release(&record.attachment, now).is_some()
+    }
+
+    /// True when some released address is still cooling down at `now`.
+    pub fn is_cooling(&self, pool: &Pool, now: Timestamp) -> bool {
+        self.released
+            .values()
+            .any(|at| now < cooldown_end(*at, pool))
+    }
+
     /// Released addresses still cooling down at `now`, with when each cooldown ends.
     pub fn cooling_down(&self, pool: &Pool, now: Timestamp) -> Vec<(IpAddr, Timestamp)> {
         self.released
