@@ -150,7 +150,9 @@ impl Allocator {
                 // The next pool of the family may have room.
                 Err(
                     e @ (AgentError::Alloc(
-                        AllocError::PoolExhausted { .. } | AllocError::PoolDisabled { .. },
+                        AllocError::PoolExhausted { .. }
+                        | AllocError::PoolDisabled { .. }
+                        | AllocError::PoolDeleting { .. },
                     )
                     | AgentError::NoBlockForNode { .. }
                     | AgentError::Shadowed { .. }),
@@ -199,6 +201,12 @@ impl Allocator {
         };
         if pool.is_disabled() {
             return Err(AllocError::PoolDisabled {
+                pool: pool.name().to_string(),
+            }
+            .into());
+        }
+        if object.metadata.deletion_timestamp.is_some() {
+            return Err(AllocError::PoolDeleting {
                 pool: pool.name().to_string(),
             }
             .into());

@@ -146,7 +146,9 @@ impl AgentError {
                     AllocError::PoolExhausted { .. } | AllocError::BlockFull { .. } => {
                         ErrorCode::PoolExhausted
                     }
-                    AllocError::PoolDisabled { .. } => ErrorCode::PoolDisabled,
+                    AllocError::PoolDisabled { .. } | AllocError::PoolDeleting { .. } => {
+                        ErrorCode::PoolDisabled
+                    }
                     AllocError::Taken { .. }
                     | AllocError::HoldsOther { .. }
                     | AllocError::CoolingDown { .. } => ErrorCode::RequestedAddressTaken,

@@ -176,7 +176,9 @@ pub fn choose_pools<P: Borrow<IPPool>>(
     let mut defaults: Vec<_> = pools
         .iter()
         .map(Borrow::borrow)
-        .filter(|p: &&IPPool| p.spec.default && !p.spec.disabled)
+        .filter(|p: &&IPPool| {
+            p.spec.default && !p.spec.disabled && p.metadata.deletion_timestamp.is_none()
+        })
         .filter(|p| overlapped_by(p, pools).is_none())
         .filter(|p| selects(p.spec.node_selector.as_ref(), input.node_labels))
         .filter(|p| selects(p.spec.namespace_selector.as_ref(), input.namespace_labels))

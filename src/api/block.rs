@@ -23,11 +23,10 @@ use serde::{Deserialize, Serialize};
     doc = "An IPBlock is one block of an IPPool, affine to a node, holding the record of every address allocated from it. Written only by ipledger.",
     shortname = "ipb",
     category = "ipledger",
-    status = "IPBlockStatus",
     printcolumn = r#"{"name":"Pool","type":"string","jsonPath":".spec.pool"}"#,
     printcolumn = r#"{"name":"CIDR","type":"string","jsonPath":".spec.cidr"}"#,
     printcolumn = r#"{"name":"Node","type":"string","jsonPath":".spec.node"}"#,
-    printcolumn = r#"{"name":"Allocated","type":"integer","jsonPath":".status.allocated"}"#,
+    printcolumn = r#"{"name":"Allocated","type":"string","jsonPath":".metadata.annotations.ipledger\\.io/allocated"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -108,16 +107,6 @@ pub struct ReleasedAddress {
     pub address: IpAddr,
     /// When it was released.
     pub released_at: Time,
-}
-
-/// What ipledger observes of a block; written by the controller.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct IPBlockStatus {
-    /// Number of allocated addresses, as of the controller's last look.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<i32>")]
-    pub allocated: Option<u32>,
 }
 
 impl From<&IPBlockSpec> for BlockRecord {

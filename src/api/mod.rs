@@ -7,7 +7,7 @@ mod block;
 mod pool;
 pub mod usage;
 
-pub use block::{AllocationRecord, IPBlock, IPBlockSpec, IPBlockStatus, PodRef, ReleasedAddress};
+pub use block::{AllocationRecord, IPBlock, IPBlockSpec, PodRef, ReleasedAddress};
 pub use pool::{Dns, IPPool, IPPoolSpec, IPPoolStatus, Route};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -20,6 +20,14 @@ pub const GROUP: &str = "ipledger.io";
 pub const LABEL_POOL: &str = "ipledger.io/pool";
 /// Label on an IPBlock naming the node it is affine to, as [`label_value`] writes it.
 pub const LABEL_NODE: &str = "ipledger.io/node";
+
+/// ipledger's finalizer on an IPBlock: it comes off only while the block holds no
+/// allocation, so no deletion (by an operator, by ipledger, or by Kubernetes garbage
+/// collection after its pool, with any propagation policy) erases a held address.
+pub const BLOCK_FINALIZER: &str = "ipledger.io/allocations";
+/// ipledger's finalizer on an IPPool: it holds a deleted pool, Terminating, until none
+/// of its addresses is allocated any more and its blocks are gone.
+pub const POOL_FINALIZER: &str = "ipledger.io/blocks";
 
 /// Longest label value the API server accepts.
 const MAX_LABEL_VALUE: usize = 63;

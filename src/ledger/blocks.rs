@@ -6,7 +6,9 @@ use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 use kube::{Resource, ResourceExt};
 
 use crate::api::usage::record_usage;
-use crate::api::{IPBlock, IPBlockSpec, IPPool, LABEL_NODE, LABEL_POOL, label_value};
+use crate::api::{
+    BLOCK_FINALIZER, IPBlock, IPBlockSpec, IPPool, LABEL_NODE, LABEL_POOL, label_value,
+};
 
 /// The outcome of trying to claim a block.
 #[derive(Debug)]
@@ -40,13 +42,16 @@ pub async fn claim_block(
                 ]
                 .into(),
             ),
-            // Deleting the pool deletes its blocks (after the finalizer has let it go).
+            // Deleting the pool deletes its blocks, but only the finalizer's holding
+            // nothing go: the others stay, Terminating, until the controller has seen
+            // their last address released.
             owner_references: pool
                 .controller_owner_ref(&())
                 .map(|mut owner: OwnerReference| {
                     owner.block_owner_deletion = Some(true);
                     vec![owner]
                 }),
+            finalizers: Some(vec![BLOCK_FINALIZER.to_string()]),
             ..Default::default()
         },
         spec: IPBlockSpec {
@@ -57,15 +62,19 @@ pub async fn claim_block(
             allocations: Vec::new(),
             released: Vec::new(),
         },
-        status: None,
     };
     let mut block = block;
     record_usage(&mut block);
     match api.create(&PostParams::default(), &block).await {
         Ok(created) => Ok(Claim::Won(Box::new(created))),
         Err(kube::Error::Api(status)) if status.code == 409 => match api.get_opt(name).await? {
-            Some(existing) if existing.spec.node == node => Ok(Claim::Won(Box::new(existing))),
-            // Gone again already (deleted as empty): another search finds it free.
+            Some(existing)
+                if existing.spec.node == node && existing.metadata.deletion_timestamp.is_none() =>
+            {
+                Ok(Claim::Won(Box::new(existing)))
+            }
+            // Gone again already (deleted as empty), or on its way out (it is not
+            // claimed again under its name until it is gone): another search looks on.
             Some(_) | None => Ok(Claim::Taken),
         },
         Err(e) => Err(e),

@@ -244,10 +244,11 @@ async fn commit(
         // Releases need no pool: a pool missing from the cache must not keep an address.
         let entry = pools(&object.spec.pool);
         let pool = entry.clone().map(|e| e.model);
-        // A block owned by an earlier pool of the same name (deleted, then re-created) is
-        // about to be garbage-collected: an address recorded in it would be forgotten with
-        // it while its pod still uses it.
-        let doomed = entry
+        // A block being deleted takes no new address: it goes once its last is released.
+        // Nor does a block owned by an earlier pool of the same name (deleted, then
+        // re-created): it is being garbage-collected.
+        let doomed = object.metadata.deletion_timestamp.is_some()
+            || entry
             .as_ref()
             .ok()
             .and_then(|e| e.uid.as_deref())

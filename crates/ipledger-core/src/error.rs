@@ -59,6 +59,13 @@ pub enum AllocError {
         /// Name of the pool.
         pool: String,
     },
+    /// The pool is being deleted: it takes no new allocations, and goes once its
+    /// last address is released.
+    #[error("IPPool {pool} is being deleted: it takes no new allocations")]
+    PoolDeleting {
+        /// Name of the pool.
+        pool: String,
+    },
     /// The block is not a block of the pool it was used with.
     #[error("block {block} is not a block of IPPool {pool}")]
     WrongPool {

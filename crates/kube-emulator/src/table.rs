@@ -365,9 +365,25 @@ pub fn find<'a>(obj: &'a Value, path: &str) -> Vec<&'a Value> {
     let mut rest = path;
     while !rest.is_empty() {
         if let Some(r) = rest.strip_prefix('.') {
-            let end = r.find(['.', '[']).unwrap_or(r.len());
-            let field = &r[..end];
-            current = current.into_iter().filter_map(|v| v.get(field)).collect();
+            // A backslash escapes the next character: `.annotations.example\.com/x`
+            // names the key `example.com/x`, as in client-go's jsonpath.
+            let mut field = String::new();
+            let mut end = r.len();
+            let mut chars = r.char_indices();
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => field.extend(chars.next().map(|(_, escaped)| escaped)),
+                    '.' | '[' => {
+                        end = i;
+                        break;
+                    }
+                    c => field.push(c),
+                }
+            }
+            current = current
+                .into_iter()
+                .filter_map(|v| v.get(field.as_str()))
+                .collect();
             rest = &r[end..];
         } else if let Some(r) = rest.strip_prefix('[') {
             let Some(end) = r.find(']') else {
@@ -460,6 +476,13 @@ pub fn human_age(timestamp: &str, now: chrono::DateTime<chrono::Utc>) -> String 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jsonpath_reads_keys_with_escaped_dots() {
+        let obj = json!({"metadata": {"annotations": {"example.com/count": "3", "example": {"com/count": "no"}}}});
+        let found = find(&obj, ".metadata.annotations.example\\.com/count");
+        assert_eq!(found, vec![&json!("3")]);
+    }
 
     #[test]
     fn jsonpath_filters_conditions() {
