@@ -31,7 +31,7 @@ pub struct PoolLabels {
     pub pool: String,
 }
 
-/// Labels naming why something failed.
+/// Labels naming why something happened (a failure; a block deletion).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     /// A short, stable reason, such as `exhausted` or `api_unreachable`.
@@ -108,7 +108,7 @@ impl AgentMetrics {
 /// Labels naming a reconciler.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReconcilerLabels {
-    /// `pools`, `leaks`, `deletion`, `nodes` or `reclaim`.
+    /// `pools` or `reclaim`.
     pub reconciler: String,
 }
 
@@ -136,6 +136,8 @@ pub struct ControllerMetrics {
     pub gc_candidates: Counter,
     /// Leaked allocations released.
     pub gc_releases: Counter,
+    /// Empty blocks deleted, by reason: `pool_deleted`, `node_gone` or `empty`.
+    pub block_deletions: Family<ReasonLabels, Counter>,
     /// Time of one reconcile pass, by reconciler.
     pub reconcile_seconds: Family<ReconcilerLabels, Histogram>,
     /// Failed reconciles, by reconciler and reason.
@@ -152,6 +154,7 @@ impl ControllerMetrics {
             pool_free: Family::default(),
             gc_candidates: Counter::default(),
             gc_releases: Counter::default(),
+            block_deletions: Family::default(),
             // 1 ms to ~33 s: a pass over cached objects is fast, one that writes waits
             // for the API server.
             reconcile_seconds: Family::new_with_constructor(|| {
@@ -189,6 +192,11 @@ impl ControllerMetrics {
             "gc_releases",
             "Leaked allocations released",
             metrics.gc_releases.clone(),
+        );
+        r.register(
+            "block_deletions",
+            "Empty blocks deleted, by reason",
+            metrics.block_deletions.clone(),
         );
         r.register(
             "reconcile_duration_seconds",

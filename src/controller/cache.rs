@@ -11,7 +11,7 @@ use kube::Client;
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{mpsc, watch};
 
 use crate::api::{IPBlock, IPPool};
 use crate::cluster::{drain, drop_managed_fields};
@@ -30,8 +30,8 @@ pub struct Caches {
     pub pods: Store<PartialObjectMeta<Pod>>,
     /// The metadata of every node.
     pub nodes: Store<PartialObjectMeta<Node>>,
-    /// Notified on every change of a pool or a block.
-    pub changed: Arc<Notify>,
+    /// Marked changed on every change of a pool or a block; each reconciler subscribes.
+    pub changed: Arc<watch::Sender<()>>,
 }
 
 /// What the watches report beyond the caches.
@@ -46,7 +46,7 @@ impl Caches {
     /// Starts the watches; they run until the returned handles are aborted, re-listing
     /// with backoff after errors.
     pub fn start(client: &Client) -> (Self, Feeds, Vec<tokio::task::JoinHandle<()>>) {
-        let changed = Arc::new(Notify::new());
+        let changed = Arc::new(watch::Sender::new(()));
         let (pools, pool_writer) = reflector::store();
         let pool_watch = reflector::reflector(
             pool_writer,
@@ -81,9 +81,11 @@ impl Caches {
         let (node_gone, gone_nodes) = mpsc::unbounded_channel();
         let (on_pool, on_block) = (changed.clone(), changed.clone());
         let tasks = vec![
-            tokio::spawn(drain(pool_watch, "ippools", move |_| on_pool.notify_one())),
+            tokio::spawn(drain(pool_watch, "ippools", move |_| {
+                on_pool.send_replace(());
+            })),
             tokio::spawn(drain(block_watch, "ipblocks", move |_| {
-                on_block.notify_one()
+                on_block.send_replace(());
             })),
             tokio::spawn(drain(
                 pod_watch,

@@ -8,6 +8,7 @@ pub mod cache;
 pub mod config;
 pub mod leader;
 pub mod pools;
+pub mod reclaim;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -138,8 +139,10 @@ pub async fn run(
             }
         })
     };
-    let reconcilers = [tokio::spawn(pools::run(context.clone()))];
-    drop(feeds);
+    let reconcilers = [
+        tokio::spawn(pools::run(context.clone())),
+        tokio::spawn(reclaim::run(context.clone(), feeds)),
+    ];
 
     // The election task ends after shutdown, having stopped leading and released the
     // Lease: every reconciler's writes are fenced off by then.

@@ -37,6 +37,7 @@ pub async fn run(ctx: Context) {
     if ctx.caches.ready().await.is_err() {
         return;
     }
+    let mut changed = ctx.caches.changed.subscribe();
     loop {
         ctx.leadership.leading().await;
         let started = Instant::now();
@@ -47,7 +48,7 @@ pub async fn run(ctx: Context) {
             .observe(started.elapsed().as_secs_f64());
         tokio::time::sleep_until((started + MIN_PASS_INTERVAL).into()).await;
         tokio::select! {
-            _ = ctx.caches.changed.notified() => {}
+            _ = changed.changed() => {}
             _ = tokio::time::sleep(RESYNC) => {}
             _ = ctx.leadership.lost() => {}
         }

@@ -6,6 +6,7 @@
 
 pub mod blocks;
 pub mod cas;
+pub mod reclaim;
 pub mod writer;
 
 pub use cas::{CasError, Decision, RetryPolicy, Written};

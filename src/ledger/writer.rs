@@ -14,7 +14,7 @@ use kube::api::Api;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::api::usage::record_usage;
-use crate::api::{BORROWER_PREFIX, IPBlock, IPBlockSpec, borrower_label};
+use crate::api::{IPBlock, IPBlockSpec, borrower_label};
 use crate::ledger::{self, CasError, Decision, RetryPolicy};
 use crate::metrics::{AgentMetrics, WriteLabels};
 use ipledger_core::{AllocError, Block, BlockError, Change, NeedsPool, Outcome, Pool, PoolError};
@@ -249,15 +249,15 @@ async fn commit(
         // re-created): it is being garbage-collected.
         let doomed = object.metadata.deletion_timestamp.is_some()
             || entry
-            .as_ref()
-            .ok()
-            .and_then(|e| e.uid.as_deref())
-            .is_some_and(|uid| {
-                object
-                    .owner_references()
-                    .iter()
-                    .any(|o| o.kind == "IPPool" && o.uid != uid)
-            });
+                .as_ref()
+                .ok()
+                .and_then(|e| e.uid.as_deref())
+                .is_some_and(|uid| {
+                    object
+                        .owner_references()
+                        .iter()
+                        .any(|o| o.kind == "IPPool" && o.uid != uid)
+                });
         let mut block =
             Block::try_from(&object.spec).map_err(|error: BlockError| CommitError::Corrupt {
                 block: name.to_string(),
@@ -306,13 +306,7 @@ async fn commit(
             }
         }
         // A borrower whose last address here was returned stops watching the block.
-        let lent_to: std::collections::HashSet<String> = block
-            .allocations()
-            .filter_map(|a| a.node.as_deref())
-            .map(borrower_label)
-            .collect();
-        new.labels_mut()
-            .retain(|key, _| !key.starts_with(BORROWER_PREFIX) || lent_to.contains(key));
+        ledger::reclaim::prune_borrowers(&mut new);
         record_usage(&mut new);
         Ok(Decision::Replace(new, outcomes))
     };

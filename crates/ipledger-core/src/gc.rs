@@ -46,6 +46,17 @@ fn old_enough(at: Timestamp, now: Timestamp, age: SignedDuration) -> bool {
     at.checked_add(age).is_ok_and(|end| end < now)
 }
 
+/// Where a block's pool stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolState {
+    /// The pool exists and is not being deleted.
+    Live,
+    /// The pool carries a deletionTimestamp.
+    Deleting,
+    /// No pool of that name is seen (deleted, or not seen yet).
+    Absent,
+}
+
 /// What the controller observed of one block, for deciding whether it may go.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BlockFacts {
@@ -53,11 +64,16 @@ pub struct BlockFacts {
     pub name: String,
     /// Its pool's name.
     pub pool: String,
+    /// Where its pool stands.
+    pub pool_state: PoolState,
     /// The node it is affine to.
     pub node: String,
+    /// True when a Node object of that name is seen.
+    pub node_seen: bool,
     /// Addresses held.
     pub in_use: u128,
-    /// Addresses the block can hold (its pool's usable addresses in it).
+    /// Addresses the block can hold (its pool's usable addresses in it; 0 when the pool
+    /// is not seen).
     pub capacity: u128,
     /// True while a released address is still cooling down.
     pub cooling: bool,
@@ -68,14 +84,13 @@ pub struct BlockFacts {
     pub empty_since: Option<Timestamp>,
 }
 
-/// What the world around the blocks looks like.
-#[derive(Clone, Copy)]
-pub struct ReclaimRules<'a> {
-    /// True for a node that has no Node object (any more).
-    pub node_gone: &'a dyn Fn(&str) -> bool,
-    /// True for a pool that is being deleted or no longer exists.
-    pub pool_gone: &'a dyn Fn(&str) -> bool,
-    /// How long a live node's block must be empty before it is reclaimed.
+/// How long blocks must have been empty before they go.
+#[derive(Clone, Copy, Debug)]
+pub struct ReclaimRules {
+    /// For a block whose node or pool is not seen: a watch that lags (a node or pool
+    /// just created, its first block just claimed) must not cost the block.
+    pub unseen_grace: SignedDuration,
+    /// For a live node's block.
     pub empty_ttl: SignedDuration,
     /// The time of the decision.
     pub now: Timestamp,
@@ -96,8 +111,8 @@ impl DeleteReason {
     /// The reason as a metric label and log field.
     pub fn as_str(self) -> &'static str {
         match self {
-            DeleteReason::PoolDeleted => "pool-deleted",
-            DeleteReason::NodeGone => "node-gone",
+            DeleteReason::PoolDeleted => "pool_deleted",
+            DeleteReason::NodeGone => "node_gone",
             DeleteReason::EmptyTooLong => "empty",
         }
     }
@@ -115,37 +130,45 @@ pub enum BlockFate {
 }
 
 /// Which blocks may go, by name. A block holding an allocation never goes. An empty
-/// block goes when its pool is being deleted; when its node is gone (once no released
-/// address cools down in it, so the addresses are not handed out again early); or when
-/// it has been empty for longer than the TTL, no address cools down in it, and its
-/// node keeps another block of the pool with room. That last rule keeps one block with
-/// room per node and pool: the block the node's next ADD would otherwise claim again at
-/// once.
+/// block goes at once when its pool is being deleted; after `unseen_grace` when its pool
+/// or its node is not seen (once no released address cools down in it, so the addresses
+/// are not handed out again early); after `empty_ttl` when no address cools down in it
+/// and its node keeps another block of the pool with room. That last rule keeps one
+/// block with room per node and pool: the block the node's next ADD would otherwise
+/// claim again at once.
 pub fn block_fates(blocks: &[BlockFacts], rules: &ReclaimRules) -> BTreeMap<String, BlockFate> {
     let mut fates = BTreeMap::new();
+    let empty_for = |block: &BlockFacts, age| {
+        block
+            .empty_since
+            .is_some_and(|since| old_enough(since, rules.now, age))
+    };
     // Live nodes' blocks that are candidates for the TTL rule, by node and pool.
     let mut expired: BTreeMap<(&str, &str), Vec<&BlockFacts>> = BTreeMap::new();
     for block in blocks.iter().filter(|b| b.in_use == 0) {
-        if block.deleting {
-            fates.insert(block.name.clone(), BlockFate::Finalize);
-        } else if (rules.pool_gone)(&block.pool) {
-            fates.insert(
-                block.name.clone(),
-                BlockFate::Delete(DeleteReason::PoolDeleted),
-            );
-        } else if block.cooling {
-            // Reclaiming would let another node hand the addresses out before their
-            // cooldown ends.
-        } else if (rules.node_gone)(&block.node) {
-            fates.insert(block.name.clone(), BlockFate::Delete(DeleteReason::NodeGone));
-        } else if block
-            .empty_since
-            .is_some_and(|since| old_enough(since, rules.now, rules.empty_ttl))
-        {
-            expired
-                .entry((block.node.as_str(), block.pool.as_str()))
-                .or_default()
-                .push(block);
+        let fate = if block.deleting {
+            Some(BlockFate::Finalize)
+        } else if block.pool_state == PoolState::Deleting {
+            Some(BlockFate::Delete(DeleteReason::PoolDeleted))
+        } else if block.cooling || !empty_for(block, rules.unseen_grace) {
+            // Reclaiming a cooling block would let another node hand its addresses out
+            // before their cooldown ends.
+            None
+        } else if block.pool_state == PoolState::Absent {
+            Some(BlockFate::Delete(DeleteReason::PoolDeleted))
+        } else if !block.node_seen {
+            Some(BlockFate::Delete(DeleteReason::NodeGone))
+        } else {
+            if empty_for(block, rules.empty_ttl) {
+                expired
+                    .entry((block.node.as_str(), block.pool.as_str()))
+                    .or_default()
+                    .push(block);
+            }
+            None
+        };
+        if let Some(fate) = fate {
+            fates.insert(block.name.clone(), fate);
         }
     }
     for ((node, pool), mut candidates) in expired {
@@ -237,7 +260,10 @@ mod tests {
         let leaks = leaked(&block, live, at(100), grace);
         assert_eq!(ids(&leaks), ["gone", "replaced"]);
         // Exactly at the grace period's end it is not yet older than the grace.
-        assert_eq!(ids(&leaked(&block, live, at(110), grace)), ["gone", "replaced"]);
+        assert_eq!(
+            ids(&leaked(&block, live, at(110), grace)),
+            ["gone", "replaced"]
+        );
         assert_eq!(
             ids(&leaked(&block, live, at(111), grace)),
             ["gone", "replaced", "young"]
@@ -282,7 +308,9 @@ mod tests {
         BlockFacts {
             name: name.into(),
             pool: "p".into(),
+            pool_state: PoolState::Live,
             node: node.into(),
+            node_seen: true,
             in_use,
             capacity: 64,
             cooling: false,
@@ -291,86 +319,82 @@ mod tests {
         }
     }
 
-    fn fates_with(
-        blocks: &[BlockFacts],
-        node_gone: &dyn Fn(&str) -> bool,
-        pool_gone: &dyn Fn(&str) -> bool,
-    ) -> Vec<(String, BlockFate)> {
+    fn fates(blocks: &[BlockFacts]) -> Vec<(String, BlockFate)> {
         let rules = ReclaimRules {
-            node_gone,
-            pool_gone,
+            unseen_grace: SignedDuration::from_secs(60),
             empty_ttl: SignedDuration::from_secs(600),
             now: at(1000),
         };
         block_fates(blocks, &rules).into_iter().collect()
     }
 
-    #[test]
-    fn a_block_holding_an_allocation_never_goes() {
-        let mut full = facts("b1", "n1", 1, None);
-        full.deleting = true;
-        let gone = |_: &str| true;
-        assert!(fates_with(&[full, facts("b2", "n1", 3, None)], &gone, &gone).is_empty());
+    fn delete(name: &str, reason: DeleteReason) -> (String, BlockFate) {
+        (name.into(), BlockFate::Delete(reason))
     }
 
     #[test]
-    fn empty_blocks_of_a_deleted_pool_or_a_gone_node_go_at_once() {
-        let blocks = [facts("b1", "n1", 0, Some(999)), facts("b2", "gone", 0, None)];
-        let live = |_: &str| false;
-        let node_gone = |n: &str| n == "gone";
+    fn a_block_holding_an_allocation_never_goes() {
+        let mut deleting = facts("b1", "n1", 1, None);
+        deleting.deleting = true;
+        let mut orphan = facts("b2", "n1", 3, None);
+        orphan.pool_state = PoolState::Deleting;
+        orphan.node_seen = false;
+        let mut old = facts("b3", "n1", 1, None);
+        old.pool_state = PoolState::Absent;
+        assert!(fates(&[deleting, orphan, old]).is_empty());
+    }
+
+    #[test]
+    fn empty_blocks_of_a_deleted_pool_go_at_once_and_of_unseen_ones_after_the_grace() {
+        let mut deleting = facts("b1", "n1", 0, Some(999));
+        deleting.pool_state = PoolState::Deleting;
+        let mut absent = facts("b2", "n1", 0, Some(900));
+        absent.pool_state = PoolState::Absent;
+        let mut gone = facts("b3", "gone", 0, Some(900));
+        gone.node_seen = false;
+        let mut just_claimed = facts("b4", "new", 0, Some(990));
+        just_claimed.node_seen = false;
+        // A gone node's block whose addresses still cool down waits for the cooldown.
+        let mut cooling = facts("b5", "gone", 0, Some(0));
+        cooling.node_seen = false;
+        cooling.cooling = true;
         assert_eq!(
-            fates_with(&blocks, &node_gone, &live),
-            [("b2".into(), BlockFate::Delete(DeleteReason::NodeGone))]
-        );
-        let all = |_: &str| true;
-        assert_eq!(
-            fates_with(&blocks, &live, &all),
+            fates(&[deleting, absent, gone, just_claimed, cooling]),
             [
-                ("b1".into(), BlockFate::Delete(DeleteReason::PoolDeleted)),
-                ("b2".into(), BlockFate::Delete(DeleteReason::PoolDeleted)),
+                delete("b1", DeleteReason::PoolDeleted),
+                delete("b2", DeleteReason::PoolDeleted),
+                delete("b3", DeleteReason::NodeGone),
             ]
         );
-        // A gone node's block whose addresses still cool down waits for the cooldown.
-        let mut cooling = facts("b3", "gone", 0, None);
-        cooling.cooling = true;
-        assert!(fates_with(&[cooling], &node_gone, &live).is_empty());
     }
 
     #[test]
     fn a_deleting_empty_block_is_finalized() {
         let mut block = facts("b1", "n1", 0, None);
         block.deleting = true;
-        let live = |_: &str| false;
-        assert_eq!(
-            fates_with(&[block], &live, &live),
-            [("b1".into(), BlockFate::Finalize)]
-        );
+        assert_eq!(fates(&[block]), [("b1".into(), BlockFate::Finalize)]);
     }
 
     #[test]
     fn a_live_node_keeps_one_block_with_room_and_loses_the_expired_others() {
-        let live = |_: &str| false;
         // Alone, an expired empty block stays: the next ADD would claim it again.
-        assert!(fates_with(&[facts("b1", "n1", 0, Some(0))], &live, &live).is_empty());
+        assert!(fates(&[facts("b1", "n1", 0, Some(0))]).is_empty());
         // Three expired empty blocks and a full one: one empty block stays.
-        let mut full = facts("b0", "n1", 64, None);
-        full.capacity = 64;
         let blocks = [
-            full,
+            facts("b0", "n1", 64, None),
             facts("b1", "n1", 0, Some(0)),
             facts("b2", "n1", 0, Some(0)),
             facts("b3", "n1", 0, Some(0)),
         ];
-        let fates = fates_with(&blocks, &live, &live);
         assert_eq!(
-            fates,
+            fates(&blocks),
             [
-                ("b2".into(), BlockFate::Delete(DeleteReason::EmptyTooLong)),
-                ("b3".into(), BlockFate::Delete(DeleteReason::EmptyTooLong)),
+                delete("b2", DeleteReason::EmptyTooLong),
+                delete("b3", DeleteReason::EmptyTooLong),
             ]
         );
         // A block with room elsewhere lets every expired empty block go; not yet
-        // expired and cooling blocks stay.
+        // expired and cooling blocks stay, and so does another node's.
         let mut cooling = facts("b4", "n1", 0, Some(0));
         cooling.cooling = true;
         let blocks = [
@@ -380,9 +404,6 @@ mod tests {
             cooling,
             facts("b5", "n2", 0, Some(0)),
         ];
-        assert_eq!(
-            fates_with(&blocks, &live, &live),
-            [("b1".into(), BlockFate::Delete(DeleteReason::EmptyTooLong))]
-        );
+        assert_eq!(fates(&blocks), [delete("b1", DeleteReason::EmptyTooLong)]);
     }
 }

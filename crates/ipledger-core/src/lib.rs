@@ -30,7 +30,9 @@ pub use attachment::{
 pub use block::{Allocation, Block};
 pub use change::{Change, NeedsPool, Outcome};
 pub use error::{AllocError, BlockError, FieldError, PoolError};
-pub use gc::{BlockFacts, BlockFate, DeleteReason, ReclaimRules, block_fates, leaked, pod_gone};
+pub use gc::{
+    BlockFacts, BlockFate, DeleteReason, PoolState, ReclaimRules, block_fates, leaked, pod_gone,
+};
 pub use lease::{LeaseRecord, LeaseStep, TimingError, check_timings, lease_step};
 pub use naming::{block_name, is_dns1123_subdomain};
 pub use overlap::{PoolAge, shadowed_by};
