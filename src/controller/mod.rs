@@ -130,27 +130,21 @@ pub async fn run(
         ))
     };
 
-    let readiness = {
-        let caches = caches.clone();
-        tokio::spawn(async move {
-            if caches.ready().await.is_ok() {
-                ready.store(true, Ordering::Release);
-                tracing::info!("caches synced");
-            }
-        })
-    };
-    let reconcilers = [
-        tokio::spawn(pools::run(context.clone())),
-        tokio::spawn(reclaim::run(context.clone(), feeds)),
-    ];
+    // One task waits for the caches: kube-runtime's `Store::wait_until_ready` wakes only
+    // one of several concurrent waiters.
+    let reconcilers = tokio::spawn(async move {
+        if caches.ready().await.is_err() {
+            return;
+        }
+        ready.store(true, Ordering::Release);
+        tracing::info!("caches synced");
+        tokio::join!(pools::run(context.clone()), reclaim::run(context, feeds));
+    });
 
     // The election task ends after shutdown, having stopped leading and released the
     // Lease: every reconciler's writes are fenced off by then.
     let _ = election_task.await;
-    for task in reconcilers {
-        task.abort();
-    }
-    readiness.abort();
+    reconcilers.abort();
     for task in watches.into_iter().chain(servers) {
         task.abort();
     }

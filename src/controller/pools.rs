@@ -22,7 +22,8 @@ const MIN_PASS_INTERVAL: Duration = Duration::from_secs(1);
 /// A pass runs at least this often, changes or not (a missed notification costs no more).
 const RESYNC: Duration = Duration::from_secs(60);
 
-/// Keeps every pool's status current while this replica leads.
+/// Keeps every pool's status current while this replica leads; started once the caches
+/// are synced.
 pub async fn run(ctx: Context) {
     let recorder = Recorder::new(
         ctx.client.clone(),
@@ -34,9 +35,6 @@ pub async fn run(ctx: Context) {
     let labels = ReconcilerLabels {
         reconciler: "pools".into(),
     };
-    if ctx.caches.ready().await.is_err() {
-        return;
-    }
     let mut changed = ctx.caches.changed.subscribe();
     loop {
         ctx.leadership.leading().await;
@@ -59,6 +57,11 @@ pub async fn run(ctx: Context) {
 async fn pass(ctx: &Context, recorder: &Recorder) {
     let pools = ctx.caches.pools.state();
     let blocks = ctx.caches.blocks.state();
+    tracing::debug!(
+        pools = pools.len(),
+        blocks = blocks.len(),
+        "pool status pass"
+    );
     let ages: Vec<PoolAge> = pools
         .iter()
         .filter_map(|p| {

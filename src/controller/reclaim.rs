@@ -34,14 +34,12 @@ use crate::metrics::{FailureLabels, ReasonLabels, ReconcilerLabels};
 /// The shortest time between two passes.
 const MIN_PASS_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Gives back leaked addresses and unneeded blocks while this replica leads.
+/// Gives back leaked addresses and unneeded blocks while this replica leads; started
+/// once the caches are synced.
 pub async fn run(ctx: Context, mut feeds: Feeds) {
     let labels = ReconcilerLabels {
         reconciler: "reclaim".into(),
     };
-    if ctx.caches.ready().await.is_err() {
-        return;
-    }
     let mut changed = ctx.caches.changed.subscribe();
     let mut reclaim = Reclaim::default();
     loop {
@@ -217,7 +215,10 @@ impl Reclaim {
             .allocations()
             .filter(|a| {
                 a.pod.as_ref().is_some_and(|pod| {
-                    pod_gone(pod, self.live_uid(ctx, &pod.namespace, &pod.name).as_deref())
+                    pod_gone(
+                        pod,
+                        self.live_uid(ctx, &pod.namespace, &pod.name).as_deref(),
+                    )
                 })
             })
             .filter_map(|a| a.allocated_at.checked_add(grace).ok())
@@ -341,7 +342,12 @@ impl Reclaim {
             // decided again on the next pass.
             match api.replace(name, &PostParams::default(), &changed).await {
                 Ok(_) => {
-                    tracing::info!(pool = name, finalizer = POOL_FINALIZER, added = !deleting, "pool finalizer updated");
+                    tracing::info!(
+                        pool = name,
+                        finalizer = POOL_FINALIZER,
+                        added = !deleting,
+                        "pool finalizer updated"
+                    );
                 }
                 Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => {}
                 Err(error) => {
@@ -355,9 +361,10 @@ impl Reclaim {
     /// Whether any IPBlock of `pool` exists, by a direct list.
     async fn blocks_left(&self, ctx: &Context, pool: &IPPool) -> Result<bool, kube::Error> {
         let name = pool.name_any();
-        let params =
-            ListParams::default().labels(&format!("{LABEL_POOL}={}", label_value(&name)));
-        let blocks = Api::<IPBlock>::all(ctx.client.clone()).list_metadata(&params).await?;
+        let params = ListParams::default().labels(&format!("{LABEL_POOL}={}", label_value(&name)));
+        let blocks = Api::<IPBlock>::all(ctx.client.clone())
+            .list_metadata(&params)
+            .await?;
         Ok(!blocks.items.is_empty())
     }
 
