@@ -5,6 +5,7 @@
 pub mod controller;
 pub mod harness;
 pub mod node;
+pub mod pods;
 
 use kube::Client;
 
