@@ -1,24 +1,28 @@
 //! `ipledger sandbox`: ipledger's main job on one machine, with no cluster at hand.
 //!
 //! Starts the API emulator, registers the CRDs, creates an IPv4 and an IPv6 default pool,
-//! runs an agent for the node `sandbox-node` with its socket in the sandbox directory,
-//! and writes a kubeconfig and a CNI network configuration there. Then it prints what to
-//! try and serves until Ctrl-C.
+//! the Node `sandbox-node` and the pod `default/demo`, runs an agent for that node with
+//! its socket in the sandbox directory and the controller, and writes a kubeconfig and a
+//! CNI network configuration there. Then it prints what to try and serves until Ctrl-C.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
 use kube::api::{Api, PostParams};
 
 use crate::agent::{self, AgentArgs};
 use crate::api::{IPPool, IPPoolSpec};
+use crate::controller::{self, ControllerArgs};
 use kube_emulator::{Config, Emulator};
 
 /// Name of the node the sandbox's agent serves.
 pub const NODE: &str = "sandbox-node";
+/// The pod (in `default`) the printed plugin commands allocate for.
+pub const DEMO_POD: &str = "demo";
 
 /// Why the sandbox could not start.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +42,9 @@ pub enum SandboxError {
     /// The agent failed.
     #[error(transparent)]
     Agent(#[from] agent::StartError),
+    /// The controller failed.
+    #[error(transparent)]
+    Controller(#[from] controller::StartError),
 }
 
 /// Runs the sandbox in `dir` until `shutdown` completes.
@@ -78,6 +85,27 @@ pub async fn run(
             .map_err(|e| SandboxError::Setup(format!("creating IPPool {name}: {e}")))?;
     }
 
+    // The node the agent serves, and the pod the printed commands allocate for: the
+    // controller releases the addresses of pods that do not exist.
+    let setup = |what: &'static str| {
+        move |e: kube::Error| SandboxError::Setup(format!("creating the {what}: {e}"))
+    };
+    let node: Node =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": NODE}})).expect("a Node");
+    Api::<Node>::all(client.clone())
+        .create(&PostParams::default(), &node)
+        .await
+        .map_err(setup("Node"))?;
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": DEMO_POD},
+        "spec": {"nodeName": NODE, "containers": [{"name": "demo", "image": "registry.k8s.io/pause:3.10"}]},
+    }))
+    .expect("a Pod");
+    Api::<Pod>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &pod)
+        .await
+        .map_err(setup("Pod"))?;
+
     let socket = dir.join("agent.sock");
     let network = dir.join("network.json");
     let config = serde_json::json!({
@@ -116,6 +144,26 @@ pub async fn run(
         };
     }
 
+    let controller_args = ControllerArgs {
+        kubeconfig: Some(kubeconfig.clone()),
+        metrics_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        health_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        lease_namespace: "kube-system".into(),
+        lease_name: "ipledger-controller".into(),
+        identity: Some("sandbox-controller".into()),
+        lease_duration: Duration::from_secs(15),
+        renew_deadline: Duration::from_secs(10),
+        retry_period: Duration::from_secs(2),
+        gc_interval: Duration::from_secs(60),
+        gc_grace: Duration::from_secs(60),
+        empty_block_ttl: Duration::from_secs(600),
+        header_read_timeout: Duration::from_secs(10),
+    };
+    let (stop_controller, controller_stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(controller::run(controller_args, async move {
+        let _ = controller_stopped.await;
+    }));
+
     let plugin = std::env::current_exe()
         .map(|exe| exe.with_file_name("ipledger-cni"))
         .unwrap_or_else(|_| PathBuf::from("ipledger-cni"));
@@ -131,7 +179,7 @@ pub async fn run(
     println!();
     println!("Try:");
     println!("  export KUBECONFIG={}", kubeconfig.display());
-    println!("  kubectl get ippools");
+    println!("  kubectl get ippools        # the controller fills the Allocated and Free columns");
     println!("  kubectl get ipblocks");
     println!();
     println!("Allocate addresses for a pod, as a container runtime would:");
@@ -140,15 +188,29 @@ pub async fn run(
     println!("Release them:");
     println!("{}", plugin_command("DEL", &plugin, &network));
     println!();
+    println!(
+        "Or delete the pod without DEL, as a crashed node would: the controller releases its addresses {} s after they were allocated:",
+        60
+    );
+    println!("  kubectl delete pod {DEMO_POD}");
+    println!();
     println!("Ctrl-C stops the sandbox.");
 
     shutdown.await;
     let _ = stop_agent.send(());
+    let _ = stop_controller.send(());
     let agent_result = agent.await;
+    let controller_result = controller.await;
     emulator.shutdown().await;
     match agent_result {
+        Ok(result) => result?,
+        Err(e) => return Err(SandboxError::Setup(format!("the agent task failed: {e}"))),
+    }
+    match controller_result {
         Ok(result) => Ok(result?),
-        Err(e) => Err(SandboxError::Setup(format!("the agent task failed: {e}"))),
+        Err(e) => Err(SandboxError::Setup(format!(
+            "the controller task failed: {e}"
+        ))),
     }
 }
 
@@ -156,7 +218,7 @@ pub async fn run(
 pub fn plugin_command(command: &str, plugin: &Path, network: &Path) -> String {
     format!(
         "  CNI_COMMAND={command} CNI_CONTAINERID=demo-pod-1 CNI_NETNS=/var/run/netns/demo CNI_IFNAME=eth0 \\\n    \
-         CNI_PATH=/opt/cni/bin CNI_ARGS='IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=demo' \\\n    \
+         CNI_PATH=/opt/cni/bin CNI_ARGS='IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={DEMO_POD}' \\\n    \
          {} < {}",
         plugin.display(),
         network.display()

@@ -24,12 +24,12 @@ pub fn pod_gone(pod: &PodRef, live_uid: Option<&str>) -> bool {
 /// [`pod_gone`], with `live_uid` answering the UID of the live pod of a namespace and
 /// name) and they are older than `grace`. An allocation with no pod reference is never
 /// leaked by this rule: nothing tells whether its attachment lives.
-pub fn leaked<'b>(
-    block: &'b Block,
+pub fn leaked(
+    block: &Block,
     live_uid: impl Fn(&str, &str) -> Option<String>,
     now: Timestamp,
     grace: SignedDuration,
-) -> Vec<&'b Allocation> {
+) -> Vec<&Allocation> {
     block
         .allocations()
         .filter(|a| old_enough(a.allocated_at, now, grace))
