@@ -4,6 +4,7 @@
 //! so real clients (kube-rs, kubectl, helm) run against it unchanged. See `docs/emulator.md`.
 
 pub mod apply;
+pub mod audit;
 pub mod discovery;
 pub mod error;
 pub mod events;
@@ -38,6 +39,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use audit::AuditEvent;
 pub use faults::{Faults, LostResponse};
 
 /// The bearer token written into kubeconfigs (user `admin`). Other tokens are refused
@@ -114,6 +116,9 @@ impl Default for Config {
 pub struct Emulator {
     addr: SocketAddr,
     faults: Faults,
+    audit: audit::AuditLog,
+    /// Bearer tokens and their users, as configured.
+    tokens: std::collections::BTreeMap<String, String>,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
     /// The garbage collector (Orphan and Foreground deletion).
@@ -139,6 +144,8 @@ impl Emulator {
         let store = store::Store::new(config.history_window);
         let faults = Faults::new(store.clone());
         let gc = tokio::spawn(store.clone().run_garbage_collector(Duration::from_secs(1)));
+        let audit = audit::AuditLog::default();
+        let tokens = config.tokens.clone();
         let server = Arc::new(server::Server {
             store,
             faults: faults.clone(),
@@ -148,6 +155,7 @@ impl Emulator {
             tokens: config.tokens,
             accept_unknown_tokens: config.accept_unknown_tokens,
             forbid_anonymous: config.forbid_anonymous,
+            audit: audit.clone(),
         });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(serve(listener, server, stopped));
@@ -155,6 +163,8 @@ impl Emulator {
         Ok(Self {
             addr,
             faults,
+            audit,
+            tokens,
             stop,
             task: Some(task),
             gc,
@@ -176,8 +186,29 @@ impl Emulator {
         &self.faults
     }
 
-    /// A kubeconfig (cluster, user with a bearer token, current context) for this server.
+    /// The writes answered so far, oldest first: who asked to create, update, patch or
+    /// delete what (status included), and the status each got. Reads and watches are not
+    /// recorded. Only the last [`audit::CAPACITY`] (100,000) are kept. See [`AuditEvent`].
+    pub fn audit(&self) -> Vec<AuditEvent> {
+        self.audit.snapshot()
+    }
+
+    /// A kubeconfig (cluster, user with a bearer token, current context) for this server,
+    /// as user `admin`.
     pub fn kubeconfig(&self) -> Kubeconfig {
+        self.kubeconfig_with_token(ADMIN_TOKEN)
+    }
+
+    /// A kubeconfig like [`Emulator::kubeconfig`] whose user sends `token`: one of
+    /// [`Config::tokens`] to act as its user, so that two processes of a test are told
+    /// apart (in the [`Emulator::audit`] log, for one).
+    pub fn kubeconfig_with_token(&self, token: &str) -> Kubeconfig {
+        // The kubeconfig's name for the user; the server knows it by the token alone.
+        let user = self
+            .tokens
+            .get(token)
+            .cloned()
+            .unwrap_or_else(|| "emulator-user".into());
         Kubeconfig {
             clusters: vec![NamedCluster {
                 name: "ipledger-emulator".into(),
@@ -188,9 +219,9 @@ impl Emulator {
                 ..Default::default()
             }],
             auth_infos: vec![NamedAuthInfo {
-                name: "admin".into(),
+                name: user.clone(),
                 auth_info: Some(AuthInfo {
-                    token: Some(ADMIN_TOKEN.to_string().into()),
+                    token: Some(token.to_string().into()),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -199,7 +230,7 @@ impl Emulator {
                 name: "ipledger-emulator".into(),
                 context: Some(Context {
                     cluster: "ipledger-emulator".into(),
-                    user: Some("admin".into()),
+                    user: Some(user),
                     namespace: Some("default".into()),
                     ..Default::default()
                 }),
@@ -214,7 +245,16 @@ impl Emulator {
 
     /// Writes the kubeconfig to `path` (mode 0600: it holds a token).
     pub fn write_kubeconfig(&self, path: &Path) -> Result<(), EmulatorError> {
-        let yaml = serde_yaml_ng::to_string(&self.kubeconfig())?;
+        self.write_kubeconfig_with_token(path, ADMIN_TOKEN)
+    }
+
+    /// Writes [`Emulator::kubeconfig_with_token`] to `path` (mode 0600).
+    pub fn write_kubeconfig_with_token(
+        &self,
+        path: &Path,
+        token: &str,
+    ) -> Result<(), EmulatorError> {
+        let yaml = serde_yaml_ng::to_string(&self.kubeconfig_with_token(token))?;
         let io = |source| EmulatorError::WriteKubeconfig {
             path: path.display().to_string(),
             source,

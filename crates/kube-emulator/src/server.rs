@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::apply::{self, FieldManager};
+use super::audit::{AuditEvent, AuditLog};
 use super::discovery;
 use super::error::{ApiError, ApiResult, Cause};
 use super::events;
@@ -48,6 +49,8 @@ pub struct Server {
     /// Whether requests without credentials are refused (403) as RBAC refuses
     /// `system:anonymous`; otherwise they are trusted.
     pub forbid_anonymous: bool,
+    /// Where answered writes are recorded.
+    pub audit: AuditLog,
 }
 
 /// A write's answer was lost on purpose ([`LostResponse::Reset`]): the connection closes
@@ -215,19 +218,28 @@ impl Server {
         self: Arc<Self>,
         req: Request<Incoming>,
     ) -> Result<Response<Body>, AnswerLost> {
+        let received = Instant::now();
         let delay = self.faults.delay();
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        let mut writes_to = None;
-        let resp = match self.route(req, &mut writes_to).await {
+        let mut facts = Facts::default();
+        let resp = match self.route(req, &mut facts).await {
             Ok(r) => r,
             Err(e) => error_response(&e),
         };
+        if let Some(write) = facts.write.take() {
+            self.audit.record(write.answered(
+                std::mem::take(&mut facts.user),
+                resp.status().as_u16(),
+                received,
+            ));
+        }
         // Only a write that landed loses its answer: the point of the fault is a client
         // that does not know its write happened.
         let landed = resp.status().is_success();
-        match writes_to
+        match facts
+            .writes_to
             .filter(|_| landed)
             .and_then(|r| self.faults.take_lost_response(&r))
         {
@@ -237,18 +249,17 @@ impl Server {
         }
     }
 
-    /// Answers one request. `writes_to` is set to the resource (plural) when the request
-    /// is a write that lands in the store if it succeeds (not a dry run, not a review).
-    async fn route(
-        &self,
-        req: Request<Incoming>,
-        writes_to: &mut Option<String>,
-    ) -> ApiResult<Response<Body>> {
+    /// Answers one request, noting in `facts` what [`Server::handle`] needs after the
+    /// answer.
+    async fn route(&self, req: Request<Incoming>, facts: &mut Facts) -> ApiResult<Response<Body>> {
+        let path = req.uri().path().to_string();
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        // Known before authentication, so that a refused token's writes are logged too.
+        facts.write = self.write_target(&req, &segments);
         // Authorization (RBAC) is the packaging issue's work; it will use this user and sit
         // here, before any resource is touched.
         let user = self.authenticate(&req)?;
-        let path = req.uri().path().to_string();
-        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        facts.user.clone_from(&user);
         if user == ANONYMOUS {
             self.authorize_anonymous(&req, &segments)?;
         }
@@ -341,7 +352,7 @@ impl Server {
             Part::Main
         };
         if !dry_run && !is_review(&t) && method != Method::GET {
-            *writes_to = Some(t.plural.clone());
+            facts.writes_to = Some(t.plural.clone());
         }
         match (&method, &rp.name) {
             (&Method::GET, Some(name))
@@ -393,12 +404,15 @@ impl Server {
                 let (body, content_type) = self.body(req).await?;
                 let mut obj = parse_object(&t, &content_type, &body)?;
                 let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+                facts.named(&name);
                 self.injected_failure(&t, &name)?;
                 validation::admit(&t, &rp.version, &namespace, &obj, Write::Create)?;
                 let duplicates = validation::duplicate_fields(&body);
                 let warnings = field_validation(&t, &rp.version, &mut obj, &query, &duplicates)?;
                 let created =
                     store.create_as(&self.stored(&t), &namespace, to_storage(&t, obj), manager)?;
+                // The name `generateName` made.
+                facts.named(created["metadata"]["name"].as_str().unwrap_or(""));
                 let created = self.dry_answer(dry_run, &t, &namespace, created);
                 Ok(with_warnings(
                     json_response(201, &for_version(&t, &rp.version, &created)),
@@ -469,7 +483,7 @@ impl Server {
                 let opts = delete_options(&body, &query)?;
                 // kube-rs and kubectl put `dryRun` in the DeleteOptions body.
                 let store = if dry_run_in_body(&body) {
-                    *writes_to = None;
+                    facts.dry_run();
                     self.store.dry_run_copy()
                 } else {
                     store
@@ -496,7 +510,7 @@ impl Server {
                 let (body, _) = self.body(req).await?;
                 let opts = delete_options(&body, &query)?;
                 let store = if dry_run_in_body(&body) {
-                    *writes_to = None;
+                    facts.dry_run();
                     self.store.dry_run_copy()
                 } else {
                     store
@@ -729,17 +743,7 @@ impl Server {
         let query = parse_query(req.uri().query());
         let watching =
             rp.watch_prefix || query.get("watch").is_some_and(|w| w == "true" || w == "1");
-        let verb = match (req.method().clone(), rp.name.is_some()) {
-            (Method::GET, _) if watching => "watch",
-            (Method::GET, true) => "get",
-            (Method::GET, false) => "list",
-            (Method::POST, _) => "create",
-            (Method::PUT, _) => "update",
-            (Method::PATCH, _) => "patch",
-            (Method::DELETE, true) => "delete",
-            (Method::DELETE, false) => "deletecollection",
-            _ => "unknown",
-        };
+        let verb = verb(req.method(), rp.name.is_some(), watching);
         let resource = match &rp.subresource {
             Some(sub) => format!("{}/{sub}", rp.resource),
             None => rp.resource.clone(),
@@ -761,6 +765,35 @@ impl Server {
                 json!({"name": rp.name.clone().unwrap_or_default(), "group": rp.group, "kind": rp.resource}),
             ),
             ..ApiError::forbidden(message)
+        })
+    }
+
+    /// What a request with a writing verb names, for the audit log; `None` for reads,
+    /// reviews and paths that name no resource.
+    fn write_target(&self, req: &Request<Incoming>, segments: &[&str]) -> Option<WriteTarget> {
+        let method = req.method();
+        if !matches!(
+            *method,
+            Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+        ) {
+            return None;
+        }
+        let registry = self.store.registry();
+        let is_namespaced =
+            |g: &str, v: &str, r: &str| registry.lookup(g, v, r).is_some_and(|t| t.namespaced);
+        let rp = parse_resource_path(segments, &is_namespaced)?;
+        if is_review_group(&rp.group) {
+            return None;
+        }
+        let query = parse_query(req.uri().query());
+        Some(WriteTarget {
+            verb: verb(method, rp.name.is_some(), false),
+            dry_run: query.get("dryRun").is_some_and(|d| d == "All"),
+            group: rp.group,
+            resource: rp.resource,
+            subresource: rp.subresource,
+            namespace: rp.namespace,
+            name: rp.name,
         })
     }
 
@@ -1170,10 +1203,85 @@ fn field_manager(req: &Request<Incoming>, query: &HashMap<String, String>) -> St
 
 /// Reviews are answered, never stored.
 fn is_review(t: &ResourceType) -> bool {
-    matches!(
-        t.group.as_str(),
-        "authorization.k8s.io" | "authentication.k8s.io"
-    )
+    is_review_group(&t.group)
+}
+
+fn is_review_group(group: &str) -> bool {
+    matches!(group, "authorization.k8s.io" | "authentication.k8s.io")
+}
+
+/// The verb RBAC and the audit log name a request by.
+fn verb(method: &Method, named: bool, watching: bool) -> &'static str {
+    match (method.clone(), named) {
+        (Method::GET, _) if watching => "watch",
+        (Method::GET, true) => "get",
+        (Method::GET, false) => "list",
+        (Method::POST, _) => "create",
+        (Method::PUT, _) => "update",
+        (Method::PATCH, _) => "patch",
+        (Method::DELETE, true) => "delete",
+        (Method::DELETE, false) => "deletecollection",
+        _ => "unknown",
+    }
+}
+
+/// What routing learned of a request that [`Server::handle`] needs once it is answered.
+#[derive(Default)]
+struct Facts {
+    /// The user the request authenticated as; empty until it has.
+    user: String,
+    /// The resource (plural) a write lands in if it succeeds: not a dry run, not a review.
+    writes_to: Option<String>,
+    /// What a write names, for the audit log.
+    write: Option<WriteTarget>,
+}
+
+impl Facts {
+    /// The request turned out to be a dry run (`dryRun` in a DeleteOptions body).
+    fn dry_run(&mut self) {
+        self.writes_to = None;
+        if let Some(write) = &mut self.write {
+            write.dry_run = true;
+        }
+    }
+
+    /// The name a create gives its object, which its path does not carry.
+    fn named(&mut self, name: &str) {
+        if let Some(write) = &mut self.write
+            && !name.is_empty()
+        {
+            write.name = Some(name.to_string());
+        }
+    }
+}
+
+/// A write as far as routing got: an [`AuditEvent`] without its user, status and times.
+struct WriteTarget {
+    verb: &'static str,
+    group: String,
+    resource: String,
+    subresource: Option<String>,
+    namespace: Option<String>,
+    name: Option<String>,
+    dry_run: bool,
+}
+
+impl WriteTarget {
+    fn answered(self, user: String, code: u16, received: Instant) -> AuditEvent {
+        AuditEvent {
+            user,
+            verb: self.verb,
+            group: self.group,
+            resource: self.resource,
+            subresource: self.subresource,
+            namespace: self.namespace,
+            name: self.name,
+            code,
+            dry_run: self.dry_run,
+            received,
+            answered: Instant::now(),
+        }
+    }
 }
 
 /// Answers a self-review: everything is allowed until RBAC enforcement arrives; the user
