@@ -1,9 +1,9 @@
 //! The harness of the allocation-path tests: a cluster with ipledger's CRDs, agents and
 //! the ledger as the API holds it.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipledger::api::{IPBlock, IPPool, IPPoolSpec, LABEL_NODE, LABEL_POOL, label_value};
@@ -18,11 +18,30 @@ pub struct Harness {
     pub cluster: test_support::Cluster,
     pub kubeconfig: PathBuf,
     pub dir: tempfile::TempDir,
+    /// A kubeconfig per user of [`Harness::with_users`]; empty against a real cluster.
+    pub users: BTreeMap<String, PathBuf>,
+}
+
+/// The bearer token the emulator knows a [`Harness::with_users`] user by.
+fn token_of(user: &str) -> String {
+    format!("ipledger-test-{user}")
 }
 
 impl Harness {
     pub async fn new() -> Harness {
-        let cluster = test_support::cluster().await;
+        Harness::with_users(&[]).await
+    }
+
+    /// A harness whose emulator also authenticates `users`, each with a token and a
+    /// kubeconfig of its own ([`Harness::kubeconfig_of`]), so that processes started with
+    /// them are told apart in the emulator's audit log. A real cluster's users cannot be
+    /// made here: there `users` is empty, and a test that needs them skips.
+    pub async fn with_users(users: &[&str]) -> Harness {
+        let mut config = kube_emulator::Config::default();
+        for user in users {
+            config.tokens.insert(token_of(user), user.to_string());
+        }
+        let cluster = test_support::cluster_with(config).await;
         super::install_crds(&cluster.client).await;
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = match std::env::var("IPLEDGER_TEST_KUBECONFIG") {
@@ -38,11 +57,27 @@ impl Harness {
                 path
             }
         };
+        let mut kubeconfigs = BTreeMap::new();
+        if let Some(emulator) = &cluster.emulator {
+            for user in users {
+                let path = dir.path().join(format!("kubeconfig-{user}"));
+                emulator
+                    .write_kubeconfig_with_token(&path, &token_of(user))
+                    .unwrap();
+                kubeconfigs.insert(user.to_string(), path);
+            }
+        }
         Harness {
             cluster,
             kubeconfig,
             dir,
+            users: kubeconfigs,
         }
+    }
+
+    /// The kubeconfig of a [`Harness::with_users`] user (`None` against a real cluster).
+    pub fn kubeconfig_of(&self, user: &str) -> Option<&Path> {
+        self.users.get(user).map(PathBuf::as_path)
     }
 
     pub fn client(&self) -> Client {
