@@ -129,11 +129,10 @@ impl Reclaim {
                         }
                         // The block as the swap left it is judged next; the watch brings
                         // it to the cache soon, and the next pass sees the same.
-                        match block_api.get_opt(&name).await {
-                            Ok(Some(fresh)) => object = fresh,
-                            Ok(None) => continue,
-                            Err(_) => continue,
-                        }
+                        let Ok(Some(fresh)) = block_api.get_opt(&name).await else {
+                            continue;
+                        };
+                        object = fresh;
                     }
                     Err(error) => {
                         self.failed(ctx, "write");
