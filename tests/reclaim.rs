@@ -183,7 +183,7 @@ async fn a_leak_release_from_a_stale_read_never_frees_the_address_allocated_agai
 
     // The controller's write, deciding from its stale copy first.
     let name = stale.name_any();
-    let released = tidy(
+    let (released, _) = tidy(
         &blocks,
         &name,
         Some(stale.clone()),
@@ -211,9 +211,10 @@ async fn a_leak_release_from_a_stale_read_never_frees_the_address_allocated_agai
     let record = block.holder(address).unwrap().clone();
     // (A stale copy would answer "nothing to do" without a write; a fresh read is what
     // the next pass has.)
-    let released = tidy(&blocks, &name, None, &[record], &RetryPolicy::default())
+    let (released, after) = tidy(&blocks, &name, None, &[record], &RetryPolicy::default())
         .await
         .unwrap();
+    assert!(after.spec.allocations.is_empty());
     assert_eq!(released, vec![address]);
     assert!(held_by(&h, &pool, "new").await.is_empty());
     agent.stop().await;

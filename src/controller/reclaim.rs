@@ -114,7 +114,7 @@ impl Reclaim {
                     return None;
                 }
                 match tidy(&block_api, &name, Some(object.clone()), &confirmed, &policy).await {
-                    Ok(released) => {
+                    Ok((released, after)) => {
                         ctx.metrics.gc_releases.inc_by(released.len() as u64);
                         for record in confirmed.iter().filter(|r| released.contains(&r.address)) {
                             let pod = record.pod.as_ref();
@@ -127,12 +127,8 @@ impl Reclaim {
                                 "released a leaked address: its pod is gone"
                             );
                         }
-                        // The block as the swap left it is judged next; the watch brings
-                        // it to the cache soon, and the next pass sees the same.
-                        let Ok(Some(fresh)) = block_api.get_opt(&name).await else {
-                            continue;
-                        };
-                        object = fresh;
+                        // The block is judged as the swap left it.
+                        object = after;
                     }
                     Err(error) => {
                         self.failed(ctx, "write");

@@ -46,14 +46,14 @@ pub fn needs_tidying(block: &IPBlock) -> bool {
 /// Releases exactly `records` of block `name` (each only while the same attachment holds
 /// its address since the same time), prunes borrower labels, and puts the finalizer on a
 /// block that lacks it. `first` is a recent copy (the cache's) that saves the first
-/// read. Returns the addresses released.
+/// read. Returns the addresses released and the block as the API server holds it after.
 pub async fn tidy(
     api: &Api<IPBlock>,
     name: &str,
     first: Option<IPBlock>,
     records: &[Allocation],
     policy: &RetryPolicy,
-) -> Result<Vec<IpAddr>, CasError<BlockError>> {
+) -> Result<(Vec<IpAddr>, IPBlock), CasError<BlockError>> {
     let written = cas::update(api, name, policy, first, |object: &IPBlock| {
         let mut block = Block::try_from(&object.spec)?;
         let now = Timestamp::now();
@@ -81,7 +81,7 @@ pub async fn tidy(
         })
     })
     .await?;
-    Ok(written.value)
+    Ok((written.value, written.object))
 }
 
 /// Deletes `block` on condition that it is unchanged since it was read (its uid and

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipledger::api::{IPBlock, IPPool, IPPoolSpec, LABEL_NODE, LABEL_POOL, label_value};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 
 use super::node::Agent;
@@ -170,17 +170,27 @@ impl Harness {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    /// Test clean-up: deletes the pool and its blocks, records and all. The finalizers
+    /// that keep held addresses from being erased are stripped first, as only a test
+    /// that is done with the addresses may (no controller runs in most tests).
     pub async fn delete_pool(&self, name: &str) {
         let blocks = Api::<IPBlock>::all(self.client());
+        let selector = ListParams::default().labels(&format!("{LABEL_POOL}={}", label_value(name)));
+        let unfinalized = Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}}));
+        let patch = PatchParams::default();
+        if let Ok(list) = blocks.list_metadata(&selector).await {
+            for block in list.items {
+                let _ = blocks
+                    .patch_metadata(&block.name_any(), &patch, &unfinalized)
+                    .await;
+            }
+        }
         let _ = blocks
-            .delete_collection(
-                &DeleteParams::default(),
-                &ListParams::default().labels(&format!("{LABEL_POOL}={}", label_value(name))),
-            )
+            .delete_collection(&DeleteParams::default(), &selector)
             .await;
-        let _ = Api::<IPPool>::all(self.client())
-            .delete(name, &DeleteParams::default())
-            .await;
+        let pools = Api::<IPPool>::all(self.client());
+        let _ = pools.patch_metadata(name, &patch, &unfinalized).await;
+        let _ = pools.delete(name, &DeleteParams::default()).await;
     }
 }
 
