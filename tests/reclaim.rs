@@ -13,12 +13,13 @@ use ipledger::api::{
 use ipledger::ledger::RetryPolicy;
 use ipledger::ledger::reclaim::tidy;
 use ipledger_core::{Block, leaked};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams, ListParams, PostParams, PropagationPolicy};
 use kube::{Client, ResourceExt};
 use support::controller::Controller;
 use support::harness::{Harness, held_by, v4_pool};
 use support::node::{network, plugin};
+use support::pods::{create_pod, delete_pod, pod_args_for};
 
 /// Reclaim timings short enough for tests: a second of grace, a pass every two.
 const RECLAIM: [&str; 6] = [
@@ -33,32 +34,6 @@ const RECLAIM: [&str; 6] = [
 fn controller(h: &Harness) -> Controller {
     let lease = test_support::unique("reclaim");
     Controller::start_with(&h.kubeconfig, &lease, &lease, &RECLAIM)
-}
-
-/// A pod (metadata and one container) in `namespace`; returns its UID.
-async fn pod(client: &Client, namespace: &str, name: &str) -> String {
-    let pod: Pod = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": name},
-        "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]},
-    }))
-    .unwrap();
-    Api::<Pod>::namespaced(client.clone(), namespace)
-        .create(&PostParams::default(), &pod)
-        .await
-        .unwrap()
-        .uid()
-        .unwrap()
-}
-
-async fn delete_pod(client: &Client, namespace: &str, name: &str) {
-    Api::<Pod>::namespaced(client.clone(), namespace)
-        .delete(name, &DeleteParams::default().grace_period(0))
-        .await
-        .unwrap();
-}
-
-fn args(namespace: &str, name: &str, uid: &str) -> String {
-    format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name};K8S_POD_UID={uid}")
 }
 
 async fn node(client: &Client, name: &str) {
@@ -110,8 +85,15 @@ async fn addresses_of_deleted_pods_are_released_and_live_ones_stay() {
     let net = network("pods", "1.1.0", &agent.socket, &[&pool]);
     let mut addresses = Vec::new();
     for name in ["live", "gone", "replaced"] {
-        let uid = pod(&client, &ns, name).await;
-        let run = plugin("ADD", &net, name, "eth0", &args(&ns, name, &uid)).await;
+        let uid = create_pod(&client, &ns, name).await;
+        let run = plugin(
+            "ADD",
+            &net,
+            name,
+            "eth0",
+            &pod_args_for(&ns, name, &uid, name),
+        )
+        .await;
         addresses.push(run.addresses()[0].addr());
     }
     let anonymous = plugin("ADD", &net, "anonymous", "eth0", "").await;
@@ -120,7 +102,7 @@ async fn addresses_of_deleted_pods_are_released_and_live_ones_stay() {
 
     delete_pod(&client, &ns, "gone").await;
     delete_pod(&client, &ns, "replaced").await;
-    pod(&client, &ns, "replaced").await;
+    create_pod(&client, &ns, "replaced").await;
     let released = within(20, || async {
         let gone = held_by(&h, &pool, "gone").await.is_empty();
         let replaced = held_by(&h, &pool, "replaced").await.is_empty();
@@ -345,11 +327,17 @@ async fn a_deleted_node_gives_back_its_gone_pods_addresses_and_empty_blocks() {
     let mut agents = [h.agent(&kept).await, h.agent(&emptied).await];
     let mut uids = Vec::new();
     for (agent, name) in agents.iter().zip(["live", "crashed"]) {
-        let uid = pod(&client, &ns, name).await;
+        let uid = create_pod(&client, &ns, name).await;
         let net = network("pods", "1.1.0", &agent.socket, &[&pool]);
-        plugin("ADD", &net, name, "eth0", &args(&ns, name, &uid))
-            .await
-            .addresses();
+        plugin(
+            "ADD",
+            &net,
+            name,
+            "eth0",
+            &pod_args_for(&ns, name, &uid, name),
+        )
+        .await
+        .addresses();
         uids.push(uid);
     }
     // Both nodes go down hard: no DEL; the crashed pod is gone, the live one is not
