@@ -8,13 +8,14 @@ mod support;
 use std::time::Duration;
 
 use ipledger::api::{
-    BLOCK_FINALIZER, IPBlock, IPPool, IPPoolSpec, LABEL_POOL, POOL_FINALIZER, label_value,
+    BLOCK_FINALIZER, BORROWER_PREFIX, IPBlock, IPPool, IPPoolSpec, LABEL_POOL, POOL_FINALIZER,
+    label_value,
 };
 use ipledger::ledger::RetryPolicy;
 use ipledger::ledger::reclaim::tidy;
 use ipledger_core::{Block, leaked};
 use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, DeleteParams, ListParams, PostParams, PropagationPolicy};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::{Client, ResourceExt};
 use support::controller::Controller;
 use support::harness::{Harness, held_by, v4_pool};
@@ -74,7 +75,7 @@ where
 /// Pods deleted without a CNI DEL (a node crash) leak their addresses until the
 /// controller releases them after the grace period; live pods' addresses, a pod's
 /// address whose name now belongs to a newer pod excepted, and addresses with no pod
-/// reference stay.
+/// reference stay. A block missing its finalizer gets it, and a stale borrower label goes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn addresses_of_deleted_pods_are_released_and_live_ones_stay() {
     let h = Harness::new().await;
@@ -98,7 +99,27 @@ async fn addresses_of_deleted_pods_are_released_and_live_ones_stay() {
     }
     let anonymous = plugin("ADD", &net, "anonymous", "eth0", "").await;
     assert_eq!(anonymous.addresses().len(), 1);
+    // A block as an older agent or a crash left it: no finalizer, and the label of a
+    // borrower that holds nothing here.
+    let blocks = Api::<IPBlock>::all(client.clone());
+    let block = blocks_of(&h, &pool).await.remove(0).name_any();
+    let stale = format!("{BORROWER_PREFIX}0123456789abcdef01234567");
+    let untidy = serde_json::json!({"metadata": {"finalizers": null, "labels": {&stale: ""}}});
+    blocks
+        .patch(&block, &PatchParams::default(), &Patch::Merge(untidy))
+        .await
+        .unwrap();
     let mut ctl = controller(&h);
+    let tidied = within(20, || async {
+        let b = blocks.get(&block).await.ok()?;
+        let finalized = b.finalizers().iter().any(|f| f == BLOCK_FINALIZER);
+        (finalized && !b.labels().contains_key(&stale)).then_some(())
+    })
+    .await;
+    assert!(
+        tidied.is_some(),
+        "the finalizer is back and the stale label gone"
+    );
 
     delete_pod(&client, &ns, "gone").await;
     delete_pod(&client, &ns, "replaced").await;

@@ -85,6 +85,30 @@ async fn sandbox_prints_a_plugin_command_that_allocates() {
     }
     assert!(dir.path().join("kubeconfig").exists());
 
+    // The sandbox's controller fills the pools' status: `kubectl get ippools` shows the
+    // address allocated.
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(dir.path().join("kubeconfig")).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let pools: kube::Api<ipledger::api::IPPool> =
+        kube::Api::all(kube::Client::try_from(config).unwrap());
+    let counted = test_support::wait_for(|| async {
+        let status = pools.get("sandbox-v4").await.ok()?.status?;
+        (status.allocated.as_deref() == Some("1")).then_some(status)
+    })
+    .await
+    .expect("the controller counts the allocation in the pool's status");
+    assert!(
+        counted
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True"),
+        "{counted:?}"
+    );
+
     let pid = sandbox.id().unwrap().to_string();
     std::process::Command::new("kill")
         .args(["-INT", &pid])
