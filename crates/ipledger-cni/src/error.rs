@@ -41,7 +41,7 @@ pub enum ErrorCode {
     RequestedAddressOutsidePool = 103,
     /// A requested address is excluded, the gateway, or a network/broadcast address.
     RequestedAddressExcluded = 104,
-    /// The pool is disabled: no new allocations.
+    /// The pool is disabled or being deleted: no new allocations.
     PoolDisabled = 105,
     /// The pool overlaps an older pool and is not used until the overlap is fixed.
     PoolOverlapping = 106,
