@@ -10,7 +10,7 @@
 //! unchanged since it was read, and a block's finalizer comes off only while it holds
 //! nothing.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use ipledger_core::{
@@ -89,6 +89,11 @@ impl Reclaim {
             .into_iter()
             .map(|p| (p.name_any(), p))
             .collect();
+        // Parsed once per pass, not once per block.
+        let models: HashMap<&str, Pool> = pools
+            .iter()
+            .filter_map(|(name, p)| Some((name.as_str(), Pool::try_from(p.as_ref()).ok()?)))
+            .collect();
         let block_api = Api::<IPBlock>::all(ctx.client.clone());
         let policy = RetryPolicy::default();
         let mut next: Option<Duration> = None;
@@ -137,11 +142,11 @@ impl Reclaim {
                     }
                 }
             }
-            facts.push(self.facts(&object, &pools, ctx, now));
+            facts.push(self.facts(&object, &pools, &models, ctx, now));
             current.insert(name, object);
         }
-        self.empty_since
-            .retain(|uid, _| blocks.iter().any(|b| b.uid().as_ref() == Some(uid)));
+        let seen: HashSet<String> = blocks.iter().filter_map(|b| b.uid()).collect();
+        self.empty_since.retain(|uid, _| seen.contains(uid));
 
         let rules = ReclaimRules {
             unseen_grace: grace,
@@ -229,11 +234,12 @@ impl Reclaim {
         &mut self,
         object: &IPBlock,
         pools: &HashMap<String, std::sync::Arc<IPPool>>,
+        models: &HashMap<&str, Pool>,
         ctx: &Context,
         now: Timestamp,
     ) -> BlockFacts {
         let pool = pools.get(&object.spec.pool);
-        let model = pool.and_then(|p| Pool::try_from(p.as_ref()).ok());
+        let model = models.get(object.spec.pool.as_str());
         let in_use = object.spec.allocations.len() as u128;
         let uid = object.uid().unwrap_or_default();
         let empty_since = if in_use == 0 {
