@@ -53,6 +53,14 @@ pub struct AgentMetrics {
     pub blocks_held: Family<PoolLabels, Gauge>,
     /// Failed requests, by reason.
     pub failures: Family<ReasonLabels, Counter>,
+    /// Reads made because a watch cache did not hold the pod, namespace or Node that
+    /// pool choice looks at (the runtime ran ADD before the watch event arrived).
+    pub cache_misses: Counter,
+    /// Blocks claimed ahead of need, in the background, by pool.
+    pub claims_ahead: Family<PoolLabels, Counter>,
+    /// ADDs that waited for a block claim, by pool: each is an ADD a claim ahead did not
+    /// spare.
+    pub claim_waits: Family<PoolLabels, Counter>,
 }
 
 impl AgentMetrics {
@@ -69,6 +77,9 @@ impl AgentMetrics {
             api_writes: Family::default(),
             blocks_held: Family::default(),
             failures: Family::default(),
+            cache_misses: Counter::default(),
+            claims_ahead: Family::default(),
+            claim_waits: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("ipledger_agent");
         r.register(
@@ -100,6 +111,21 @@ impl AgentMetrics {
             "failures",
             "Failed requests, by reason",
             metrics.failures.clone(),
+        );
+        r.register(
+            "cache_misses",
+            "Reads made because a watch cache did not hold the pod, namespace or Node pool choice needs",
+            metrics.cache_misses.clone(),
+        );
+        r.register(
+            "claims_ahead",
+            "Blocks claimed ahead of need, in the background, by pool",
+            metrics.claims_ahead.clone(),
+        );
+        r.register(
+            "claim_waits",
+            "ADDs that waited for a block claim, by pool",
+            metrics.claim_waits.clone(),
         );
         metrics
     }

@@ -307,6 +307,49 @@ async fn dual_stack_gets_one_address_per_family_and_ipv6_48_pools_work() {
 /// 4 agents × 50 concurrent ADDs on a pool of 62 addresses in /29 blocks: block claims,
 /// borrowing and exhaustion all happen. No address may be held twice, every failure must be
 /// the exhaustion error, and after the DELs nothing may be held.
+/// Claim ahead: once the node's own blocks run below half a block free, the next block
+/// is claimed in the background, so only the very first ADD into a fresh pool waits for
+/// a claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_are_claimed_ahead_so_no_later_add_waits_for_a_claim() {
+    let h = Harness::new().await;
+    let pool = h.pool("ahead", v4_pool("10.64.0.0/22", 28)).await;
+    let agent = h.agent(&test_support::unique("ahead-node")).await;
+    let net = network("pods", "1.0.0", &agent.socket, &[&pool]);
+    let mut seen = HashSet::new();
+    for i in 0..60 {
+        let id = format!("ahead-{i}");
+        let ip = add_until_answered(&net, &id, &[]).await;
+        assert!(seen.insert(ip), "{ip} handed out twice");
+        // A pod start takes longer than a claim: the claim ahead has the time it has on
+        // a real node.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let waits = agent
+        .metric(&format!(
+            r#"ipledger_agent_claim_waits_total{{pool="{pool}"}}"#
+        ))
+        .await;
+    let ahead = agent
+        .metric(&format!(
+            r#"ipledger_agent_claims_ahead_total{{pool="{pool}"}}"#
+        ))
+        .await;
+    assert_eq!(waits, 1.0, "only the first ADD waits for a claim");
+    // 60 addresses fill 3 blocks of 16 and part of a fourth, and the reserve of 8 free
+    // wants a fifth once the fourth runs low.
+    assert!(
+        (3.0..=4.0).contains(&ahead),
+        "blocks claimed ahead: {ahead}"
+    );
+    let blocks = Api::<IPBlock>::all(h.client())
+        .list(&ListParams::default().labels(&format!("ipledger.io/pool={pool}")))
+        .await
+        .unwrap();
+    assert_eq!(blocks.items.len() as f64, ahead + 1.0);
+    h.delete_pool(&pool).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_agents_fifty_concurrent_adds_never_duplicate() {
     let h = Harness::new().await;

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ipledger::api::{IPPool, IPPoolSpec};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, PostParams};
 use kube_emulator::{Config, Emulator};
@@ -19,7 +20,16 @@ pub const HOST_LOCAL: &str = "/usr/lib/cni/host-local";
 /// Starts an emulator with ipledger's CRDs and the pools `pools` (name, spec), and writes
 /// its kubeconfig to `kubeconfig`.
 pub async fn emulator(pools: &[(&str, IPPoolSpec)], kubeconfig: &Path) -> Emulator {
-    let emulator = Emulator::start(Config::default()).await.expect("emulator");
+    emulator_with(Config::default(), pools, kubeconfig).await
+}
+
+/// Like [`emulator`], configured by `config` (its latency, say).
+pub async fn emulator_with(
+    config: Config,
+    pools: &[(&str, IPPoolSpec)],
+    kubeconfig: &Path,
+) -> Emulator {
+    let emulator = Emulator::start(config).await.expect("emulator");
     let client = emulator.client();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in ipledger::api::crds() {
@@ -36,6 +46,67 @@ pub async fn emulator(pools: &[(&str, IPPoolSpec)], kubeconfig: &Path) -> Emulat
     }
     emulator.write_kubeconfig(kubeconfig).unwrap();
     emulator
+}
+
+/// Creates the Node objects and the pods (in `default`, bound to their node) of
+/// `pods` (node, pod name), 32 at a time.
+pub async fn nodes_and_pods(client: &kube::Client, pods: &[(String, String)]) {
+    use futures::StreamExt;
+    let nodes: std::collections::BTreeSet<&str> = pods.iter().map(|(n, _)| n.as_str()).collect();
+    let node_api = Api::<Node>::all(client.clone());
+    for node in nodes {
+        let object: Node =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": node}})).unwrap();
+        node_api
+            .create(&PostParams::default(), &object)
+            .await
+            .expect("node");
+    }
+    let pod_api = Api::<Pod>::namespaced(client.clone(), "default");
+    futures::stream::iter(pods)
+        .map(|(node, name)| {
+            let pod_api = pod_api.clone();
+            async move {
+                let pod: Pod = serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": name},
+                    "spec": {"nodeName": node, "containers": [{"name": "pause", "image": "registry.k8s.io/pause:3.10"}]},
+                }))
+                .unwrap();
+                pod_api.create(&PostParams::default(), &pod).await.expect("pod");
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+/// Requests in a stretch of the emulator's request log.
+#[derive(Debug, Default)]
+pub struct Requests {
+    /// get and list (watches are not counted: they stream, they do not wait).
+    pub reads: usize,
+    /// create, update, patch, delete, answered or refused (a 409 costs a round trip too).
+    pub writes: usize,
+    /// Creates that created something: blocks claimed, here.
+    pub creates: usize,
+}
+
+/// Counts the requests of `log`.
+pub fn requests(log: &[kube_emulator::AuditEvent]) -> Requests {
+    let mut counted = Requests::default();
+    for event in log {
+        match event.verb {
+            "get" | "list" => counted.reads += 1,
+            "create" | "update" | "patch" | "delete" | "deletecollection" => {
+                counted.writes += 1;
+                if event.verb == "create" && event.changed_something() {
+                    counted.creates += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    counted
 }
 
 /// An `ipledger agent` process for `node`.
@@ -69,6 +140,47 @@ impl Agent {
             socket,
             metrics_port,
         }
+    }
+
+    /// The agent's metrics, as exposed.
+    pub fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port))
+            .expect("metrics endpoint");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text
+    }
+
+    /// The sum of the samples of `metric` over its labels.
+    pub fn metric_sum(&self, metric: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .filter(|l| {
+                l.strip_prefix(metric)
+                    .is_some_and(|rest| rest.starts_with([' ', '{']))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Seconds spent answering `verb` (`ADD`, `DEL`) and how many answers, successful
+    /// ones, from the agent's request histogram.
+    pub fn handling(&self, verb: &str) -> (f64, f64) {
+        let text = self.metrics();
+        let sample = |suffix: &str| {
+            let prefix = format!(
+                "ipledger_agent_request_duration_seconds_{suffix}{{verb=\"{}\",result=\"ok\"}} ",
+                verb.to_lowercase()
+            );
+            text.lines()
+                .find_map(|l| l.strip_prefix(&prefix)?.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        (sample("sum"), sample("count"))
     }
 
     /// Resident and peak resident memory in KiB (VmRSS, VmHWM).

@@ -15,7 +15,7 @@ use ipnet::IpNet;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::ResourceExt;
-use kube::api::Api;
+use kube::api::{Api, PartialObjectMeta};
 
 use super::allocator::{Allocator, allocated, holds, room, unreachable_outcome};
 use crate::agent::error::AgentError;
@@ -25,6 +25,7 @@ use crate::agent::pool_choice::{
 use crate::api::usage::summary_of;
 use crate::api::{IPBlock, IPPool};
 use crate::ledger::blocks::Claim;
+use crate::metrics::PoolLabels;
 use ipledger_cni::ErrorCode;
 use ipledger_cni::protocol::{AddRequest, AddResponse, AllocatedIp, Dns, ErrorBody, Route};
 use ipledger_core::{
@@ -107,6 +108,9 @@ impl Allocator {
             }
         }
         rollback.armed = false;
+        for (object, pool, _) in &allocated {
+            self.claim_ahead(object, pool);
+        }
         Ok(response(&allocated))
     }
 
@@ -224,7 +228,15 @@ impl Allocator {
         ) {
             NextStep::Exhausted(error) => return Err(error.into()),
             NextStep::NoBlockForNode { in_use } => return Err(self.no_block(pool, in_use)),
-            NextStep::Claim(_) | NextStep::Borrow(_) => {}
+            NextStep::Claim(_) => {
+                self.metrics
+                    .claim_waits
+                    .get_or_create(&PoolLabels {
+                        pool: pool.name().to_string(),
+                    })
+                    .inc();
+            }
+            NextStep::Borrow(_) => {}
         }
 
         let lock = self.claim_lock(pool.name());
@@ -380,7 +392,11 @@ impl Allocator {
         }
     }
 
-    /// Reads what pool choice needs beyond the request: the pod, its namespace, the node.
+    /// What pool choice needs beyond the request: the metadata of the pod, of its
+    /// namespace and of the node, from the watch caches. The runtime may run ADD before
+    /// the pod watch shows the pod (or while it still shows an earlier pod of that name):
+    /// then one GET of the pod's metadata, and likewise for a namespace or node missing
+    /// from the cache.
     async fn surroundings(
         &self,
         config_pools: &[String],
@@ -388,9 +404,19 @@ impl Allocator {
     ) -> Result<Surroundings, AgentError> {
         let mut found = Surroundings::default();
         if let Some(pod) = pod {
-            found.pod = Api::<Pod>::namespaced(self.client.clone(), &pod.namespace)
-                .get_opt(&pod.name)
-                .await?;
+            found.pod = match self
+                .caches
+                .pod(&pod.namespace, &pod.name, pod.uid.as_deref())
+            {
+                Some(cached) => Some(cached),
+                None => {
+                    self.metrics.cache_misses.inc();
+                    Api::<Pod>::namespaced(self.client.clone(), &pod.namespace)
+                        .get_metadata_opt(&pod.name)
+                        .await?
+                        .map(Arc::new)
+                }
+            };
         }
         let pod_names_pools = found
             .pod
@@ -398,9 +424,16 @@ impl Allocator {
             .is_some_and(|p| p.annotations().contains_key(ANNOTATION_POOLS));
         if config_pools.is_empty() && !pod_names_pools {
             if let Some(pod) = pod {
-                found.namespace = Api::<Namespace>::all(self.client.clone())
-                    .get_opt(&pod.namespace)
-                    .await?;
+                found.namespace = match self.caches.namespace(&pod.namespace) {
+                    Some(cached) => Some(cached),
+                    None => {
+                        self.metrics.cache_misses.inc();
+                        Api::<Namespace>::all(self.client.clone())
+                            .get_metadata_opt(&pod.namespace)
+                            .await?
+                            .map(Arc::new)
+                    }
+                };
             }
             found.node_labels = self.node_labels().await?;
         }
@@ -435,8 +468,8 @@ impl Drop for Rollback {
 /// The objects around an attachment that pool choice looks at.
 #[derive(Default)]
 struct Surroundings {
-    pod: Option<Pod>,
-    namespace: Option<Namespace>,
+    pod: Option<Arc<PartialObjectMeta<Pod>>>,
+    namespace: Option<Arc<PartialObjectMeta<Namespace>>>,
     node_labels: BTreeMap<String, String>,
 }
 

@@ -42,7 +42,9 @@ pub struct Allocator {
     /// One claim at a time per pool on this node: fifty pods starting together need one
     /// new block, not fifty.
     claim_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    metrics: AgentMetrics,
+    /// Pools with a claim ahead running.
+    pub(super) claiming_ahead: Mutex<std::collections::HashSet<String>>,
+    pub(super) metrics: AgentMetrics,
 }
 
 /// A pool model and the resourceVersion of the object it was parsed from.
@@ -117,6 +119,7 @@ impl Allocator {
             adding: Mutex::default(),
             gc_grace,
             claim_locks: Mutex::default(),
+            claiming_ahead: Mutex::default(),
             metrics,
         }
     }
@@ -410,9 +413,15 @@ impl Allocator {
             .clone()
     }
 
+    /// The node's labels: from the watch cache, else (the Node not listed yet, or
+    /// missing) one GET of its metadata.
     pub(super) async fn node_labels(&self) -> Result<BTreeMap<String, String>, AgentError> {
+        if let Some(node) = self.caches.node() {
+            return Ok(node.labels().clone());
+        }
+        self.metrics.cache_misses.inc();
         let node = Api::<Node>::all(self.client.clone())
-            .get_opt(&self.node)
+            .get_metadata_opt(&self.node)
             .await?;
         Ok(node.map(|n| n.labels().clone()).unwrap_or_default())
     }

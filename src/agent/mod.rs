@@ -2,6 +2,7 @@
 //! blocks affine to its node.
 
 mod add;
+mod ahead;
 pub mod allocator;
 pub mod cache;
 mod check;

@@ -98,6 +98,10 @@ impl Reclaim {
         let policy = RetryPolicy::default();
         let mut next: Option<Duration> = None;
         let mut facts = Vec::new();
+        let mut claimed: HashMap<&str, u128> = HashMap::new();
+        for block in &blocks {
+            *claimed.entry(block.spec.pool.as_str()).or_default() += 1;
+        }
         let mut current: HashMap<String, IPBlock> = HashMap::new();
         for cached in &blocks {
             let name = cached.name_any();
@@ -142,7 +146,11 @@ impl Reclaim {
                     }
                 }
             }
-            facts.push(self.facts(&object, &pools, &models, ctx, now));
+            let mut fact = self.facts(&object, &pools, &models, ctx, now);
+            fact.reserve = models.get(object.spec.pool.as_str()).map_or(0, |m| {
+                m.claim_ahead_reserve(claimed.get(object.spec.pool.as_str()).copied().unwrap_or(0))
+            });
+            facts.push(fact);
             current.insert(name, object);
         }
         let seen: HashSet<String> = blocks.iter().filter_map(|b| b.uid()).collect();
@@ -273,6 +281,7 @@ impl Reclaim {
             cooling,
             deleting: object.metadata.deletion_timestamp.is_some(),
             empty_since,
+            reserve: 0,
         }
     }
 

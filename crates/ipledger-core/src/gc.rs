@@ -82,6 +82,10 @@ pub struct BlockFacts {
     /// Since when the controller has seen the block hold nothing; `None` when it holds
     /// something.
     pub empty_since: Option<Timestamp>,
+    /// Free addresses its node keeps claimed in the pool
+    /// ([`Pool::claim_ahead_reserve`](crate::Pool::claim_ahead_reserve); 0 when the pool
+    /// is not seen).
+    pub reserve: u128,
 }
 
 /// How long blocks must have been empty before they go.
@@ -133,9 +137,10 @@ pub enum BlockFate {
 /// block goes at once when its pool is being deleted; after `unseen_grace` when its pool
 /// or its node is not seen (once no released address cools down in it, so the addresses
 /// are not handed out again early); after `empty_ttl` when no address cools down in it
-/// and its node keeps another block of the pool with room. That last rule keeps one
-/// block with room per node and pool: the block the node's next ADD would otherwise
-/// claim again at once.
+/// and its node keeps another block of the pool with room, and enough free addresses
+/// elsewhere for its claim-ahead reserve. That last rule keeps one block with room per
+/// node and pool, and the reserve: the block the node's next ADD would otherwise claim
+/// again at once.
 pub fn block_fates(blocks: &[BlockFacts], rules: &ReclaimRules) -> BTreeMap<String, BlockFate> {
     let mut fates = BTreeMap::new();
     let empty_for = |block: &BlockFacts, age| {
@@ -172,17 +177,24 @@ pub fn block_fates(blocks: &[BlockFacts], rules: &ReclaimRules) -> BTreeMap<Stri
         }
     }
     for ((node, pool), mut candidates) in expired {
-        let mut with_room = blocks
-            .iter()
-            .filter(|b| b.node == node && b.pool == pool && !b.deleting && b.in_use < b.capacity)
-            .count();
+        let node_blocks = || {
+            blocks
+                .iter()
+                .filter(|b| b.node == node && b.pool == pool && !b.deleting)
+        };
+        let mut with_room = node_blocks().filter(|b| b.in_use < b.capacity).count();
+        let mut free: u128 = node_blocks()
+            .map(|b| b.capacity.saturating_sub(b.in_use))
+            .sum();
         // Deterministic: the block kept is the same on every pass.
         candidates.sort_by(|a, b| b.name.cmp(&a.name));
         for block in candidates {
-            if with_room <= 1 {
+            let free_without = free.saturating_sub(block.capacity);
+            if with_room <= 1 || free_without < block.reserve {
                 break;
             }
             with_room -= 1;
+            free = free_without;
             fates.insert(
                 block.name.clone(),
                 BlockFate::Delete(DeleteReason::EmptyTooLong),
@@ -316,6 +328,7 @@ mod tests {
             cooling: false,
             deleting: false,
             empty_since: empty_since.map(at),
+            reserve: 0,
         }
     }
 
@@ -405,5 +418,40 @@ mod tests {
             facts("b5", "n2", 0, Some(0)),
         ];
         assert_eq!(fates(&blocks), [delete("b1", DeleteReason::EmptyTooLong)]);
+    }
+
+    #[test]
+    fn a_live_node_keeps_the_empty_blocks_its_claim_ahead_reserve_needs() {
+        let with_reserve = |mut f: BlockFacts| {
+            f.reserve = 32;
+            f
+        };
+        // 40 of 64 held: 24 free elsewhere is below the reserve, the empty block stays
+        // (the agent would claim it again at its next ADD).
+        let blocks = [
+            with_reserve(facts("b0", "n1", 40, None)),
+            with_reserve(facts("b1", "n1", 0, Some(0))),
+        ];
+        assert!(fates(&blocks).is_empty());
+        // 20 held: 44 free elsewhere covers it, the empty block goes.
+        let blocks = [
+            with_reserve(facts("b0", "n1", 20, None)),
+            with_reserve(facts("b1", "n1", 0, Some(0))),
+        ];
+        assert_eq!(fates(&blocks), [delete("b1", DeleteReason::EmptyTooLong)]);
+        // Of three empty blocks beside a nearly full one, one stays for the reserve.
+        let blocks = [
+            with_reserve(facts("b0", "n1", 60, None)),
+            with_reserve(facts("b1", "n1", 0, Some(0))),
+            with_reserve(facts("b2", "n1", 0, Some(0))),
+            with_reserve(facts("b3", "n1", 0, Some(0))),
+        ];
+        assert_eq!(
+            fates(&blocks),
+            [
+                delete("b2", DeleteReason::EmptyTooLong),
+                delete("b3", DeleteReason::EmptyTooLong),
+            ]
+        );
     }
 }

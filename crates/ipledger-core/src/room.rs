@@ -70,6 +70,25 @@ pub enum NextStep {
 }
 
 impl Pool {
+    /// Free addresses a node keeps in its own blocks of this pool, given how many of the
+    /// pool's blocks are claimed: half a block while more than an eighth of the pool's
+    /// blocks (and at least two) are unclaimed, none once blocks grow scarce: an empty
+    /// block held ahead of need would then keep another node from claiming one (and
+    /// under `strictAffinity` from allocating at all).
+    ///
+    /// Below it, the agent claims the node's next block in the background, so that a
+    /// burst of pod starts finds room claimed already instead of queueing behind a
+    /// claim; and the controller does not reclaim an empty block the node needs for it.
+    /// One rule for both, so that neither undoes the other's work.
+    pub fn claim_ahead_reserve(&self, claimed_blocks: u128) -> u128 {
+        let unclaimed = self.block_count().saturating_sub(claimed_blocks);
+        if unclaimed < 2 || unclaimed <= self.block_count() / 8 {
+            return 0;
+        }
+        let host_bits = u32::from(self.cidr().max_prefix_len() - self.block_prefix());
+        1u128.checked_shl(host_bits).unwrap_or(u128::MAX) / 2
+    }
+
     /// The next place to find room for `node`, given every block of the pool that exists.
     pub fn next_step(&self, node: &str, blocks: &[BlockSummary], now: Timestamp) -> NextStep {
         let existing: Vec<IpNet> = blocks.iter().map(|b| b.cidr).collect();
@@ -125,6 +144,38 @@ mod tests {
             released: 0,
             last_release: None,
         }
+    }
+
+    #[test]
+    fn the_reserve_is_half_a_block_until_blocks_grow_scarce() {
+        let spec = PoolSpec {
+            cidr: "10.0.0.0/21".into(),
+            block_size: Some(28),
+            ..Default::default()
+        };
+        let pool = Pool::parse("p", &spec).unwrap();
+        assert_eq!(pool.block_count(), 128);
+        assert_eq!(pool.claim_ahead_reserve(0), 8);
+        assert_eq!(pool.claim_ahead_reserve(111), 8);
+        // 16 blocks left, an eighth: kept for nodes that need one now.
+        assert_eq!(pool.claim_ahead_reserve(112), 0);
+        // A small pool keeps its last block from being claimed ahead.
+        let spec = PoolSpec {
+            cidr: "10.0.0.0/24".into(),
+            block_size: Some(26),
+            ..Default::default()
+        };
+        let pool = Pool::parse("p", &spec).unwrap();
+        assert_eq!(pool.claim_ahead_reserve(2), 32);
+        assert_eq!(pool.claim_ahead_reserve(3), 0);
+        // An IPv6 /48 in /118 blocks: 2^70 blocks, half a block is 512 addresses.
+        let spec = PoolSpec {
+            cidr: "fd00::/48".into(),
+            block_size: Some(118),
+            ..Default::default()
+        };
+        let pool = Pool::parse("v6", &spec).unwrap();
+        assert_eq!(pool.claim_ahead_reserve(1_000_000), 512);
     }
 
     #[test]
