@@ -186,9 +186,12 @@ impl Emulator {
         &self.faults
     }
 
-    /// The writes answered so far, oldest first: who asked to create, update, patch or
-    /// delete what (status included), and the status each got. Reads and watches are not
-    /// recorded. Only the last [`audit::CAPACITY`] (100,000) are kept. See [`AuditEvent`].
+    /// The resource requests answered so far, oldest first: who asked to get, list, watch,
+    /// create, update, patch or delete what (status included), and the status each got; a
+    /// watch once its response head was ready. Discovery, `/version`, health checks and
+    /// reviews are not recorded. [`AuditEvent::changed_something`] picks out the writes
+    /// that landed. Only the last [`audit::CAPACITY`] (100,000) are kept. See
+    /// [`AuditEvent`].
     pub fn audit(&self) -> Vec<AuditEvent> {
         self.audit.snapshot()
     }

@@ -49,7 +49,7 @@ pub struct Server {
     /// Whether requests without credentials are refused (403) as RBAC refuses
     /// `system:anonymous`; otherwise they are trusted.
     pub forbid_anonymous: bool,
-    /// Where answered writes are recorded.
+    /// Where answered resource requests are recorded.
     pub audit: AuditLog,
 }
 
@@ -219,17 +219,18 @@ impl Server {
         req: Request<Incoming>,
     ) -> Result<Response<Body>, AnswerLost> {
         let received = Instant::now();
+        let mut facts = Facts::default();
         let delay = self.faults.delay();
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        let mut facts = Facts::default();
         let resp = match self.route(req, &mut facts).await {
             Ok(r) => r,
             Err(e) => error_response(&e),
         };
-        if let Some(write) = facts.write.take() {
-            self.audit.record(write.answered(
+        // For a watch this is when its response head is ready: the stream is still open.
+        if let Some(target) = facts.target.take() {
+            self.audit.record(target.answered(
                 std::mem::take(&mut facts.user),
                 resp.status().as_u16(),
                 received,
@@ -254,8 +255,8 @@ impl Server {
     async fn route(&self, req: Request<Incoming>, facts: &mut Facts) -> ApiResult<Response<Body>> {
         let path = req.uri().path().to_string();
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        // Known before authentication, so that a refused token's writes are logged too.
-        facts.write = self.write_target(&req, &segments);
+        // Known before authentication, so that a refused token's requests are logged too.
+        facts.target = self.target(&req, &segments);
         // Authorization (RBAC) is the packaging issue's work; it will use this user and sit
         // here, before any resource is touched.
         let user = self.authenticate(&req)?;
@@ -768,13 +769,13 @@ impl Server {
         })
     }
 
-    /// What a request with a writing verb names, for the audit log; `None` for reads,
-    /// reviews and paths that name no resource.
-    fn write_target(&self, req: &Request<Incoming>, segments: &[&str]) -> Option<WriteTarget> {
+    /// What a resource request (get, list, watch or a write) names, for the audit log;
+    /// `None` for discovery, health, reviews and paths that name no resource.
+    fn target(&self, req: &Request<Incoming>, segments: &[&str]) -> Option<Target> {
         let method = req.method();
         if !matches!(
             *method,
-            Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+            Method::GET | Method::POST | Method::PUT | Method::PATCH | Method::DELETE
         ) {
             return None;
         }
@@ -786,14 +787,30 @@ impl Server {
             return None;
         }
         let query = parse_query(req.uri().query());
-        Some(WriteTarget {
-            verb: verb(method, rp.name.is_some(), false),
-            dry_run: query.get("dryRun").is_some_and(|d| d == "All"),
+        let reads = *method == Method::GET;
+        let watching =
+            rp.watch_prefix || query.get("watch").is_some_and(|w| w == "true" || w == "1");
+        // As the real server's request info names it: a list or watch selecting one object
+        // by `metadata.name` names that object (RBAC's resourceNames match it).
+        let name = rp.name.clone().or_else(|| {
+            let t = registry.lookup(&rp.group, &rp.version, &rp.resource)?;
+            let selector = query.get("fieldSelector").filter(|_| reads)?;
+            let fields = FieldSelector::parse(selector, supported_fields(&t.group, &t.plural));
+            fields
+                .ok()?
+                .requires_exact("metadata.name")
+                .filter(|n| is_path_segment_name(n))
+                .map(str::to_string)
+        });
+        Some(Target {
+            verb: verb(method, rp.name.is_some(), watching),
+            // A GET's `dryRun` means nothing.
+            dry_run: !reads && query.get("dryRun").is_some_and(|d| d == "All"),
             group: rp.group,
             resource: rp.resource,
             subresource: rp.subresource,
             namespace: rp.namespace,
-            name: rp.name,
+            name,
         })
     }
 
@@ -1225,6 +1242,12 @@ fn verb(method: &Method, named: bool, watching: bool) -> &'static str {
     }
 }
 
+/// Whether `name` can be a path segment, as the real server's request info requires of a
+/// name it takes from a field selector (`path.IsValidPathSegmentName`).
+fn is_path_segment_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '%'])
+}
+
 /// What routing learned of a request that [`Server::handle`] needs once it is answered.
 #[derive(Default)]
 struct Facts {
@@ -1232,31 +1255,32 @@ struct Facts {
     user: String,
     /// The resource (plural) a write lands in if it succeeds: not a dry run, not a review.
     writes_to: Option<String>,
-    /// What a write names, for the audit log.
-    write: Option<WriteTarget>,
+    /// What a resource request names, for the audit log.
+    target: Option<Target>,
 }
 
 impl Facts {
     /// The request turned out to be a dry run (`dryRun` in a DeleteOptions body).
     fn dry_run(&mut self) {
         self.writes_to = None;
-        if let Some(write) = &mut self.write {
-            write.dry_run = true;
+        if let Some(target) = &mut self.target {
+            target.dry_run = true;
         }
     }
 
     /// The name a create gives its object, which its path does not carry.
     fn named(&mut self, name: &str) {
-        if let Some(write) = &mut self.write
+        if let Some(target) = &mut self.target
             && !name.is_empty()
         {
-            write.name = Some(name.to_string());
+            target.name = Some(name.to_string());
         }
     }
 }
 
-/// A write as far as routing got: an [`AuditEvent`] without its user, status and times.
-struct WriteTarget {
+/// A resource request as far as routing got: an [`AuditEvent`] without its user, status
+/// and times.
+struct Target {
     verb: &'static str,
     group: String,
     resource: String,
@@ -1266,7 +1290,7 @@ struct WriteTarget {
     dry_run: bool,
 }
 
-impl WriteTarget {
+impl Target {
     fn answered(self, user: String, code: u16, received: Instant) -> AuditEvent {
         AuditEvent {
             user,
