@@ -51,6 +51,10 @@ pub struct Server {
     pub forbid_anonymous: bool,
     /// Where answered resource requests are recorded.
     pub audit: AuditLog,
+    /// How long a write waits before the store applies it (etcd's durable write).
+    pub write_latency: Duration,
+    /// How long a get or list waits before it is served.
+    pub read_latency: Duration,
 }
 
 /// A write's answer was lost on purpose ([`LostResponse::Reset`]): the connection closes
@@ -220,7 +224,21 @@ impl Server {
     ) -> Result<Response<Body>, AnswerLost> {
         let received = Instant::now();
         let mut facts = Facts::default();
-        let delay = self.faults.delay();
+        // The storage latency comes before routing, so before the store applies a write: a
+        // real server's write is visible (new resourceVersion, watch events) only once etcd
+        // has committed it, just before the answer. Each request sleeps on its own, so
+        // concurrent writes overlap as etcd pipelines them.
+        let cost = storage_cost(req.method(), req.uri().path(), req.uri().query());
+        let latency = match cost {
+            StorageCost::Read => self.read_latency,
+            StorageCost::Write => self.write_latency,
+            StorageCost::Nothing => Duration::ZERO,
+            StorageCost::DeleteBody => {
+                facts.delete_waits = true;
+                Duration::ZERO
+            }
+        };
+        let delay = self.faults.delay() + latency;
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
@@ -480,6 +498,7 @@ impl Server {
             }
             (&Method::DELETE, Some(name)) => {
                 let (body, _) = self.body(req).await?;
+                self.delete_latency(facts, &body).await;
                 self.injected_failure(&t, name)?;
                 let opts = delete_options(&body, &query)?;
                 // kube-rs and kubectl put `dryRun` in the DeleteOptions body.
@@ -509,6 +528,7 @@ impl Server {
             }
             (&Method::DELETE, None) => {
                 let (body, _) = self.body(req).await?;
+                self.delete_latency(facts, &body).await;
                 let opts = delete_options(&body, &query)?;
                 let store = if dry_run_in_body(&body) {
                     facts.dry_run();
@@ -812,6 +832,22 @@ impl Server {
             namespace: rp.namespace,
             name,
         })
+    }
+
+    /// The storage latency of a DELETE, which [`Server::handle`] leaves until its body is
+    /// read: kube-rs and kubectl ask for a dry run in the DeleteOptions body.
+    async fn delete_latency(&self, facts: &Facts, body: &[u8]) {
+        if !facts.delete_waits {
+            return;
+        }
+        let latency = if dry_run_in_body(body) {
+            self.read_latency
+        } else {
+            self.write_latency
+        };
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
     }
 
     fn injected_failure(&self, t: &ResourceType, name: &str) -> ApiResult<()> {
@@ -1242,6 +1278,60 @@ fn verb(method: &Method, named: bool, watching: bool) -> &'static str {
     }
 }
 
+/// What a request waits for from storage (etcd) on a real server, and so how long
+/// [`Server::handle`] delays it ([`crate::Config::write_latency`], `read_latency`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StorageCost {
+    /// Nothing: discovery, version and health; watches, whose events the real server
+    /// serves from its watch cache; reviews, which the authenticator and authorizer answer.
+    Nothing,
+    /// A get or a list; or a dry-run write, which reads the object it would change and
+    /// persists nothing, so it never waits for etcd's durable write.
+    Read,
+    /// A write etcd makes durable before it answers.
+    Write,
+    /// A DELETE without `dryRun` in its query: its DeleteOptions body may still ask for a
+    /// dry run, so its cost is known once the body is read.
+    DeleteBody,
+}
+
+/// The storage cost of a request, from its method, path and query alone (before routing,
+/// without the registry).
+fn storage_cost(method: &Method, path: &str, query: Option<&str>) -> StorageCost {
+    let mut segments = path.split('/').filter(|s| !s.is_empty());
+    let resource_path = match (segments.next(), segments.next()) {
+        (Some("api"), Some(_)) => segments.next(),
+        (Some("apis"), Some(group)) if !is_review_group(group) => {
+            segments.next().and_then(|_| segments.next())
+        }
+        _ => None,
+    };
+    // `/api/v1` and `/apis/group/version` are discovery: a resource path has more.
+    let Some(first) = resource_path else {
+        return StorageCost::Nothing;
+    };
+    let query = parse_query(query);
+    match *method {
+        Method::GET => {
+            let watching =
+                first == "watch" || query.get("watch").is_some_and(|w| w == "true" || w == "1");
+            if watching {
+                StorageCost::Nothing
+            } else {
+                StorageCost::Read
+            }
+        }
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+            if query.get("dryRun").is_some_and(|d| d == "All") =>
+        {
+            StorageCost::Read
+        }
+        Method::DELETE => StorageCost::DeleteBody,
+        Method::POST | Method::PUT | Method::PATCH => StorageCost::Write,
+        _ => StorageCost::Nothing,
+    }
+}
+
 /// Whether `name` can be a path segment, as the real server's request info requires of a
 /// name it takes from a field selector (`path.IsValidPathSegmentName`).
 fn is_path_segment_name(name: &str) -> bool {
@@ -1257,6 +1347,8 @@ struct Facts {
     writes_to: Option<String>,
     /// What a resource request names, for the audit log.
     target: Option<Target>,
+    /// A DELETE whose storage latency waits for its body ([`StorageCost::DeleteBody`]).
+    delete_waits: bool,
 }
 
 impl Facts {
@@ -1685,6 +1777,60 @@ mod tests {
         assert!(p.watch_prefix);
         assert!(
             parse_resource_path(&["apis", "x", "v1", "a", "b", "c", "d"], &namespaced).is_none()
+        );
+    }
+
+    #[test]
+    fn requests_cost_what_storage_costs_a_real_server() {
+        use StorageCost::*;
+        let cost = |m: Method, uri: &str| {
+            let (path, query) = uri
+                .split_once('?')
+                .map_or((uri, None), |(p, q)| (p, Some(q)));
+            storage_cost(&m, path, query)
+        };
+        let cms = "/api/v1/namespaces/default/configmaps";
+        assert_eq!(cost(Method::POST, cms), Write);
+        assert_eq!(cost(Method::PUT, &format!("{cms}/a")), Write);
+        assert_eq!(
+            cost(
+                Method::PUT,
+                "/apis/emulator.example.com/v1/subnets/a/status"
+            ),
+            Write
+        );
+        assert_eq!(cost(Method::PATCH, &format!("{cms}/a")), Write);
+        assert_eq!(cost(Method::DELETE, &format!("{cms}/a")), DeleteBody);
+        assert_eq!(cost(Method::POST, &format!("{cms}?dryRun=All")), Read);
+        assert_eq!(cost(Method::DELETE, &format!("{cms}/a?dryRun=All")), Read);
+        assert_eq!(cost(Method::GET, &format!("{cms}/a")), Read);
+        assert_eq!(cost(Method::GET, cms), Read);
+        assert_eq!(cost(Method::GET, &format!("{cms}?watch=false")), Read);
+        assert_eq!(cost(Method::GET, &format!("{cms}?watch=true")), Nothing);
+        assert_eq!(cost(Method::GET, &format!("{cms}?watch=1")), Nothing);
+        assert_eq!(
+            cost(Method::GET, "/api/v1/watch/namespaces/default/configmaps"),
+            Nothing
+        );
+        for discovery in [
+            "/version",
+            "/healthz",
+            "/readyz",
+            "/api",
+            "/api/v1",
+            "/apis",
+            "/apis/coordination.k8s.io",
+            "/apis/coordination.k8s.io/v1",
+            "/openapi/v3/apis/coordination.k8s.io/v1",
+        ] {
+            assert_eq!(cost(Method::GET, discovery), Nothing, "{discovery}");
+        }
+        assert_eq!(
+            cost(
+                Method::POST,
+                "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+            ),
+            Nothing
         );
     }
 
