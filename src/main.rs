@@ -40,6 +40,14 @@ enum Command {
         /// Where to write a kubeconfig for kubectl and kube-rs.
         #[arg(long)]
         kubeconfig: std::path::PathBuf,
+        /// How long each write waits before it is applied, as etcd's durable write delays
+        /// a real server's (about 3ms); a humantime duration (`3ms`, `500us`, `0.5ms`).
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+        write_latency: std::time::Duration,
+        /// How long each get and list waits before it is answered (a real server's: about
+        /// 0.5ms); watches never wait.
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+        read_latency: std::time::Duration,
     },
 }
 
@@ -67,7 +75,20 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Version => println!("ipledger {}", env!("CARGO_PKG_VERSION")),
         #[cfg(feature = "emulator")]
-        Command::Emulator { listen, kubeconfig } => kube_emulator::run(listen, &kubeconfig).await?,
+        Command::Emulator {
+            listen,
+            kubeconfig,
+            write_latency,
+            read_latency,
+        } => {
+            let config = kube_emulator::Config {
+                listen,
+                write_latency,
+                read_latency,
+                ..Default::default()
+            };
+            kube_emulator::run(config, &kubeconfig).await?
+        }
     }
     Ok(())
 }

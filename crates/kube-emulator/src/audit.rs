@@ -1,19 +1,25 @@
-//! The audit log: who asked to change what, and what the answer was — the emulator's
-//! small, in-process counterpart of a real API server's audit log at level `Metadata`.
+//! The audit log: who asked to read or change what, and what the answer was — the
+//! emulator's small, in-process counterpart of a real API server's audit log at level
+//! `Metadata`.
 //!
-//! Only requests with a writing verb are recorded (create, update, patch, delete,
-//! deletecollection, on a resource or its `status`); reads and watches are not, and
-//! neither are access and token reviews, which store nothing.
+//! Every resource request is recorded, with its verb as RBAC names it: get, list and watch
+//! as well as create, update, patch, delete and deletecollection, on a resource or its
+//! `status`. Discovery, `/version`, the health checks and access and token reviews, which
+//! name no stored resource, are not. [`AuditEvent::is_write`] and
+//! [`AuditEvent::changed_something`] pick out the writes.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// How many events the log keeps; when full, the oldest is dropped for each new one.
-/// An event is a few hundred bytes, so a full log stays in the tens of megabytes.
+/// An event is a few hundred bytes, so a full log stays in the tens of megabytes. Reads
+/// count too: a busy client's gets and lists push out old writes sooner than its writes
+/// alone would.
 pub const CAPACITY: usize = 100_000;
 
-/// One write request, recorded once it was answered.
+/// One resource request, recorded once it was answered (a watch: once its response head
+/// was ready, the stream still open).
 ///
 /// Times are [`Instant`]s: the emulator runs in the test's process, so a test compares
 /// them with instants of its own (the moment it stopped a process), and a monotonic clock
@@ -23,7 +29,8 @@ pub struct AuditEvent {
     /// The user the bearer token authenticated (`system:anonymous` without a token);
     /// empty when the token was refused (401).
     pub user: String,
-    /// `create`, `update`, `patch`, `delete` or `deletecollection`.
+    /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete` or
+    /// `deletecollection`.
     pub verb: &'static str,
     /// The API group, empty for the core group.
     pub group: String,
@@ -33,19 +40,21 @@ pub struct AuditEvent {
     pub subresource: Option<String>,
     /// The namespace, for a namespaced path.
     pub namespace: Option<String>,
-    /// The object's name: from the path, or for a create from the object (as the real
-    /// server's audit fills `objectRef.name`); `None` for a deletecollection.
+    /// The object's name, as the real server's audit fills `objectRef.name`: from the
+    /// path; for a create, from the object; for a list or watch, from a field selector
+    /// `metadata.name=…`; otherwise `None` (a list, a deletecollection).
     pub name: Option<String>,
     /// The status the request was answered with. When fault injection loses the answer
     /// of a write that landed ([`crate::Faults::lose_next_write_responses`]) it is the
     /// status the write got, not the 5xx or reset the client saw: the log says what
     /// happened to the store.
     pub code: u16,
-    /// A dry run (`dryRun=All`): answered as the write would be, stores nothing.
+    /// A dry-run write (`dryRun=All`): answered as the write would be, stores nothing.
+    /// Never set for a read.
     pub dry_run: bool,
-    /// When the request arrived (before any injected delay).
+    /// When the request arrived (before any injected delay or storage latency).
     pub received: Instant,
-    /// When its answer was ready.
+    /// When its answer was ready; for a watch, when its response head was.
     pub answered: Instant,
 }
 
@@ -66,9 +75,23 @@ impl AuditEvent {
         out
     }
 
-    /// Whether the request changed the store: answered 2xx and not a dry run.
+    /// Whether the verb writes: `create`, `update`, `patch`, `delete` or
+    /// `deletecollection`.
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self.verb,
+            "create" | "update" | "patch" | "delete" | "deletecollection"
+        )
+    }
+
+    /// Whether the verb reads without watching: `get` or `list`.
+    pub fn is_read(&self) -> bool {
+        matches!(self.verb, "get" | "list")
+    }
+
+    /// Whether the request changed the store: a write answered 2xx, not a dry run.
     pub fn changed_something(&self) -> bool {
-        (200..300).contains(&self.code) && !self.dry_run
+        self.is_write() && (200..300).contains(&self.code) && !self.dry_run
     }
 }
 
@@ -146,7 +169,7 @@ mod tests {
     }
 
     #[test]
-    fn only_stored_successes_changed_something() {
+    fn only_stored_write_successes_changed_something() {
         let mut e = event("a");
         assert!(e.changed_something());
         e.dry_run = true;
@@ -154,5 +177,26 @@ mod tests {
         e.dry_run = false;
         e.code = 409;
         assert!(!e.changed_something());
+        e.code = 200;
+        for verb in ["get", "list", "watch"] {
+            e.verb = verb;
+            assert!(!e.changed_something(), "a {verb} answered 200");
+            assert!(!e.is_write());
+        }
+    }
+
+    #[test]
+    fn verbs_are_writes_or_reads_or_watches() {
+        let mut e = event("a");
+        for verb in ["create", "update", "patch", "delete", "deletecollection"] {
+            e.verb = verb;
+            assert!(e.is_write() && !e.is_read(), "{verb}");
+        }
+        for verb in ["get", "list"] {
+            e.verb = verb;
+            assert!(e.is_read() && !e.is_write(), "{verb}");
+        }
+        e.verb = "watch";
+        assert!(!e.is_read() && !e.is_write());
     }
 }

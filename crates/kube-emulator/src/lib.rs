@@ -94,6 +94,14 @@ pub struct Config {
     /// default: the emulator serves plain HTTP, over which kubectl and helm send no
     /// bearer token.
     pub forbid_anonymous: bool,
+    /// How long each write (create, update, patch, delete, `status` included) waits before
+    /// the store applies it, as a real server's waits for etcd's durable write (~3 ms).
+    /// Concurrent writes wait side by side. Zero (the default) turns it off.
+    pub write_latency: Duration,
+    /// How long each get and list (and dry-run write) waits before it is served, as a
+    /// real server's read costs (~0.5 ms). Watches, discovery and health checks never
+    /// wait. Zero (the default) turns it off.
+    pub read_latency: Duration,
 }
 
 impl Default for Config {
@@ -108,6 +116,8 @@ impl Default for Config {
             tokens: [(ADMIN_TOKEN.to_string(), "admin".to_string())].into(),
             accept_unknown_tokens: false,
             forbid_anonymous: false,
+            write_latency: Duration::ZERO,
+            read_latency: Duration::ZERO,
         }
     }
 }
@@ -156,6 +166,8 @@ impl Emulator {
             accept_unknown_tokens: config.accept_unknown_tokens,
             forbid_anonymous: config.forbid_anonymous,
             audit: audit.clone(),
+            write_latency: config.write_latency,
+            read_latency: config.read_latency,
         });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(serve(listener, server, stopped));
@@ -186,9 +198,12 @@ impl Emulator {
         &self.faults
     }
 
-    /// The writes answered so far, oldest first: who asked to create, update, patch or
-    /// delete what (status included), and the status each got. Reads and watches are not
-    /// recorded. Only the last [`audit::CAPACITY`] (100,000) are kept. See [`AuditEvent`].
+    /// The resource requests answered so far, oldest first: who asked to get, list, watch,
+    /// create, update, patch or delete what (status included), and the status each got; a
+    /// watch once its response head was ready. Discovery, `/version`, health checks and
+    /// reviews are not recorded. [`AuditEvent::changed_something`] picks out the writes
+    /// that landed. Only the last [`audit::CAPACITY`] (100,000) are kept. See
+    /// [`AuditEvent`].
     pub fn audit(&self) -> Vec<AuditEvent> {
         self.audit.snapshot()
     }
@@ -335,19 +350,22 @@ async fn serve(
     }
 }
 
-/// Runs the emulator for the `ipledger emulator` command: listens on `listen`, writes a
-/// kubeconfig to `kubeconfig`, serves until SIGINT or SIGTERM.
-pub async fn run(listen: SocketAddr, kubeconfig: &Path) -> anyhow::Result<()> {
-    let emulator = Emulator::start(Config {
-        listen,
-        ..Config::default()
-    })
-    .await?;
+/// Runs the emulator for the `ipledger emulator` command: listens as `config` says, writes
+/// a kubeconfig to `kubeconfig`, serves until SIGINT or SIGTERM.
+pub async fn run(config: Config, kubeconfig: &Path) -> anyhow::Result<()> {
+    let latency = (!config.write_latency.is_zero() || !config.read_latency.is_zero()).then(|| {
+        format!(
+            "; writes wait {:?}, reads {:?}",
+            config.write_latency, config.read_latency
+        )
+    });
+    let emulator = Emulator::start(config).await?;
     emulator.write_kubeconfig(kubeconfig)?;
     eprintln!(
-        "ipledger emulator: serving the Kubernetes API on {} (kubeconfig: {}); CEL validation rules are enforced",
+        "ipledger emulator: serving the Kubernetes API on {} (kubeconfig: {}); CEL validation rules are enforced{}",
         emulator.url(),
-        kubeconfig.display()
+        kubeconfig.display(),
+        latency.unwrap_or_default()
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

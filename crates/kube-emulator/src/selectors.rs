@@ -362,6 +362,15 @@ impl FieldSelector {
         Ok(Self(reqs))
     }
 
+    /// The value `field` must equal (`field=v` or `field==v`), if a requirement says so,
+    /// as Go's `fields.Selector.RequiresExactMatch` answers it.
+    pub fn requires_exact(&self, field: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(f, negate, _)| f == field && !negate)
+            .map(|(_, _, value)| value.as_str())
+    }
+
     /// Whether the object's fields satisfy every requirement.
     pub fn matches(&self, object: &Value) -> bool {
         self.0.iter().all(|(field, negate, value)| {
@@ -553,5 +562,22 @@ mod tests {
         let err = FieldSelector::parse("spec.nodeName=n1", supported_fields("", "configmaps"))
             .unwrap_err();
         assert_eq!(err, "field label not supported: spec.nodeName");
+    }
+
+    #[test]
+    fn an_equality_requirement_is_an_exact_match() {
+        let pods = supported_fields("", "pods");
+        let exact = |s: &str, field: &str| {
+            FieldSelector::parse(s, pods)
+                .unwrap()
+                .requires_exact(field)
+                .map(str::to_string)
+        };
+        assert_eq!(
+            exact("spec.nodeName=n1,metadata.name==a", "metadata.name").as_deref(),
+            Some("a")
+        );
+        assert_eq!(exact("metadata.name!=a", "metadata.name"), None);
+        assert_eq!(exact("spec.nodeName=n1", "metadata.name"), None);
     }
 }

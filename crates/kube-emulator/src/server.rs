@@ -49,8 +49,12 @@ pub struct Server {
     /// Whether requests without credentials are refused (403) as RBAC refuses
     /// `system:anonymous`; otherwise they are trusted.
     pub forbid_anonymous: bool,
-    /// Where answered writes are recorded.
+    /// Where answered resource requests are recorded.
     pub audit: AuditLog,
+    /// How long a write waits before the store applies it (etcd's durable write).
+    pub write_latency: Duration,
+    /// How long a get or list waits before it is served.
+    pub read_latency: Duration,
 }
 
 /// A write's answer was lost on purpose ([`LostResponse::Reset`]): the connection closes
@@ -219,17 +223,32 @@ impl Server {
         req: Request<Incoming>,
     ) -> Result<Response<Body>, AnswerLost> {
         let received = Instant::now();
-        let delay = self.faults.delay();
+        let mut facts = Facts::default();
+        // The storage latency comes before routing, so before the store applies a write: a
+        // real server's write is visible (new resourceVersion, watch events) only once etcd
+        // has committed it, just before the answer. Each request sleeps on its own, so
+        // concurrent writes overlap as etcd pipelines them.
+        let cost = storage_cost(req.method(), req.uri().path(), req.uri().query());
+        let latency = match cost {
+            StorageCost::Read => self.read_latency,
+            StorageCost::Write => self.write_latency,
+            StorageCost::Nothing => Duration::ZERO,
+            StorageCost::DeleteBody => {
+                facts.delete_waits = true;
+                Duration::ZERO
+            }
+        };
+        let delay = self.faults.delay() + latency;
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        let mut facts = Facts::default();
         let resp = match self.route(req, &mut facts).await {
             Ok(r) => r,
             Err(e) => error_response(&e),
         };
-        if let Some(write) = facts.write.take() {
-            self.audit.record(write.answered(
+        // For a watch this is when its response head is ready: the stream is still open.
+        if let Some(target) = facts.target.take() {
+            self.audit.record(target.answered(
                 std::mem::take(&mut facts.user),
                 resp.status().as_u16(),
                 received,
@@ -254,8 +273,8 @@ impl Server {
     async fn route(&self, req: Request<Incoming>, facts: &mut Facts) -> ApiResult<Response<Body>> {
         let path = req.uri().path().to_string();
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        // Known before authentication, so that a refused token's writes are logged too.
-        facts.write = self.write_target(&req, &segments);
+        // Known before authentication, so that a refused token's requests are logged too.
+        facts.target = self.target(&req, &segments);
         // Authorization (RBAC) is the packaging issue's work; it will use this user and sit
         // here, before any resource is touched.
         let user = self.authenticate(&req)?;
@@ -479,6 +498,7 @@ impl Server {
             }
             (&Method::DELETE, Some(name)) => {
                 let (body, _) = self.body(req).await?;
+                self.delete_latency(facts, &body).await;
                 self.injected_failure(&t, name)?;
                 let opts = delete_options(&body, &query)?;
                 // kube-rs and kubectl put `dryRun` in the DeleteOptions body.
@@ -508,6 +528,7 @@ impl Server {
             }
             (&Method::DELETE, None) => {
                 let (body, _) = self.body(req).await?;
+                self.delete_latency(facts, &body).await;
                 let opts = delete_options(&body, &query)?;
                 let store = if dry_run_in_body(&body) {
                     facts.dry_run();
@@ -768,13 +789,13 @@ impl Server {
         })
     }
 
-    /// What a request with a writing verb names, for the audit log; `None` for reads,
-    /// reviews and paths that name no resource.
-    fn write_target(&self, req: &Request<Incoming>, segments: &[&str]) -> Option<WriteTarget> {
+    /// What a resource request (get, list, watch or a write) names, for the audit log;
+    /// `None` for discovery, health, reviews and paths that name no resource.
+    fn target(&self, req: &Request<Incoming>, segments: &[&str]) -> Option<Target> {
         let method = req.method();
         if !matches!(
             *method,
-            Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+            Method::GET | Method::POST | Method::PUT | Method::PATCH | Method::DELETE
         ) {
             return None;
         }
@@ -786,15 +807,47 @@ impl Server {
             return None;
         }
         let query = parse_query(req.uri().query());
-        Some(WriteTarget {
-            verb: verb(method, rp.name.is_some(), false),
-            dry_run: query.get("dryRun").is_some_and(|d| d == "All"),
+        let reads = *method == Method::GET;
+        let watching =
+            rp.watch_prefix || query.get("watch").is_some_and(|w| w == "true" || w == "1");
+        // As the real server's request info names it: a list or watch selecting one object
+        // by `metadata.name` names that object (RBAC's resourceNames match it).
+        let name = rp.name.clone().or_else(|| {
+            let t = registry.lookup(&rp.group, &rp.version, &rp.resource)?;
+            let selector = query.get("fieldSelector").filter(|_| reads)?;
+            let fields = FieldSelector::parse(selector, supported_fields(&t.group, &t.plural));
+            fields
+                .ok()?
+                .requires_exact("metadata.name")
+                .filter(|n| is_path_segment_name(n))
+                .map(str::to_string)
+        });
+        Some(Target {
+            verb: verb(method, rp.name.is_some(), watching),
+            // A GET's `dryRun` means nothing.
+            dry_run: !reads && query.get("dryRun").is_some_and(|d| d == "All"),
             group: rp.group,
             resource: rp.resource,
             subresource: rp.subresource,
             namespace: rp.namespace,
-            name: rp.name,
+            name,
         })
+    }
+
+    /// The storage latency of a DELETE, which [`Server::handle`] leaves until its body is
+    /// read: kube-rs and kubectl ask for a dry run in the DeleteOptions body.
+    async fn delete_latency(&self, facts: &Facts, body: &[u8]) {
+        if !facts.delete_waits {
+            return;
+        }
+        let latency = if dry_run_in_body(body) {
+            self.read_latency
+        } else {
+            self.write_latency
+        };
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
     }
 
     fn injected_failure(&self, t: &ResourceType, name: &str) -> ApiResult<()> {
@@ -1225,6 +1278,66 @@ fn verb(method: &Method, named: bool, watching: bool) -> &'static str {
     }
 }
 
+/// What a request waits for from storage (etcd) on a real server, and so how long
+/// [`Server::handle`] delays it ([`crate::Config::write_latency`], `read_latency`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StorageCost {
+    /// Nothing: discovery, version and health; watches, whose events the real server
+    /// serves from its watch cache; reviews, which the authenticator and authorizer answer.
+    Nothing,
+    /// A get or a list; or a dry-run write, which reads the object it would change and
+    /// persists nothing, so it never waits for etcd's durable write.
+    Read,
+    /// A write etcd makes durable before it answers.
+    Write,
+    /// A DELETE without `dryRun` in its query: its DeleteOptions body may still ask for a
+    /// dry run, so its cost is known once the body is read.
+    DeleteBody,
+}
+
+/// The storage cost of a request, from its method, path and query alone (before routing,
+/// without the registry).
+fn storage_cost(method: &Method, path: &str, query: Option<&str>) -> StorageCost {
+    let mut segments = path.split('/').filter(|s| !s.is_empty());
+    let resource_path = match (segments.next(), segments.next()) {
+        (Some("api"), Some(_)) => segments.next(),
+        (Some("apis"), Some(group)) if !is_review_group(group) => {
+            segments.next().and_then(|_| segments.next())
+        }
+        _ => None,
+    };
+    // `/api/v1` and `/apis/group/version` are discovery: a resource path has more.
+    let Some(first) = resource_path else {
+        return StorageCost::Nothing;
+    };
+    let query = parse_query(query);
+    match *method {
+        Method::GET => {
+            let watching =
+                first == "watch" || query.get("watch").is_some_and(|w| w == "true" || w == "1");
+            if watching {
+                StorageCost::Nothing
+            } else {
+                StorageCost::Read
+            }
+        }
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+            if query.get("dryRun").is_some_and(|d| d == "All") =>
+        {
+            StorageCost::Read
+        }
+        Method::DELETE => StorageCost::DeleteBody,
+        Method::POST | Method::PUT | Method::PATCH => StorageCost::Write,
+        _ => StorageCost::Nothing,
+    }
+}
+
+/// Whether `name` can be a path segment, as the real server's request info requires of a
+/// name it takes from a field selector (`path.IsValidPathSegmentName`).
+fn is_path_segment_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '%'])
+}
+
 /// What routing learned of a request that [`Server::handle`] needs once it is answered.
 #[derive(Default)]
 struct Facts {
@@ -1232,31 +1345,34 @@ struct Facts {
     user: String,
     /// The resource (plural) a write lands in if it succeeds: not a dry run, not a review.
     writes_to: Option<String>,
-    /// What a write names, for the audit log.
-    write: Option<WriteTarget>,
+    /// What a resource request names, for the audit log.
+    target: Option<Target>,
+    /// A DELETE whose storage latency waits for its body ([`StorageCost::DeleteBody`]).
+    delete_waits: bool,
 }
 
 impl Facts {
     /// The request turned out to be a dry run (`dryRun` in a DeleteOptions body).
     fn dry_run(&mut self) {
         self.writes_to = None;
-        if let Some(write) = &mut self.write {
-            write.dry_run = true;
+        if let Some(target) = &mut self.target {
+            target.dry_run = true;
         }
     }
 
     /// The name a create gives its object, which its path does not carry.
     fn named(&mut self, name: &str) {
-        if let Some(write) = &mut self.write
+        if let Some(target) = &mut self.target
             && !name.is_empty()
         {
-            write.name = Some(name.to_string());
+            target.name = Some(name.to_string());
         }
     }
 }
 
-/// A write as far as routing got: an [`AuditEvent`] without its user, status and times.
-struct WriteTarget {
+/// A resource request as far as routing got: an [`AuditEvent`] without its user, status
+/// and times.
+struct Target {
     verb: &'static str,
     group: String,
     resource: String,
@@ -1266,7 +1382,7 @@ struct WriteTarget {
     dry_run: bool,
 }
 
-impl WriteTarget {
+impl Target {
     fn answered(self, user: String, code: u16, received: Instant) -> AuditEvent {
         AuditEvent {
             user,
@@ -1661,6 +1777,60 @@ mod tests {
         assert!(p.watch_prefix);
         assert!(
             parse_resource_path(&["apis", "x", "v1", "a", "b", "c", "d"], &namespaced).is_none()
+        );
+    }
+
+    #[test]
+    fn requests_cost_what_storage_costs_a_real_server() {
+        use StorageCost::*;
+        let cost = |m: Method, uri: &str| {
+            let (path, query) = uri
+                .split_once('?')
+                .map_or((uri, None), |(p, q)| (p, Some(q)));
+            storage_cost(&m, path, query)
+        };
+        let cms = "/api/v1/namespaces/default/configmaps";
+        assert_eq!(cost(Method::POST, cms), Write);
+        assert_eq!(cost(Method::PUT, &format!("{cms}/a")), Write);
+        assert_eq!(
+            cost(
+                Method::PUT,
+                "/apis/emulator.example.com/v1/subnets/a/status"
+            ),
+            Write
+        );
+        assert_eq!(cost(Method::PATCH, &format!("{cms}/a")), Write);
+        assert_eq!(cost(Method::DELETE, &format!("{cms}/a")), DeleteBody);
+        assert_eq!(cost(Method::POST, &format!("{cms}?dryRun=All")), Read);
+        assert_eq!(cost(Method::DELETE, &format!("{cms}/a?dryRun=All")), Read);
+        assert_eq!(cost(Method::GET, &format!("{cms}/a")), Read);
+        assert_eq!(cost(Method::GET, cms), Read);
+        assert_eq!(cost(Method::GET, &format!("{cms}?watch=false")), Read);
+        assert_eq!(cost(Method::GET, &format!("{cms}?watch=true")), Nothing);
+        assert_eq!(cost(Method::GET, &format!("{cms}?watch=1")), Nothing);
+        assert_eq!(
+            cost(Method::GET, "/api/v1/watch/namespaces/default/configmaps"),
+            Nothing
+        );
+        for discovery in [
+            "/version",
+            "/healthz",
+            "/readyz",
+            "/api",
+            "/api/v1",
+            "/apis",
+            "/apis/coordination.k8s.io",
+            "/apis/coordination.k8s.io/v1",
+            "/openapi/v3/apis/coordination.k8s.io/v1",
+        ] {
+            assert_eq!(cost(Method::GET, discovery), Nothing, "{discovery}");
+        }
+        assert_eq!(
+            cost(
+                Method::POST,
+                "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+            ),
+            Nothing
         );
     }
 

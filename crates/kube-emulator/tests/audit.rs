@@ -1,13 +1,14 @@
-//! The audit log (`Emulator::audit`): every answered write with its user, verb, resource
-//! and status; reads are not recorded. Emulator only: a real cluster's audit log is not
-//! readable through the API.
+//! The audit log (`Emulator::audit`): every answered resource request — get, list, watch
+//! and the writes — with its user, verb, resource and status; discovery is not recorded.
+//! Emulator only: a real cluster's audit log is not readable through the API.
 
 mod support;
 
 use std::time::Instant;
 
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent};
 use kube::{Client, ResourceExt};
 use kube_emulator::{AuditEvent, Config, Emulator};
 use serde_json::json;
@@ -49,7 +50,7 @@ fn summary(e: &AuditEvent) -> (&str, &str, String, Option<&str>, Option<&str>, u
 }
 
 #[tokio::test]
-async fn writes_are_recorded_with_their_user_and_status_and_reads_are_not() {
+async fn requests_are_recorded_with_their_user_and_status() {
     let emulator = emulator().await;
     let admin = emulator.client();
     support::install_crds(&admin).await;
@@ -76,7 +77,7 @@ async fn writes_are_recorded_with_their_user_and_status_and_reads_are_not() {
         matches!(&refused, Err(kube::Error::Api(s)) if s.code == 409),
         "{refused:?}"
     );
-    // Reads leave no trace.
+    // Reads are recorded too, and change nothing.
     assert_eq!(bob.get("shared").await.unwrap().name_any(), "shared");
     bob.list(&Default::default()).await.unwrap();
     bob.patch(
@@ -120,6 +121,8 @@ async fn writes_are_recorded_with_their_user_and_status_and_reads_are_not() {
             ("alice", "create", cm.clone(), default, Some("shared"), 201),
             ("alice", "update", cm.clone(), default, Some("shared"), 200),
             ("bob", "update", cm.clone(), default, Some("shared"), 409),
+            ("bob", "get", cm.clone(), default, Some("shared"), 200),
+            ("bob", "list", cm.clone(), default, None, 200),
             ("bob", "patch", cm.clone(), default, Some("shared"), 200),
             (
                 "alice",
@@ -142,7 +145,14 @@ async fn writes_are_recorded_with_their_user_and_status_and_reads_are_not() {
         ]
     );
     assert!(events.iter().all(|e| !e.dry_run));
-    assert!(!events[2].changed_something() && events[3].changed_something());
+    assert!(!events[2].changed_something() && events[5].changed_something());
+    assert!(events[3].is_read() && events[4].is_read());
+    assert!(!events[3].changed_something() && !events[4].changed_something());
+    assert_eq!(
+        events.iter().filter(|e| e.is_write()).count(),
+        8,
+        "all but the get and the list"
+    );
     // In order, each answered after it arrived, all after the test started.
     assert!(
         events
@@ -193,4 +203,120 @@ async fn refused_tokens_and_dry_runs_are_recorded_as_such() {
         ]
     );
     assert!(!log[1].changed_something(), "a dry run stores nothing");
+}
+
+#[tokio::test]
+async fn gets_lists_and_watches_are_recorded_with_their_verb_and_user() {
+    let emulator = emulator().await;
+    let alice: Api<ConfigMap> = Api::default_namespaced(client_with_token(&emulator, ALICE).await);
+    let bob_client = client_with_token(&emulator, BOB).await;
+    let bob: Api<ConfigMap> = Api::default_namespaced(bob_client.clone());
+    let missing = alice.get("nothing").await;
+    assert!(
+        matches!(&missing, Err(kube::Error::Api(s)) if s.code == 404),
+        "{missing:?}"
+    );
+    bob.list(&ListParams::default()).await.unwrap();
+    // A list selecting one name by field is logged with that name, as the real server's
+    // request info names it.
+    alice
+        .list(&ListParams::default().fields("metadata.name=watched"))
+        .await
+        .unwrap();
+    let all: Api<ConfigMap> = Api::all(bob_client.clone());
+    all.list(&ListParams::default()).await.unwrap();
+
+    let mut watch = bob.watch(&Default::default(), "0").await.unwrap().boxed();
+    // Recorded once its response head is ready, while the stream is open.
+    let log = emulator.audit();
+    let watches: Vec<_> = log.iter().filter(|e| e.verb == "watch").collect();
+    assert_eq!(watches.len(), 1, "{log:?}");
+    let opened = watches[0].clone();
+    alice
+        .create(&PostParams::default(), &configmap("watched", "1"))
+        .await
+        .unwrap();
+    loop {
+        match watch.try_next().await.unwrap() {
+            Some(WatchEvent::Added(cm)) if cm.name_any() == "watched" => break,
+            Some(_) => {}
+            None => panic!("the watch ended"),
+        }
+    }
+    // The `/watch/` path prefix, as older clients watch.
+    let prefixed = http::Request::get("/api/v1/watch/namespaces/default/configmaps/watched")
+        .body(Vec::new())
+        .unwrap();
+    let prefixed = bob_client.send(prefixed.map(Into::into)).await.unwrap();
+    assert!(prefixed.status().is_success());
+
+    let log = emulator.audit();
+    let seen: Vec<_> = log.iter().map(summary).collect();
+    let cm = "configmaps".to_string();
+    let default = Some("default");
+    assert_eq!(
+        seen,
+        [
+            ("alice", "get", cm.clone(), default, Some("nothing"), 404),
+            ("bob", "list", cm.clone(), default, None, 200),
+            ("alice", "list", cm.clone(), default, Some("watched"), 200),
+            ("bob", "list", cm.clone(), None, None, 200),
+            ("bob", "watch", cm.clone(), default, None, 200),
+            ("alice", "create", cm.clone(), default, Some("watched"), 201),
+            ("bob", "watch", cm, default, Some("watched"), 200),
+        ]
+    );
+    assert_eq!(log[4], opened, "a watch is recorded once, when it opens");
+    assert!(log.iter().all(|e| !e.dry_run));
+    assert!(
+        log[..4]
+            .iter()
+            .all(|e| e.is_read() && !e.changed_something())
+    );
+    assert!(!log[4].is_read() && !log[4].is_write() && !log[4].changed_something());
+    assert!(log[5].is_write() && log[5].changed_something());
+}
+
+#[tokio::test]
+async fn discovery_version_health_and_reviews_are_not_recorded() {
+    let emulator = emulator().await;
+    let client = client_with_token(&emulator, ALICE).await;
+    client.apiserver_version().await.unwrap();
+    client.list_core_api_versions().await.unwrap();
+    client.list_core_api_resources("v1").await.unwrap();
+    client.list_api_groups().await.unwrap();
+    client
+        .list_api_group_resources("coordination.k8s.io/v1")
+        .await
+        .unwrap();
+    for path in ["/healthz", "/livez", "/readyz", "/openapi/v3"] {
+        let req = http::Request::get(path).body(Vec::new()).unwrap();
+        client.request_text(req).await.unwrap();
+    }
+    let review = |group: &str, resource: &str, kind: &str, spec: serde_json::Value| {
+        let body = json!({"apiVersion": format!("{group}/v1"), "kind": kind, "spec": spec});
+        http::Request::post(format!("/apis/{group}/v1/{resource}"))
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&body).unwrap())
+            .unwrap()
+    };
+    client
+        .request_text(review(
+            "authorization.k8s.io",
+            "selfsubjectaccessreviews",
+            "SelfSubjectAccessReview",
+            json!({"resourceAttributes": {"verb": "list", "resource": "configmaps"}}),
+        ))
+        .await
+        .unwrap();
+    client
+        .request_text(review(
+            "authentication.k8s.io",
+            "selfsubjectreviews",
+            "SelfSubjectReview",
+            json!({}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(emulator.audit(), [], "nothing names a stored resource");
 }
