@@ -71,7 +71,7 @@ fn main() {
                 (0..BURST.1).map(|i| (format!("burst-{node}"), format!("burst-{node}-{i}"))),
             );
         }
-        runtime.block_on(common::nodes_and_pods(&emulator.client(), &pods));
+        runtime.block_on(async { common::nodes_and_pods(&emulator.client(), &pods).await });
         let agent = Agent::start("bench-node", &kubeconfig, dir.path());
 
         let ipledger = Plugin {
@@ -94,9 +94,9 @@ fn main() {
         }
 
         println!(
-            "| plugin | verb | mode | ops | median ms | p99 ms | ops/s | API reads/op | API writes/op | agent ms/op |"
+            "| plugin | verb | mode | ops | median ms | p99 ms | ops/s | API reads/op | API writes/op | agent ms/op | server ms/write |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|");
         let mut figures = Vec::new();
         for plugin in std::iter::once(&ipledger).chain(host_local.as_ref()) {
             for (mode, count, workers) in modes {
@@ -112,6 +112,8 @@ fn main() {
                             requests.reads as f64 / count as f64,
                             requests.writes as f64 / count as f64,
                         ));
+                        row.server_ms =
+                            Some(requests.write_seconds * 1000.0 / requests.writes.max(1) as f64);
                         let (seconds, handled) = agent.handling(verb);
                         row.agent_ms = Some(
                             (seconds - handled_before.0) * 1000.0 / (handled - handled_before.1),
@@ -144,6 +146,11 @@ fn main() {
                 theirs.p99
             );
         }
+        println!(
+            "ipledger: {} ADDs waited for a block claim, {} blocks claimed ahead",
+            agent.metric_sum("ipledger_agent_claim_waits_total"),
+            agent.metric_sum("ipledger_agent_claims_ahead_total")
+        );
         for plugin in std::iter::once(&ipledger).chain(host_local.as_ref()) {
             let mut times: Vec<f64> = (0..100).map(|_| plugin.run("VERSION", "v").0).collect();
             times.sort_by(f64::total_cmp);
@@ -212,7 +219,7 @@ fn cold_burst(
     );
     println!("|---|---|---|---|---|---|---|---|");
     println!(
-        "| {} | {:.2} | {:.2} | {:.2} | {:.0} | {} | {} | {} |",
+        "| {} | {:.2} | {:.2} | {:.2} | {:.0} | {} ({nodes}) | {} | {} |",
         latencies.len(),
         row.median,
         row.p99,
@@ -277,6 +284,8 @@ struct Figures {
     api: Option<(f64, f64)>,
     /// The agent's mean time per request, from its histogram.
     agent_ms: Option<f64>,
+    /// The server's mean time per write, from its request log.
+    server_ms: Option<f64>,
 }
 
 impl Figures {
@@ -292,6 +301,7 @@ impl Figures {
             per_second: sorted.len() as f64 / elapsed.as_secs_f64(),
             api: None,
             agent_ms: None,
+            server_ms: None,
         }
     }
 
@@ -299,9 +309,10 @@ impl Figures {
         let (reads, writes) = self.api.map_or(("–".into(), "–".into()), |(r, w)| {
             (format!("{r:.2}"), format!("{w:.2}"))
         });
-        let agent = self.agent_ms.map_or("–".into(), |ms| format!("{ms:.2}"));
+        let ms = |v: Option<f64>| v.map_or("–".into(), |ms| format!("{ms:.2}"));
+        let (agent, server) = (ms(self.agent_ms), ms(self.server_ms));
         format!(
-            "| {plugin} | {verb} | {mode} | {} | {:.2} | {:.2} | {:.0} | {reads} | {writes} | {agent} |",
+            "| {plugin} | {verb} | {mode} | {} | {:.2} | {:.2} | {:.0} | {reads} | {writes} | {agent} | {server} |",
             self.ops, self.median, self.p99, self.per_second
         )
     }

@@ -89,6 +89,8 @@ pub struct Requests {
     pub writes: usize,
     /// Creates that created something: blocks claimed, here.
     pub creates: usize,
+    /// Seconds the server took to answer the writes, latency included.
+    pub write_seconds: f64,
 }
 
 /// Counts the requests of `log`.
@@ -99,6 +101,7 @@ pub fn requests(log: &[kube_emulator::AuditEvent]) -> Requests {
             "get" | "list" => counted.reads += 1,
             "create" | "update" | "patch" | "delete" | "deletecollection" => {
                 counted.writes += 1;
+                counted.write_seconds += (event.answered - event.received).as_secs_f64();
                 if event.verb == "create" && event.changed_something() {
                     counted.creates += 1;
                 }

@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, PartialObjectMeta};
 
-use super::allocator::{Allocator, allocated, holds, room, unreachable_outcome};
+use super::allocator::{Allocator, allocated, holds, room, taken, unreachable_outcome};
 use crate::agent::error::AgentError;
 use crate::agent::pool_choice::{
     ANNOTATION_POOLS, ChoiceError, ChoiceInput, FamilyPools, PoolSource, choose_pools,
@@ -28,9 +28,7 @@ use crate::ledger::blocks::Claim;
 use crate::metrics::PoolLabels;
 use ipledger_cni::ErrorCode;
 use ipledger_cni::protocol::{AddRequest, AddResponse, AllocatedIp, Dns, ErrorBody, Route};
-use ipledger_core::{
-    AllocError, Attachment, BlockSummary, Change, NextStep, Outcome, PodRef, Pool,
-};
+use ipledger_core::{AllocError, Attachment, Change, NextStep, Outcome, PodRef, Pool};
 
 /// Annotation on a pod asking for specific addresses, comma-separated (one per family).
 pub const ANNOTATION_IPS: &str = "ipledger.io/ips";
@@ -257,14 +255,7 @@ impl Allocator {
                         blocks.push(summary_of(&self.freshest(&Arc::new(block)), &self.node));
                     }
                     // Another node won it (the index had not shown it yet): search again.
-                    Claim::Taken => blocks.push(BlockSummary {
-                        name: pool.block_name(&cidr),
-                        cidr,
-                        mine: false,
-                        in_use: pool.block_capacity(&cidr),
-                        released: 0,
-                        last_release: None,
-                    }),
+                    Claim::Taken => blocks.push(taken(pool, cidr)),
                 },
                 NextStep::Borrow(names) => {
                     for name in names.iter().filter(|n| !tried.contains(*n)) {

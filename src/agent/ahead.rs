@@ -9,12 +9,16 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 
-use super::allocator::{Allocator, room};
+use super::allocator::{Allocator, taken};
 use crate::agent::error::AgentError;
 use crate::api::IPPool;
+use crate::api::usage::summary_of;
 use crate::ledger::blocks::Claim;
 use crate::metrics::PoolLabels;
 use ipledger_core::{NextStep, Pool};
+
+/// Blocks tried in one claim ahead before the next ADD tries again.
+const MAX_TRIES: usize = 4;
 
 impl Allocator {
     /// Starts a claim of `pool`'s next block for this node when its own blocks have fewer
@@ -51,12 +55,14 @@ impl Allocator {
     }
 
     /// Whether this node's own blocks of `pool` hold fewer free addresses than its reserve.
+    /// Addresses still cooling down after release are not free: an ADD cannot take them.
     fn below_reserve(&self, pool: &Pool) -> bool {
+        let now = Timestamp::now();
         let free: u128 = self
             .known_blocks(Some(pool.name()))
             .iter()
             .filter(|b| b.spec.node == self.node && b.metadata.deletion_timestamp.is_none())
-            .map(|b| room(pool, &self.freshest(b).spec))
+            .map(|b| summary_of(&self.freshest(b), &self.node).free(pool, now))
             .sum();
         // The largest reserve first: it spares counting the pool's blocks on most ADDs.
         free < pool.claim_ahead_reserve(0)
@@ -70,19 +76,28 @@ impl Allocator {
         {
             return Ok(());
         }
-        let blocks = self.summaries(pool.name()).await?;
-        // Only a free block: borrowing ahead would take another node's addresses for
-        // pods that may never come.
-        let NextStep::Claim(cidr) = pool.next_step(&self.node, &blocks, Timestamp::now()) else {
-            return Ok(());
-        };
-        if let Claim::Won(_) = self.claim(object, pool, cidr).await? {
-            self.metrics
-                .claims_ahead
-                .get_or_create(&PoolLabels {
-                    pool: pool.name().to_string(),
-                })
-                .inc();
+        let mut blocks = self.summaries(pool.name()).await?;
+        // Nodes starting pods together race for blocks: a block another node won is
+        // skipped, and the next one tried.
+        for _ in 0..MAX_TRIES {
+            // Only a free block: borrowing ahead would take another node's addresses for
+            // pods that may never come.
+            let NextStep::Claim(cidr) = pool.next_step(&self.node, &blocks, Timestamp::now())
+            else {
+                return Ok(());
+            };
+            match self.claim(object, pool, cidr).await? {
+                Claim::Won(_) => {
+                    self.metrics
+                        .claims_ahead
+                        .get_or_create(&PoolLabels {
+                            pool: pool.name().to_string(),
+                        })
+                        .inc();
+                    return Ok(());
+                }
+                Claim::Taken => blocks.push(taken(pool, cidr)),
+            }
         }
         Ok(())
     }

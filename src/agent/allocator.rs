@@ -458,6 +458,19 @@ pub(super) fn holds(spec: &IPBlockSpec, attachment: &Attachment) -> bool {
     })
 }
 
+/// What a search knows of block `cidr` once a claim found it taken by another node: full,
+/// until the index shows what it holds.
+pub(super) fn taken(pool: &Pool, cidr: IpNet) -> BlockSummary {
+    BlockSummary {
+        name: pool.block_name(&cidr),
+        cidr,
+        mine: false,
+        in_use: pool.block_capacity(&cidr),
+        released: 0,
+        last_release: None,
+    }
+}
+
 /// Allocatable addresses of the block not held (cooling-down ones included).
 pub(super) fn room(pool: &Pool, spec: &IPBlockSpec) -> u128 {
     pool.block_capacity(&spec.cidr)

@@ -238,10 +238,11 @@ impl Server {
                 Duration::ZERO
             }
         };
-        let delay = self.faults.delay() + latency;
+        let delay = self.faults.delay();
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
+        storage_wait(latency).await;
         let resp = match self.route(req, &mut facts).await {
             Ok(r) => r,
             Err(e) => error_response(&e),
@@ -845,9 +846,7 @@ impl Server {
         } else {
             self.write_latency
         };
-        if !latency.is_zero() {
-            tokio::time::sleep(latency).await;
-        }
+        storage_wait(latency).await;
     }
 
     fn injected_failure(&self, t: &ResourceType, name: &str) -> ApiResult<()> {
@@ -1293,6 +1292,17 @@ enum StorageCost {
     /// A DELETE without `dryRun` in its query: its DeleteOptions body may still ask for a
     /// dry run, so its cost is known once the body is read.
     DeleteBody,
+}
+
+/// Waits `latency` as precisely as the OS sleeps (tens of microseconds): tokio's timer
+/// rounds a sleep up to its next millisecond tick, which would make a 3 ms write cost
+/// nearly 4 and a 0.5 ms read 1, and so overstate the cost of every request. A thread of
+/// the blocking pool sleeps instead; concurrent requests each take their own.
+async fn storage_wait(latency: Duration) {
+    if latency.is_zero() {
+        return;
+    }
+    let _ = tokio::task::spawn_blocking(move || std::thread::sleep(latency)).await;
 }
 
 /// The storage cost of a request, from its method, path and query alone (before routing,
