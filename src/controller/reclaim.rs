@@ -146,11 +146,7 @@ impl Reclaim {
                     }
                 }
             }
-            let mut fact = self.facts(&object, &pools, &models, ctx, now);
-            fact.reserve = models.get(object.spec.pool.as_str()).map_or(0, |m| {
-                m.claim_ahead_reserve(claimed.get(object.spec.pool.as_str()).copied().unwrap_or(0))
-            });
-            facts.push(fact);
+            facts.push(self.facts(&object, &pools, &models, &claimed, ctx, now));
             current.insert(name, object);
         }
         let seen: HashSet<String> = blocks.iter().filter_map(|b| b.uid()).collect();
@@ -243,6 +239,7 @@ impl Reclaim {
         object: &IPBlock,
         pools: &HashMap<String, std::sync::Arc<IPPool>>,
         models: &HashMap<&str, Pool>,
+        claimed: &HashMap<&str, u128>,
         ctx: &Context,
         now: Timestamp,
     ) -> BlockFacts {
@@ -281,7 +278,10 @@ impl Reclaim {
             cooling,
             deleting: object.metadata.deletion_timestamp.is_some(),
             empty_since,
-            reserve: 0,
+            // The agents' claim-ahead rule, so that what they claim ahead stays.
+            reserve: model.map_or(0, |m| {
+                m.claim_ahead_reserve(claimed.get(m.name()).copied().unwrap_or(0))
+            }),
         }
     }
 
