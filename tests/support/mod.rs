@@ -2,6 +2,7 @@
 //! process and plugin binary) of the test cluster.
 #![allow(dead_code)]
 
+pub mod chart;
 pub mod controller;
 pub mod harness;
 pub mod node;
