@@ -53,10 +53,20 @@ pub fn run(helm: &Path, args: &[&str]) -> (bool, String, String) {
 /// `helm template` of the chart as release `ipledger` in namespace `namespace`, with
 /// more helm arguments (`-f FILE`, `--set k=v`): the YAML, or a failure with helm's words.
 pub fn template(helm: &Path, namespace: &str, extra: &[&str]) -> Result<String, String> {
+    template_release(helm, "ipledger", namespace, extra)
+}
+
+/// [`template`] as release `release`.
+pub fn template_release(
+    helm: &Path,
+    release: &str,
+    namespace: &str,
+    extra: &[&str],
+) -> Result<String, String> {
     let chart = chart_dir().display().to_string();
     let mut args = vec![
         "template",
-        "ipledger",
+        release,
         chart.as_str(),
         "--namespace",
         namespace,

@@ -1,0 +1,534 @@
+//! The chart's RBAC, proven: its ServiceAccounts, ClusterRoles, Roles and bindings, as
+//! `helm template` renders them, applied to the API server; the agent and the
+//! controller run with those ServiceAccounts' tokens only, through allocation,
+//! exhaustion, leak GC and pool deletion, and no request of theirs is refused. Then the
+//! same tokens are shown refused what the parts have no business doing.
+//! Against the emulator, which enforces RBAC as a real server does (docs/emulator.md), or
+//! the cluster `IPLEDGER_TEST_KUBECONFIG` names.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use ipledger::api::{IPBlock, IPPool, IPPoolSpec, LABEL_POOL, label_value};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use support::chart;
+use support::node::{Agent, network, plugin};
+use support::pods::{create_pod, delete_pod, pod_args_for};
+use tokio::process::Command;
+
+/// Polls `check` every 200 ms for up to `seconds`.
+async fn within<T, F, Fut>(seconds: u64, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let until = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() > until {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Applies the chart's RBAC objects (and nothing else) with the admin client.
+async fn apply_rbac(client: &Client, objects: &[Value]) {
+    async fn create<K>(client: &Client, object: &Value)
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + serde::de::DeserializeOwned
+            + serde::Serialize
+            + Clone
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        let typed: K = serde_json::from_value(object.clone()).unwrap();
+        let ns = typed
+            .namespace()
+            .expect("a namespaced object names its namespace");
+        Api::<K>::namespaced(client.clone(), &ns)
+            .create(&PostParams::default(), &typed)
+            .await
+            .unwrap_or_else(|e| panic!("creating {object}: {e}"));
+    }
+    async fn create_cluster<K>(client: &Client, object: &Value)
+    where
+        K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope>
+            + serde::de::DeserializeOwned
+            + serde::Serialize
+            + Clone
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        let typed: K = serde_json::from_value(object.clone()).unwrap();
+        Api::<K>::all(client.clone())
+            .create(&PostParams::default(), &typed)
+            .await
+            .unwrap_or_else(|e| panic!("creating {object}: {e}"));
+    }
+    for object in objects {
+        match object["kind"].as_str().unwrap() {
+            "ServiceAccount" => create::<ServiceAccount>(client, object).await,
+            "Role" => create::<Role>(client, object).await,
+            "RoleBinding" => create::<RoleBinding>(client, object).await,
+            "ClusterRole" => create_cluster::<ClusterRole>(client, object).await,
+            "ClusterRoleBinding" => create_cluster::<ClusterRoleBinding>(client, object).await,
+            _ => {}
+        }
+    }
+}
+
+/// A token of ServiceAccount `namespace/name`, by the TokenRequest API a kubelet uses.
+async fn token(client: &Client, namespace: &str, name: &str) -> String {
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![],
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+        .create_token_request(name, &PostParams::default(), &request)
+        .await
+        .unwrap_or_else(|e| panic!("a token for {namespace}/{name}: {e}"))
+        .status
+        .expect("a TokenRequest answer has a status")
+        .token
+}
+
+/// A kubeconfig like the admin's `base` whose every user sends `token` and nothing else.
+fn kubeconfig_with(base: &Path, token: &str, path: &Path) -> PathBuf {
+    let mut config = kube::config::Kubeconfig::read_from(base).unwrap();
+    for user in &mut config.auth_infos {
+        user.auth_info = Some(kube::config::AuthInfo {
+            token: Some(token.to_string().into()),
+            ..Default::default()
+        });
+    }
+    std::fs::write(path, serde_yaml_ng::to_string(&config).unwrap()).unwrap();
+    path.to_path_buf()
+}
+
+async fn client_of(kubeconfig: &Path) -> Client {
+    let config = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(config, &Default::default())
+        .await
+        .unwrap();
+    Client::try_from(config).unwrap()
+}
+
+/// The HTTP status of a refused call, or a panic when it was allowed.
+fn refused<T: std::fmt::Debug>(what: &str, result: Result<T, kube::Error>) -> kube::core::Status {
+    match result {
+        Err(kube::Error::Api(status)) => *status,
+        other => panic!("{what}: expected 403 Forbidden, got {other:?}"),
+    }
+}
+
+fn forbidden<T: std::fmt::Debug>(what: &str, result: Result<T, kube::Error>) {
+    let status = refused(what, result);
+    assert_eq!(status.code, 403, "{what}: {status:?}");
+    assert!(
+        status.message.contains("is forbidden"),
+        "{what}: {status:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_and_the_controller_do_their_whole_job_with_the_charts_rbac_only() {
+    let Some(helm) = chart::helm() else { return };
+    let cluster = test_support::cluster_with(kube_emulator::Config::default()).await;
+    let admin = cluster.client.clone();
+    support::install_crds(&admin).await;
+    let dir = tempfile::tempdir().unwrap();
+    let admin_kubeconfig = match std::env::var("IPLEDGER_TEST_KUBECONFIG") {
+        Ok(path) => PathBuf::from(path),
+        Err(_) => {
+            let path = dir.path().join("kubeconfig");
+            cluster
+                .emulator
+                .as_ref()
+                .unwrap()
+                .write_kubeconfig(&path)
+                .unwrap();
+            path
+        }
+    };
+
+    // The chart's RBAC, rendered for a release of its own in a namespace of its own.
+    let namespace = test_support::namespace(&admin).await;
+    let release = test_support::unique("ipledger");
+    let lease = test_support::unique("lease");
+    let rendered = chart::objects(
+        &chart::template_release(
+            &helm,
+            &release,
+            &namespace,
+            &["--set", &format!("controller.leaseName={lease}")],
+        )
+        .unwrap(),
+    );
+    apply_rbac(&admin, &rendered).await;
+    let agent_sa = format!("{release}-agent");
+    let controller_sa = format!("{release}-controller");
+    let agent_kubeconfig = kubeconfig_with(
+        &admin_kubeconfig,
+        &token(&admin, &namespace, &agent_sa).await,
+        &dir.path().join("agent-kubeconfig"),
+    );
+    let controller_kubeconfig = kubeconfig_with(
+        &admin_kubeconfig,
+        &token(&admin, &namespace, &controller_sa).await,
+        &dir.path().join("controller-kubeconfig"),
+    );
+
+    // A node, and a pool of six addresses (a /29 less network and broadcast).
+    let node_name = test_support::unique("node");
+    let node: Node = serde_json::from_value(json!({"metadata": {"name": node_name}})).unwrap();
+    Api::<Node>::all(admin.clone())
+        .create(&PostParams::default(), &node)
+        .await
+        .unwrap();
+    let pool = test_support::unique("rbac");
+    let spec = IPPoolSpec {
+        cidr: "10.97.0.0/29".into(),
+        block_size: Some(29),
+        ..Default::default()
+    };
+    let pools = Api::<IPPool>::all(admin.clone());
+    pools
+        .create(&PostParams::default(), &IPPool::new(&pool, spec))
+        .await
+        .unwrap();
+
+    let mut agent = Agent::start(&agent_kubeconfig, &node_name, dir.path()).await;
+    let mut controller = Command::new(env!("CARGO_BIN_EXE_ipledger"))
+        .arg("controller")
+        .arg("--kubeconfig")
+        .arg(&controller_kubeconfig)
+        .args(["--lease-namespace", &namespace, "--lease-name", &lease])
+        .args(["--identity", "rbac-test"])
+        .args([
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--health-addr",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--lease-duration",
+            "3s",
+            "--renew-deadline",
+            "2s",
+            "--retry-period",
+            "500ms",
+        ])
+        .args([
+            "--gc-grace",
+            "1s",
+            "--gc-interval",
+            "2s",
+            "--empty-block-ttl",
+            "3s",
+        ])
+        .env("IPLEDGER_LOG", "warn")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    // Allocation up to exhaustion: six pods get the six addresses, the seventh is refused.
+    let net = network("pods", "1.1.0", &agent.socket, &[&pool]);
+    let pod_ns = test_support::namespace(&admin).await;
+    let mut held = Vec::new();
+    for i in 0..6 {
+        let name = format!("pod-{i}");
+        let uid = create_pod(&admin, &pod_ns, &name).await;
+        let run = plugin(
+            "ADD",
+            &net,
+            &name,
+            "eth0",
+            &pod_args_for(&pod_ns, &name, &uid, &name),
+        )
+        .await;
+        held.push(run.addresses()[0].addr());
+    }
+    held.sort();
+    held.dedup();
+    assert_eq!(held.len(), 6, "six distinct addresses: {held:?}");
+    let uid = create_pod(&admin, &pod_ns, "pod-6").await;
+    let full = plugin(
+        "ADD",
+        &net,
+        "pod-6",
+        "eth0",
+        &pod_args_for(&pod_ns, "pod-6", &uid, "pod-6"),
+    )
+    .await;
+    assert!(
+        full.error_code() >= 100,
+        "exhaustion is ipledger's own code: {:?}",
+        full.result
+    );
+
+    // The controller (leader through the Lease its Role names) writes the pool's status
+    // and an Event in `default`.
+    let status = within(20, || async {
+        let p = pools.get(&pool).await.ok()?;
+        let s = p.status?;
+        (s.allocated.as_deref() == Some("6")).then_some(s)
+    })
+    .await;
+    assert!(
+        status.is_some(),
+        "the pool's status never showed 6 allocated: {:?}",
+        pools.get(&pool).await
+    );
+    let leases = Api::<Lease>::namespaced(admin.clone(), &namespace);
+    let holder = leases
+        .get(&lease)
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .holder_identity;
+    assert_eq!(holder.as_deref(), Some("rbac-test"));
+    let exhausted = within(20, || async {
+        let events = Api::<Event>::namespaced(admin.clone(), "default")
+            .list(&ListParams::default())
+            .await
+            .ok()?;
+        events.items.into_iter().find(|e| {
+            e.reason.as_deref() == Some("PoolExhausted")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(pool.as_str())
+        })
+    })
+    .await;
+    assert!(exhausted.is_some(), "no PoolExhausted Event for {pool}");
+
+    // A DEL through the agent, and a pod deleted without one: the controller's GC
+    // releases the second.
+    let del = plugin(
+        "DEL",
+        &net,
+        "pod-0",
+        "eth0",
+        &pod_args_for(&pod_ns, "pod-0", "", "pod-0"),
+    )
+    .await;
+    assert_eq!(del.code, 0, "DEL: {:?} {}", del.result, del.stderr);
+    delete_pod(&admin, &pod_ns, "pod-1").await;
+    let blocks = Api::<IPBlock>::all(admin.clone());
+    let selector = ListParams::default().labels(&format!("{LABEL_POOL}={}", label_value(&pool)));
+    let containers = || async {
+        let mut ids: Vec<String> = blocks
+            .list(&selector)
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .flat_map(|b| b.spec.allocations.iter().map(|a| a.container_id.clone()))
+            .collect();
+        ids.sort();
+        ids
+    };
+    let released = within(30, || async {
+        let ids = containers().await;
+        (ids == ["pod-2", "pod-3", "pod-4", "pod-5"]).then_some(())
+    })
+    .await;
+    assert!(
+        released.is_some(),
+        "GC did not release pod-1's address: {:?}",
+        containers().await
+    );
+
+    // Deletion: the pool waits for its last allocations, then goes with its blocks.
+    pools.delete(&pool, &DeleteParams::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        pools.get_opt(&pool).await.unwrap().is_some(),
+        "the pool went with allocations left"
+    );
+    for name in ["pod-2", "pod-3", "pod-4", "pod-5"] {
+        let del = plugin(
+            "DEL",
+            &net,
+            name,
+            "eth0",
+            &pod_args_for(&pod_ns, name, "", name),
+        )
+        .await;
+        assert_eq!(del.code, 0, "DEL {name}: {:?}", del.result);
+    }
+    let gone = within(30, || async {
+        let pool_gone = pools.get_opt(&pool).await.ok()?.is_none();
+        let blocks_gone = blocks.list(&selector).await.ok()?.items.is_empty();
+        (pool_gone && blocks_gone).then_some(())
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "the pool or its blocks stayed: {:?}",
+        pools.get_opt(&pool).await
+    );
+
+    // Not one of their requests was refused (the emulator's request log).
+    if let Some(emulator) = &cluster.emulator {
+        let users = [
+            format!("system:serviceaccount:{namespace}:{agent_sa}"),
+            format!("system:serviceaccount:{namespace}:{controller_sa}"),
+        ];
+        let log = emulator.audit();
+        for user in &users {
+            assert!(
+                log.iter().any(|e| &e.user == user),
+                "{user} made no request"
+            );
+        }
+        let refused: Vec<String> = log
+            .iter()
+            .filter(|e| users.contains(&e.user) && (e.code == 401 || e.code == 403))
+            .map(|e| {
+                format!(
+                    "{} {} {} {:?}: {}",
+                    e.user,
+                    e.verb,
+                    e.object_resource(),
+                    e.name,
+                    e.code
+                )
+            })
+            .collect();
+        assert!(refused.is_empty(), "refused requests: {refused:#?}");
+    }
+
+    // What the agent's token may not do.
+    let agent_client = client_of(&agent_kubeconfig).await;
+    let any_pool = IPPool::new(
+        "rbac-probe",
+        IPPoolSpec {
+            cidr: "10.98.0.0/24".into(),
+            ..Default::default()
+        },
+    );
+    forbidden(
+        "agent deletes a pool",
+        Api::<IPPool>::all(agent_client.clone())
+            .delete("rbac-probe", &DeleteParams::default())
+            .await,
+    );
+    forbidden(
+        "agent creates a pool",
+        Api::<IPPool>::all(agent_client.clone())
+            .create(&PostParams::default(), &any_pool)
+            .await,
+    );
+    forbidden(
+        "agent writes pool status",
+        Api::<IPPool>::all(agent_client.clone())
+            .patch_status(
+                "rbac-probe",
+                &PatchParams::default(),
+                &Patch::Merge(json!({})),
+            )
+            .await,
+    );
+    forbidden(
+        "agent deletes a block",
+        Api::<IPBlock>::all(agent_client.clone())
+            .delete("rbac-probe", &DeleteParams::default())
+            .await,
+    );
+    forbidden(
+        "agent reads a secret",
+        Api::<Secret>::namespaced(agent_client.clone(), &namespace)
+            .get("anything")
+            .await,
+    );
+    forbidden(
+        "agent lists secrets",
+        Api::<Secret>::all(agent_client.clone())
+            .list(&ListParams::default())
+            .await,
+    );
+    let pods = Api::<Pod>::namespaced(agent_client.clone(), &pod_ns);
+    let probe: Pod = serde_json::from_value(json!({"metadata": {"name": "probe"}, "spec": {"containers": [{"name": "c", "image": "i"}]}})).unwrap();
+    forbidden(
+        "agent creates a pod",
+        pods.create(&PostParams::default(), &probe).await,
+    );
+    forbidden(
+        "agent labels a pod",
+        pods.patch(
+            "pod-2",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
+        )
+        .await,
+    );
+    forbidden(
+        "agent deletes a pod",
+        pods.delete("pod-2", &DeleteParams::default()).await,
+    );
+    forbidden(
+        "agent writes a Lease",
+        Api::<Lease>::namespaced(agent_client.clone(), &namespace)
+            .delete(&lease, &DeleteParams::default())
+            .await,
+    );
+    // What pool choice needs, it may read.
+    pods.get_metadata("pod-2")
+        .await
+        .expect("the agent reads pod metadata");
+
+    // What the controller's token may not do.
+    let controller_client = client_of(&controller_kubeconfig).await;
+    forbidden(
+        "controller reads a secret",
+        Api::<Secret>::namespaced(controller_client.clone(), &namespace)
+            .get("anything")
+            .await,
+    );
+    forbidden(
+        "controller creates a pool",
+        Api::<IPPool>::all(controller_client.clone())
+            .create(&PostParams::default(), &any_pool)
+            .await,
+    );
+    forbidden(
+        "controller deletes a pod",
+        Api::<Pod>::namespaced(controller_client.clone(), &pod_ns)
+            .delete("pod-2", &DeleteParams::default())
+            .await,
+    );
+    forbidden(
+        "controller reads another Lease",
+        Api::<Lease>::namespaced(controller_client.clone(), &namespace)
+            .get("someone-elses")
+            .await,
+    );
+    forbidden(
+        "controller writes Events elsewhere",
+        Api::<Event>::namespaced(controller_client.clone(), &namespace)
+            .list(&ListParams::default())
+            .await,
+    );
+
+    agent.kill().await;
+    let _ = controller.kill().await;
+}
