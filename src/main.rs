@@ -28,6 +28,10 @@ enum Command {
         /// Directory for the kubeconfig, the agent socket and the CNI network config.
         #[arg(long, default_value = "ipledger-sandbox")]
         dir: std::path::PathBuf,
+        /// Instead of serving until Ctrl-C, play N pods on two nodes through the plugin
+        /// (attach, detach, leak and GC), print the pools after each phase and exit.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        demo: Option<u32>,
     },
     /// Print the version of this build.
     Version,
@@ -70,9 +74,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Crds => print!("{}", ipledger::api::crds_yaml()?),
         #[cfg(feature = "emulator")]
-        Command::Sandbox { dir } => {
-            ipledger::sandbox::run(&dir, ipledger::agent::termination()).await?
-        }
+        Command::Sandbox { dir, demo } => match demo {
+            None => ipledger::sandbox::run(&dir, ipledger::agent::termination()).await?,
+            Some(pods) => ipledger::sandbox::demo::run(&dir, pods).await?,
+        },
         Command::Version => println!("ipledger {}", env!("CARGO_PKG_VERSION")),
         #[cfg(feature = "emulator")]
         Command::Emulator {

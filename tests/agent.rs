@@ -1235,6 +1235,167 @@ async fn reference_bridge_plugin_allocates_through_the_agent() {
     h.delete_pool(&pool).await;
 }
 
+/// `--write-conflist`: the network configuration list is there once the socket accepts
+/// connections (the harness waits for a connect), names the agent's socket (not the
+/// default one), and leaves no temporary file beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_conflist_is_written_once_the_socket_listens() {
+    let h = Harness::new().await;
+    let net_d = h.dir.path().join("net.d");
+    let path = net_d.join("10-ipledger.conflist");
+    let mut agent = Agent::start_with(
+        &h.kubeconfig,
+        &test_support::unique("node"),
+        h.dir.path(),
+        &[
+            "--write-conflist",
+            path.to_str().unwrap(),
+            "--conflist-bridge",
+            "br-test",
+            "--conflist-network",
+            "test-net",
+        ],
+    )
+    .await;
+
+    // The agent writes the file right after binding the socket, which a connect sees
+    // already: allow the moment in between (2 s at most), no more.
+    let mut text = None;
+    for _ in 0..200 {
+        text = std::fs::read(&path).ok();
+        if text.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let text = text.expect("the conflist is written once the socket is up");
+    let config: Value = serde_json::from_slice(&text).expect("valid JSON");
+    assert_eq!(config["name"], "test-net");
+    assert_eq!(config["plugins"][0]["type"], "bridge");
+    assert_eq!(config["plugins"][0]["bridge"], "br-test");
+    assert_eq!(
+        config["plugins"][0]["ipam"]["socket"],
+        agent.socket.to_str().unwrap()
+    );
+    assert_eq!(config["plugins"][1]["type"], "portmap");
+    let files: Vec<_> = std::fs::read_dir(&net_d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        files,
+        vec![std::ffi::OsString::from("10-ipledger.conflist")]
+    );
+    assert!(agent.stop().await.success());
+    assert!(
+        path.exists(),
+        "the config stays when the agent stops: pods wait for it (code 11), not for a network"
+    );
+}
+
+/// The conflist the agent writes is one the real Debian `bridge` plugin accepts: its
+/// first plugin, given `name` and `cniVersion` as a runtime gives them from the list,
+/// attaches a pod in a network namespace with ipledger's address and default route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reference_bridge_plugin_accepts_the_written_conflist() {
+    use test_support::netns::{NetNs, REFERENCE_PLUGINS, reference_plugin_missing};
+    if let Some(why) = reference_plugin_missing("bridge") {
+        test_support::skip(&why);
+        return;
+    }
+    let h = Harness::new().await;
+    let pool = h
+        .pool(
+            "conflist",
+            IPPoolSpec {
+                gateway: Some("10.69.0.1".into()),
+                ..v4_pool("10.69.0.0/24", 26)
+            },
+        )
+        .await;
+    let path = h.dir.path().join("10-ipledger.conflist");
+    let _agent = Agent::start_with(
+        &h.kubeconfig,
+        &test_support::unique("node"),
+        h.dir.path(),
+        &[
+            "--write-conflist",
+            path.to_str().unwrap(),
+            "--conflist-bridge",
+            "ipl1",
+        ],
+    )
+    .await;
+    let list: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let mut config = list["plugins"][0].clone();
+    config["name"] = list["name"].clone();
+    config["cniVersion"] = list["cniVersion"].clone();
+    // The written config takes the default pools; this test's pool is named instead,
+    // so that it holds against a shared real cluster whose default pools are not ours.
+    config["ipam"]["pools"] = serde_json::json!([pool]);
+
+    let bin = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(
+        test_support::binary("ipledger-cni"),
+        bin.path().join("ipledger"),
+    )
+    .unwrap();
+    let cni_path = format!("{}:{REFERENCE_PLUGINS}", bin.path().display());
+    let host = NetNs::new("node");
+    let pod = NetNs::new("pod");
+    // `ipMasq` makes bridge run iptables from PATH, and `run_command` clears the
+    // environment: a runtime passes its own (libcni adds the CNI variables to it).
+    let argv: Vec<String> = [
+        "ip",
+        "netns",
+        "exec",
+        &host.0,
+        "/usr/bin/env",
+        "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+        &format!("{REFERENCE_PLUGINS}/bridge"),
+    ]
+    .map(String::from)
+    .to_vec();
+    let (args, pod_path) = (pod_args("conflist"), pod.path());
+    let run = |command: &'static str| {
+        support::node::run_command(
+            &argv,
+            command,
+            &config,
+            "conflist-c1",
+            "eth0",
+            &args,
+            &pod_path,
+            &cni_path,
+        )
+    };
+
+    let add = run("ADD").await;
+    assert_eq!(add.code, 0, "bridge ADD: {} {}", add.result, add.stderr);
+    let address = add.result["ips"][0]["address"]
+        .as_str()
+        .expect("an address");
+    assert!(address.starts_with("10.69.0."), "{address}");
+    assert!(
+        pod.addresses("eth0").contains(&format!("inet {address}")),
+        "pod eth0: {}",
+        pod.addresses("eth0")
+    );
+    let routes = std::process::Command::new("ip")
+        .args(["-n", &pod.0, "route", "show", "default"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&routes.stdout).contains("via 10.69.0.1"),
+        "isDefaultGateway gives the pod a default route via the gateway: {}",
+        String::from_utf8_lossy(&routes.stdout)
+    );
+    let del = run("DEL").await;
+    assert_eq!(del.code, 0, "bridge DEL: {} {}", del.result, del.stderr);
+    assert!(h.ledger(&pool).await.is_empty(), "DEL released the address");
+    h.delete_pool(&pool).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_supported_cni_version_adds_checks_and_deletes() {
     let h = Harness::new().await;

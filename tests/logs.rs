@@ -8,8 +8,8 @@ use std::process::{Command, Stdio};
 #[test]
 fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
     let dir = tempfile::tempdir().unwrap();
-    let plugin = dir.path().join("ipledger-cni");
-    std::fs::write(&plugin, b"#!/bin/sh\n").unwrap();
+    // The agent installs only an ELF executable: the real plugin.
+    let plugin = test_support::binary("ipledger-cni");
     let bin_dir = dir.path().join("bin");
     std::fs::create_dir(&bin_dir).unwrap();
     // Installing the plugin logs at info; the missing kubeconfig then stops the agent.

@@ -34,6 +34,19 @@ pub struct AgentArgs {
     #[arg(long, env = "IPLEDGER_CNI_BINARY")]
     pub cni_binary: Option<PathBuf>,
 
+    /// Write a standalone CNI network configuration list here once the socket listens
+    /// (`bridge` with ipledger as its IPAM, then `portmap`), atomically, mode 0644.
+    #[arg(long, env = "IPLEDGER_WRITE_CONFLIST")]
+    pub write_conflist: Option<PathBuf>,
+
+    /// The bridge of the written network configuration.
+    #[arg(long, env = "IPLEDGER_CONFLIST_BRIDGE", default_value = "cni0")]
+    pub conflist_bridge: String,
+
+    /// The network name of the written network configuration.
+    #[arg(long, env = "IPLEDGER_CONFLIST_NETWORK", default_value = "ipledger")]
+    pub conflist_network: String,
+
     /// Longest time one plugin request may take before the agent gives up on it.
     #[arg(long, env = "IPLEDGER_REQUEST_TIMEOUT", default_value = "25s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,

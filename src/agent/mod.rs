@@ -7,6 +7,7 @@ pub mod allocator;
 pub mod cache;
 mod check;
 pub mod config;
+pub mod conflist;
 mod del;
 pub mod error;
 mod gc;
@@ -39,6 +40,12 @@ pub enum StartError {
         dir: PathBuf,
         error: std::io::Error,
     },
+    /// The CNI network configuration could not be written.
+    #[error("cannot write the CNI network configuration {path}: {error}")]
+    Conflist {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     /// The socket could not be bound.
     #[error("cannot serve on {path}: {error}")]
     Socket {
@@ -62,6 +69,15 @@ pub async fn run(
     args: AgentArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    // Bad names fail the start before anything is installed or written.
+    if let Some(path) = &args.write_conflist {
+        conflist::validate(&args.conflist_network, &args.conflist_bridge).map_err(|e| {
+            StartError::Conflist {
+                path: path.clone(),
+                error: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+            }
+        })?;
+    }
     if let Some(dir) = &args.install_cni_bin_dir {
         let source_path = match &args.cni_binary {
             Some(path) => path.clone(),
@@ -142,6 +158,25 @@ pub async fn run(
         path: args.socket.clone(),
         error,
     })?;
+    // The network config appears only now, with the socket bound and the watches listed:
+    // kubelet takes the node's network as ready once a config is in its directory, and a
+    // runtime acting on it must find an agent that answers (a connection made before the
+    // server below starts waits in the listen backlog).
+    if let Some(path) = &args.write_conflist {
+        if let Err(error) = conflist::write(
+            path,
+            &args.conflist_network,
+            &args.conflist_bridge,
+            &args.socket,
+        ) {
+            let _ = std::fs::remove_file(&args.socket);
+            return Err(StartError::Conflist {
+                path: path.clone(),
+                error,
+            });
+        }
+        tracing::info!(path = %path.display(), "wrote the CNI network configuration");
+    }
     tracing::info!(node = args.node_name, socket = %args.socket.display(), metrics = %args.metrics_addr, "agent serving");
     let routes = server::socket_routes(server::Shared { allocator, metrics }, args.request_timeout);
     crate::http::serve_until(listener, routes, args.header_read_timeout, shutdown).await;
