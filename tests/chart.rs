@@ -314,3 +314,70 @@ async fn the_rendered_objects_are_accepted_by_the_api_server() {
         .await;
     assert_eq!(ds, "true");
 }
+
+/// Every environment variable the chart sets for a container, and every argument it
+/// passes, as `ipledger agent` / `ipledger controller` would parse them: an env name the
+/// binary does not read, a flag it does not have, or a value it cannot parse fails here,
+/// not on a node at start.
+fn parse_as<A: clap::Args>(container: &Value) -> Result<clap::ArgMatches, String> {
+    let command = A::augment_args(clap::Command::new("ipledger").no_binary_name(true));
+    let mut argv: Vec<String> = container["args"].as_array().unwrap()[1..]
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    for var in container["env"].as_array().unwrap() {
+        let name = var["name"].as_str().unwrap();
+        let arg = command
+            .get_arguments()
+            .find(|a| a.get_env().is_some_and(|e| e == name));
+        let Some(arg) = arg else {
+            // Read by the process itself rather than a flag: the log filter, the pod's name.
+            assert!(
+                ["IPLEDGER_LOG", "POD_NAME"].contains(&name),
+                "the chart sets {name}, which no flag reads"
+            );
+            continue;
+        };
+        // Values from the downward API are the pod's at run time; any name stands in.
+        let value = var["value"]
+            .as_str()
+            .map(|v| v.replace("$(POD_NAME)", "ipledger-controller-0"))
+            .unwrap_or_else(|| "from-the-downward-api".into());
+        argv.push(format!("--{}={value}", arg.get_long().unwrap()));
+    }
+    command
+        .try_get_matches_from(argv)
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn the_binaries_accept_every_flag_and_variable_the_chart_sets() {
+    let Some(helm) = chart::helm() else { return };
+    let all = all_options().display().to_string();
+    for extra in [vec![], vec!["-f", all.as_str()]] {
+        let objects = objects(&chart::template(&helm, "ipledger", &extra).unwrap());
+        let agent =
+            &find(&objects, "DaemonSet", "-agent")["spec"]["template"]["spec"]["containers"][0];
+        let matches = parse_as::<ipledger::agent::AgentArgs>(agent)
+            .unwrap_or_else(|e| panic!("the agent refuses the chart's {extra:?}: {e}"));
+        assert!(matches.contains_id("node_name"));
+        let controller = &find(&objects, "Deployment", "-controller")["spec"]["template"]["spec"]["containers"]
+            [0];
+        parse_as::<ipledger::controller::ControllerArgs>(controller)
+            .unwrap_or_else(|e| panic!("the controller refuses the chart's {extra:?}: {e}"));
+    }
+    // And the check can fail: a duration the binary cannot read.
+    let objects = objects(&chart::template(&helm, "ipledger", &[]).unwrap());
+    let mut agent =
+        find(&objects, "DaemonSet", "-agent")["spec"]["template"]["spec"]["containers"][0].clone();
+    for var in agent["env"].as_array_mut().unwrap() {
+        if var["name"] == "IPLEDGER_REQUEST_TIMEOUT" {
+            var["value"] = "soon".into();
+        }
+    }
+    let err = parse_as::<ipledger::agent::AgentArgs>(&agent).unwrap_err();
+    assert!(
+        err.contains("--request-timeout") && err.contains("soon"),
+        "{err}"
+    );
+}
