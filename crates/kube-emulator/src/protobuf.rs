@@ -107,15 +107,63 @@ const DELETE_OPTIONS: &[Field] = &[
     list(5, "dryRun", Kind::String),
 ];
 
+const RESOURCE_ATTRIBUTES: &[Field] = &[
+    f(1, "namespace", Kind::String),
+    f(2, "verb", Kind::String),
+    f(3, "group", Kind::String),
+    f(4, "version", Kind::String),
+    f(5, "resource", Kind::String),
+    f(6, "subresource", Kind::String),
+    f(7, "name", Kind::String),
+];
+
+const NON_RESOURCE_ATTRIBUTES: &[Field] = &[f(1, "path", Kind::String), f(2, "verb", Kind::String)];
+
+const SELF_SUBJECT_ACCESS_REVIEW_SPEC: &[Field] = &[
+    f(1, "resourceAttributes", Kind::Message(RESOURCE_ATTRIBUTES)),
+    f(
+        2,
+        "nonResourceAttributes",
+        Kind::Message(NON_RESOURCE_ATTRIBUTES),
+    ),
+];
+
+const SELF_SUBJECT_ACCESS_REVIEW: &[Field] = &[
+    f(1, "metadata", Kind::Message(OBJECT_META)),
+    f(2, "spec", Kind::Message(SELF_SUBJECT_ACCESS_REVIEW_SPEC)),
+];
+
+const BOUND_OBJECT_REFERENCE: &[Field] = &[
+    f(1, "kind", Kind::String),
+    f(2, "apiVersion", Kind::String),
+    f(3, "name", Kind::String),
+    f(4, "uid", Kind::String),
+];
+
+const TOKEN_REQUEST_SPEC: &[Field] = &[
+    list(1, "audiences", Kind::String),
+    f(3, "boundObjectRef", Kind::Message(BOUND_OBJECT_REFERENCE)),
+    f(4, "expirationSeconds", Kind::Int),
+];
+
+const TOKEN_REQUEST: &[Field] = &[
+    f(1, "metadata", Kind::Message(OBJECT_META)),
+    f(2, "spec", Kind::Message(TOKEN_REQUEST_SPEC)),
+];
+
 const UNKNOWN: &[Field] = &[f(2, "raw", Kind::Bytes), f(4, "contentType", Kind::String)];
 
-/// Decodes a protobuf body for the core/v1 `kind`; Err names what is not supported.
+/// Decodes a protobuf body of `kind` (core/v1 ConfigMap, Secret, Namespace; DeleteOptions;
+/// the SelfSubjectAccessReview and TokenRequest of `kubectl auth can-i` and `kubectl
+/// create token`); Err names what is not supported.
 pub fn decode(kind: &str, body: &[u8]) -> Result<Value, String> {
-    let fields = match kind {
-        "ConfigMap" => CONFIG_MAP,
-        "Secret" => SECRET,
-        "Namespace" => NAMESPACE,
-        "DeleteOptions" => DELETE_OPTIONS,
+    let (fields, api_version) = match kind {
+        "ConfigMap" => (CONFIG_MAP, "v1"),
+        "Secret" => (SECRET, "v1"),
+        "Namespace" => (NAMESPACE, "v1"),
+        "DeleteOptions" => (DELETE_OPTIONS, "meta.k8s.io/v1"),
+        "SelfSubjectAccessReview" => (SELF_SUBJECT_ACCESS_REVIEW, "authorization.k8s.io/v1"),
+        "TokenRequest" => (TOKEN_REQUEST, "authentication.k8s.io/v1"),
         other => {
             return Err(format!(
                 "protobuf bodies are decoded for ConfigMap, Secret and Namespace only, not {other}"
@@ -128,11 +176,6 @@ pub fn decode(kind: &str, body: &[u8]) -> Result<Value, String> {
     let unknown = message_raw(envelope, UNKNOWN)?;
     let raw = unknown.get(&2).cloned().unwrap_or_default();
     let mut obj = message(&raw, fields)?;
-    let api_version = if kind == "DeleteOptions" {
-        "meta.k8s.io/v1"
-    } else {
-        "v1"
-    };
     obj.insert("apiVersion".into(), api_version.into());
     obj.insert("kind".into(), kind.into());
     Ok(Value::Object(obj))
@@ -224,7 +267,8 @@ fn map_entry(b: &[u8]) -> Result<(String, &[u8]), String> {
     Ok((key, value))
 }
 
-fn base64(bytes: &[u8]) -> String {
+/// Standard base64 with padding.
+pub(crate) fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
