@@ -151,24 +151,76 @@ const TOKEN_REQUEST: &[Field] = &[
     f(2, "spec", Kind::Message(TOKEN_REQUEST_SPEC)),
 ];
 
+const SERVICE_ACCOUNT: &[Field] = &[
+    f(1, "metadata", Kind::Message(OBJECT_META)),
+    f(4, "automountServiceAccountToken", Kind::Bool),
+];
+
+const POLICY_RULE: &[Field] = &[
+    list(1, "verbs", Kind::String),
+    list(2, "apiGroups", Kind::String),
+    list(3, "resources", Kind::String),
+    list(4, "resourceNames", Kind::String),
+    list(5, "nonResourceURLs", Kind::String),
+];
+
+const ROLE: &[Field] = &[
+    f(1, "metadata", Kind::Message(OBJECT_META)),
+    list(2, "rules", Kind::Message(POLICY_RULE)),
+];
+
+const SUBJECT: &[Field] = &[
+    f(1, "kind", Kind::String),
+    f(2, "apiGroup", Kind::String),
+    f(3, "name", Kind::String),
+    f(4, "namespace", Kind::String),
+];
+
+const ROLE_REF: &[Field] = &[
+    f(1, "apiGroup", Kind::String),
+    f(2, "kind", Kind::String),
+    f(3, "name", Kind::String),
+];
+
+const ROLE_BINDING: &[Field] = &[
+    f(1, "metadata", Kind::Message(OBJECT_META)),
+    list(2, "subjects", Kind::Message(SUBJECT)),
+    f(3, "roleRef", Kind::Message(ROLE_REF)),
+];
+
 const UNKNOWN: &[Field] = &[f(2, "raw", Kind::Bytes), f(4, "contentType", Kind::String)];
 
-/// Decodes a protobuf body of `kind` (core/v1 ConfigMap, Secret, Namespace; DeleteOptions;
-/// the SelfSubjectAccessReview and TokenRequest of `kubectl auth can-i` and `kubectl
-/// create token`); Err names what is not supported.
-pub fn decode(kind: &str, body: &[u8]) -> Result<Value, String> {
-    let (fields, api_version) = match kind {
+/// The field table and apiVersion of the kinds whose protobuf bodies are decoded.
+fn schema(kind: &str) -> Option<(&'static [Field], &'static str)> {
+    const RBAC: &str = "rbac.authorization.k8s.io/v1";
+    Some(match kind {
         "ConfigMap" => (CONFIG_MAP, "v1"),
         "Secret" => (SECRET, "v1"),
         "Namespace" => (NAMESPACE, "v1"),
+        "ServiceAccount" => (SERVICE_ACCOUNT, "v1"),
         "DeleteOptions" => (DELETE_OPTIONS, "meta.k8s.io/v1"),
+        "Role" | "ClusterRole" => (ROLE, RBAC),
+        "RoleBinding" | "ClusterRoleBinding" => (ROLE_BINDING, RBAC),
         "SelfSubjectAccessReview" => (SELF_SUBJECT_ACCESS_REVIEW, "authorization.k8s.io/v1"),
         "TokenRequest" => (TOKEN_REQUEST, "authentication.k8s.io/v1"),
-        other => {
-            return Err(format!(
-                "protobuf bodies are decoded for ConfigMap, Secret and Namespace only, not {other}"
-            ));
-        }
+        _ => return None,
+    })
+}
+
+/// Whether protobuf bodies of `kind` are decoded.
+pub fn decodes(kind: &str) -> bool {
+    schema(kind).is_some()
+}
+
+/// Decodes a protobuf body of `kind`: the core/v1 ConfigMap, Secret, Namespace and
+/// ServiceAccount, the RBAC kinds, DeleteOptions, and the SelfSubjectAccessReview and
+/// TokenRequest of `kubectl auth can-i` and `kubectl create token`, all of which kubectl's
+/// typed clients send as protobuf; Err names what is not supported.
+pub fn decode(kind: &str, body: &[u8]) -> Result<Value, String> {
+    let Some((fields, api_version)) = schema(kind) else {
+        return Err(format!(
+            "protobuf bodies are decoded for ConfigMap, Secret, Namespace, ServiceAccount and the RBAC kinds only, not {kind}"
+        ));
     };
     let envelope = body
         .strip_prefix(MAGIC)
@@ -382,6 +434,36 @@ mod tests {
             obj,
             json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "data": {"k": "aGVsbG8="},
                    "metadata": {"name": "s", "namespace": "ns", "labels": {"app": "web"}, "finalizers": ["a/b"]}})
+        );
+    }
+
+    #[test]
+    fn decodes_a_role_binding_with_its_subjects() {
+        let subject = [
+            field(1, b"ServiceAccount"),
+            field(3, b"agent"),
+            field(4, b"a"),
+        ]
+        .concat();
+        let role_ref = [
+            field(1, b"rbac.authorization.k8s.io"),
+            field(2, b"Role"),
+            field(3, b"r"),
+        ]
+        .concat();
+        let binding = [
+            field(1, &field(1, b"b")),
+            field(2, &subject),
+            field(3, &role_ref),
+        ]
+        .concat();
+        let body = [MAGIC, &field(2, &binding)].concat();
+        assert_eq!(
+            decode("RoleBinding", &body).unwrap(),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                   "metadata": {"name": "b"},
+                   "subjects": [{"kind": "ServiceAccount", "name": "agent", "namespace": "a"}],
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "r"}})
         );
     }
 
