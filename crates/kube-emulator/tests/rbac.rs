@@ -342,6 +342,29 @@ async fn a_cluster_role_binding_grants_in_every_namespace_until_it_is_deleted() 
 }
 
 #[tokio::test]
+async fn a_cluster_role_binding_must_name_its_service_accounts_namespace() {
+    let c = cluster().await;
+    let name = unique("rbac-test");
+    let binding: ClusterRoleBinding = object(json!({"metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"kind": "ServiceAccount", "name": "agent"}]}));
+    let e = api_error(
+        Api::<ClusterRoleBinding>::all(c.client.clone())
+            .create(&PostParams::default(), &binding)
+            .await,
+    );
+    assert_eq!(
+        (e.code, e.message),
+        (
+            422,
+            format!(
+                "ClusterRoleBinding.rbac.authorization.k8s.io \"{name}\" is invalid: subjects[0].namespace: Required value"
+            )
+        )
+    );
+}
+
+#[tokio::test]
 async fn a_role_binding_grants_only_in_its_namespace() {
     let c = cluster().await;
     let ns = namespace(&c.client).await;
