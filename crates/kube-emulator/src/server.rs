@@ -1332,6 +1332,14 @@ fn storage_cost(method: &Method, path: &str, query: Option<&str>) -> StorageCost
             StorageCost::Read
         }
         Method::DELETE => StorageCost::DeleteBody,
+        // A TokenRequest reads its ServiceAccount and writes nothing.
+        Method::POST
+            if path.starts_with("/api/v1/namespaces/")
+                && path.contains("/serviceaccounts/")
+                && path.ends_with("/token") =>
+        {
+            StorageCost::Read
+        }
         Method::POST | Method::PUT | Method::PATCH => StorageCost::Write,
         _ => StorageCost::Nothing,
     }
@@ -1843,6 +1851,13 @@ mod tests {
             Write
         );
         assert_eq!(cost(Method::PATCH, &format!("{cms}/a")), Write);
+        assert_eq!(
+            cost(
+                Method::POST,
+                "/api/v1/namespaces/a/serviceaccounts/sa/token"
+            ),
+            Read
+        );
         assert_eq!(cost(Method::DELETE, &format!("{cms}/a")), DeleteBody);
         assert_eq!(cost(Method::POST, &format!("{cms}?dryRun=All")), Read);
         assert_eq!(cost(Method::DELETE, &format!("{cms}/a?dryRun=All")), Read);
