@@ -163,11 +163,12 @@ impl Tokens {
             .cloned()
     }
 
-    fn insert(&self, token: String, credential: Credential) {
-        self.0
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(token, credential);
+    /// Adds an issued token, forgetting those expired by `now` (so the map stays as small
+    /// as the live tokens).
+    fn insert(&self, token: String, credential: Credential, now: DateTime<Utc>) {
+        let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, c| !matches!(c, Credential::ServiceAccount(sa) if sa.expires <= now));
+        map.insert(token, credential);
     }
 }
 
@@ -384,7 +385,7 @@ pub fn issue(
         expires,
     };
     let token = jwt(&claims(&issued, &spec.audiences, now));
-    tokens.insert(token.clone(), Credential::ServiceAccount(issued));
+    tokens.insert(token.clone(), Credential::ServiceAccount(issued), now);
     let bound = spec.pod.as_ref().map_or(Value::Null, |(pod, uid)| {
         let mut r = json!({"kind": "Pod", "apiVersion": "v1", "name": pod});
         if !uid.is_empty() {
@@ -487,6 +488,9 @@ mod tests {
         assert!(!user.uid.is_empty());
         let later = now() + chrono::Duration::seconds(3600);
         assert_eq!(authenticate(&store, &tokens, &token, later), None);
+        // Issuing another forgets the expired one.
+        issue(&store, &tokens, "default", "agent", &json!({}), later).unwrap();
+        assert_eq!(tokens.get(&token), None);
         assert_eq!(authenticate(&store, &tokens, "guess", now()), None);
     }
 
