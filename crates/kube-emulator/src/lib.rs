@@ -5,12 +5,14 @@
 
 pub mod apply;
 pub mod audit;
+pub mod authn;
 pub mod discovery;
 pub mod error;
 pub mod events;
 pub mod faults;
 pub mod patch;
 pub mod protobuf;
+pub mod rbac;
 pub mod resources;
 pub mod schema;
 pub mod selectors;
@@ -42,8 +44,10 @@ use tokio::task::JoinHandle;
 pub use audit::AuditEvent;
 pub use faults::{Faults, LostResponse};
 
-/// The bearer token written into kubeconfigs (user `admin`). Other tokens are refused
-/// unless [`Config::accept_unknown_tokens`]; RBAC comes with the packaging work.
+/// The bearer token written into kubeconfigs (user `admin`, a member of `system:masters`).
+/// Other tokens are refused unless configured ([`Config::tokens`]), issued for a
+/// ServiceAccount ([`Emulator::service_account_token`]), or
+/// [`Config::accept_unknown_tokens`].
 pub const ADMIN_TOKEN: &str = "ipledger-emulator-admin";
 
 /// Errors starting or using the emulator.
@@ -71,6 +75,9 @@ pub enum EmulatorError {
     /// A kube client could not be built from the emulator's config.
     #[error("cannot build a client: {0}")]
     Client(#[from] kube::Error),
+    /// The API refused a request (a token for a ServiceAccount that does not exist).
+    #[error("{0}")]
+    Api(#[from] error::ApiError),
 }
 
 /// How to run the emulator.
@@ -84,13 +91,16 @@ pub struct Config {
     pub bookmark_interval: Duration,
     /// Largest request body accepted, in bytes (the real server's limit is 3 MiB).
     pub max_body: usize,
-    /// Bearer tokens and the users they authenticate; [`ADMIN_TOKEN`] is `admin`.
+    /// Bearer tokens and the users they authenticate; [`ADMIN_TOKEN`] is `admin`. These
+    /// users stand for members of `system:masters`: RBAC allows them everything (and
+    /// ServiceAccount tokens are authorized by RBAC).
     pub tokens: std::collections::BTreeMap<String, String>,
     /// Accept tokens not in `tokens` (as `system:anonymous`, trusted). Off by default, as
     /// on a real cluster: an unknown token is 401 Unauthorized.
     pub accept_unknown_tokens: bool,
-    /// Refuse requests without credentials as a real cluster's RBAC refuses
-    /// `system:anonymous`: 403 Forbidden but for `/version` and the health checks. Off by
+    /// Authorize requests without credentials by RBAC, as a real cluster does
+    /// `system:anonymous`: 403 Forbidden but for `/version`, the health checks and what
+    /// bindings grant `system:anonymous` or `system:unauthenticated`. Off by
     /// default: the emulator serves plain HTTP, over which kubectl and helm send no
     /// bearer token.
     pub forbid_anonymous: bool,
@@ -127,8 +137,9 @@ pub struct Emulator {
     addr: SocketAddr,
     faults: Faults,
     audit: audit::AuditLog,
-    /// Bearer tokens and their users, as configured.
-    tokens: std::collections::BTreeMap<String, String>,
+    /// Bearer tokens and their users, configured and issued; shared with the server.
+    tokens: authn::Tokens,
+    store: Arc<store::Store>,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
     /// The garbage collector (Orphan and Foreground deletion).
@@ -155,14 +166,14 @@ impl Emulator {
         let faults = Faults::new(store.clone());
         let gc = tokio::spawn(store.clone().run_garbage_collector(Duration::from_secs(1)));
         let audit = audit::AuditLog::default();
-        let tokens = config.tokens.clone();
+        let tokens = authn::Tokens::new(&config.tokens);
         let server = Arc::new(server::Server {
-            store,
+            store: store.clone(),
             faults: faults.clone(),
             address: addr.to_string(),
             bookmark_interval: config.bookmark_interval,
             max_body: config.max_body,
-            tokens: config.tokens,
+            tokens: tokens.clone(),
             accept_unknown_tokens: config.accept_unknown_tokens,
             forbid_anonymous: config.forbid_anonymous,
             audit: audit.clone(),
@@ -177,6 +188,7 @@ impl Emulator {
             faults,
             audit,
             tokens,
+            store,
             stop,
             task: Some(task),
             gc,
@@ -214,16 +226,40 @@ impl Emulator {
         self.kubeconfig_with_token(ADMIN_TOKEN)
     }
 
+    /// Issues a token for the ServiceAccount `namespace/name`, as `POST
+    /// .../serviceaccounts/NAME/token` does (valid one hour): requests sending it are
+    /// `system:serviceaccount:NAMESPACE:NAME` and RBAC decides what they may do. Err
+    /// ([`EmulatorError::Api`], 404 NotFound) when the ServiceAccount does not exist.
+    pub fn service_account_token(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<String, EmulatorError> {
+        let answer = authn::issue(
+            &self.store,
+            &self.tokens,
+            namespace,
+            name,
+            &serde_json::json!({}),
+            chrono::Utc::now(),
+        )?;
+        Ok(answer["status"]["token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string())
+    }
+
     /// A kubeconfig like [`Emulator::kubeconfig`] whose user sends `token`: one of
-    /// [`Config::tokens`] to act as its user, so that two processes of a test are told
-    /// apart (in the [`Emulator::audit`] log, for one).
+    /// [`Config::tokens`] to act as its user, or one of
+    /// [`Emulator::service_account_token`] to act as that ServiceAccount, so that two
+    /// processes of a test are told apart (in the [`Emulator::audit`] log, for one).
     pub fn kubeconfig_with_token(&self, token: &str) -> Kubeconfig {
         // The kubeconfig's name for the user; the server knows it by the token alone.
-        let user = self
-            .tokens
-            .get(token)
-            .cloned()
-            .unwrap_or_else(|| "emulator-user".into());
+        let user = match self.tokens.get(token) {
+            Some(authn::Credential::Configured(name)) => name,
+            Some(authn::Credential::ServiceAccount(sa)) => sa.user().username,
+            None => "emulator-user".into(),
+        };
         Kubeconfig {
             clusters: vec![NamedCluster {
                 name: "ipledger-emulator".into(),

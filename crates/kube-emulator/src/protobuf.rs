@@ -107,20 +107,120 @@ const DELETE_OPTIONS: &[Field] = &[
     list(5, "dryRun", Kind::String),
 ];
 
+const RESOURCE_ATTRIBUTES: &[Field] = &[
+    f(1, "namespace", Kind::String),
+    f(2, "verb", Kind::String),
+    f(3, "group", Kind::String),
+    f(4, "version", Kind::String),
+    f(5, "resource", Kind::String),
+    f(6, "subresource", Kind::String),
+    f(7, "name", Kind::String),
+];
+
+const NON_RESOURCE_ATTRIBUTES: &[Field] = &[f(1, "path", Kind::String), f(2, "verb", Kind::String)];
+
+const SELF_SUBJECT_ACCESS_REVIEW_SPEC: &[Field] = &[
+    f(1, "resourceAttributes", Kind::Message(RESOURCE_ATTRIBUTES)),
+    f(
+        2,
+        "nonResourceAttributes",
+        Kind::Message(NON_RESOURCE_ATTRIBUTES),
+    ),
+];
+
+const SELF_SUBJECT_ACCESS_REVIEW: &[Field] = &[
+    f(1, "metadata", Kind::Message(OBJECT_META)),
+    f(2, "spec", Kind::Message(SELF_SUBJECT_ACCESS_REVIEW_SPEC)),
+];
+
+const BOUND_OBJECT_REFERENCE: &[Field] = &[
+    f(1, "kind", Kind::String),
+    f(2, "apiVersion", Kind::String),
+    f(3, "name", Kind::String),
+    f(4, "uid", Kind::String),
+];
+
+const TOKEN_REQUEST_SPEC: &[Field] = &[
+    list(1, "audiences", Kind::String),
+    f(3, "boundObjectRef", Kind::Message(BOUND_OBJECT_REFERENCE)),
+    f(4, "expirationSeconds", Kind::Int),
+];
+
+const TOKEN_REQUEST: &[Field] = &[
+    f(1, "metadata", Kind::Message(OBJECT_META)),
+    f(2, "spec", Kind::Message(TOKEN_REQUEST_SPEC)),
+];
+
+const SERVICE_ACCOUNT: &[Field] = &[
+    f(1, "metadata", Kind::Message(OBJECT_META)),
+    f(4, "automountServiceAccountToken", Kind::Bool),
+];
+
+const POLICY_RULE: &[Field] = &[
+    list(1, "verbs", Kind::String),
+    list(2, "apiGroups", Kind::String),
+    list(3, "resources", Kind::String),
+    list(4, "resourceNames", Kind::String),
+    list(5, "nonResourceURLs", Kind::String),
+];
+
+const ROLE: &[Field] = &[
+    f(1, "metadata", Kind::Message(OBJECT_META)),
+    list(2, "rules", Kind::Message(POLICY_RULE)),
+];
+
+const SUBJECT: &[Field] = &[
+    f(1, "kind", Kind::String),
+    f(2, "apiGroup", Kind::String),
+    f(3, "name", Kind::String),
+    f(4, "namespace", Kind::String),
+];
+
+const ROLE_REF: &[Field] = &[
+    f(1, "apiGroup", Kind::String),
+    f(2, "kind", Kind::String),
+    f(3, "name", Kind::String),
+];
+
+const ROLE_BINDING: &[Field] = &[
+    f(1, "metadata", Kind::Message(OBJECT_META)),
+    list(2, "subjects", Kind::Message(SUBJECT)),
+    f(3, "roleRef", Kind::Message(ROLE_REF)),
+];
+
 const UNKNOWN: &[Field] = &[f(2, "raw", Kind::Bytes), f(4, "contentType", Kind::String)];
 
-/// Decodes a protobuf body for the core/v1 `kind`; Err names what is not supported.
+/// The field table and apiVersion of the kinds whose protobuf bodies are decoded.
+fn schema(kind: &str) -> Option<(&'static [Field], &'static str)> {
+    const RBAC: &str = "rbac.authorization.k8s.io/v1";
+    Some(match kind {
+        "ConfigMap" => (CONFIG_MAP, "v1"),
+        "Secret" => (SECRET, "v1"),
+        "Namespace" => (NAMESPACE, "v1"),
+        "ServiceAccount" => (SERVICE_ACCOUNT, "v1"),
+        "DeleteOptions" => (DELETE_OPTIONS, "meta.k8s.io/v1"),
+        "Role" | "ClusterRole" => (ROLE, RBAC),
+        "RoleBinding" | "ClusterRoleBinding" => (ROLE_BINDING, RBAC),
+        "SelfSubjectAccessReview" => (SELF_SUBJECT_ACCESS_REVIEW, "authorization.k8s.io/v1"),
+        "TokenRequest" => (TOKEN_REQUEST, "authentication.k8s.io/v1"),
+        _ => return None,
+    })
+}
+
+/// Whether protobuf bodies of `kind` are decoded.
+pub fn decodes(kind: &str) -> bool {
+    schema(kind).is_some()
+}
+
+/// Decodes a protobuf body of `kind`: the core/v1 ConfigMap, Secret, Namespace and
+/// ServiceAccount, the RBAC kinds, DeleteOptions, and the SelfSubjectAccessReview and
+/// TokenRequest of `kubectl auth can-i` and `kubectl create token`, all of which kubectl's
+/// typed clients send as protobuf; Err names what is not supported.
 pub fn decode(kind: &str, body: &[u8]) -> Result<Value, String> {
-    let fields = match kind {
-        "ConfigMap" => CONFIG_MAP,
-        "Secret" => SECRET,
-        "Namespace" => NAMESPACE,
-        "DeleteOptions" => DELETE_OPTIONS,
-        other => {
-            return Err(format!(
-                "protobuf bodies are decoded for ConfigMap, Secret and Namespace only, not {other}"
-            ));
-        }
+    let Some((fields, api_version)) = schema(kind) else {
+        return Err(format!(
+            "protobuf bodies are decoded for ConfigMap, Secret, Namespace, ServiceAccount and the RBAC kinds only, not {kind}"
+        ));
     };
     let envelope = body
         .strip_prefix(MAGIC)
@@ -128,11 +228,6 @@ pub fn decode(kind: &str, body: &[u8]) -> Result<Value, String> {
     let unknown = message_raw(envelope, UNKNOWN)?;
     let raw = unknown.get(&2).cloned().unwrap_or_default();
     let mut obj = message(&raw, fields)?;
-    let api_version = if kind == "DeleteOptions" {
-        "meta.k8s.io/v1"
-    } else {
-        "v1"
-    };
     obj.insert("apiVersion".into(), api_version.into());
     obj.insert("kind".into(), kind.into());
     Ok(Value::Object(obj))
@@ -224,7 +319,8 @@ fn map_entry(b: &[u8]) -> Result<(String, &[u8]), String> {
     Ok((key, value))
 }
 
-fn base64(bytes: &[u8]) -> String {
+/// Standard base64 with padding.
+pub(crate) fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
@@ -338,6 +434,36 @@ mod tests {
             obj,
             json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "data": {"k": "aGVsbG8="},
                    "metadata": {"name": "s", "namespace": "ns", "labels": {"app": "web"}, "finalizers": ["a/b"]}})
+        );
+    }
+
+    #[test]
+    fn decodes_a_role_binding_with_its_subjects() {
+        let subject = [
+            field(1, b"ServiceAccount"),
+            field(3, b"agent"),
+            field(4, b"a"),
+        ]
+        .concat();
+        let role_ref = [
+            field(1, b"rbac.authorization.k8s.io"),
+            field(2, b"Role"),
+            field(3, b"r"),
+        ]
+        .concat();
+        let binding = [
+            field(1, &field(1, b"b")),
+            field(2, &subject),
+            field(3, &role_ref),
+        ]
+        .concat();
+        let body = [MAGIC, &field(2, &binding)].concat();
+        assert_eq!(
+            decode("RoleBinding", &body).unwrap(),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                   "metadata": {"name": "b"},
+                   "subjects": [{"kind": "ServiceAccount", "name": "agent", "namespace": "a"}],
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "r"}})
         );
     }
 

@@ -15,12 +15,14 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::apply::{self, FieldManager};
 use super::audit::{AuditEvent, AuditLog};
+use super::authn::{self, ANONYMOUS, Tokens, UserInfo};
 use super::discovery;
-use super::error::{ApiError, ApiResult, Cause};
+use super::error::{ApiError, ApiResult, Cause, GroupResource};
 use super::events;
 use super::faults::{self, Faults, LostResponse};
 use super::patch::{self, PatchType};
 use super::protobuf;
+use super::rbac::{self, Attributes, Decision, Policy};
 use super::resources::ResourceType;
 use super::selectors::{FieldSelector, LabelSelector, supported_fields};
 use super::store::{DeleteOptions, Event, EventType, ListFrom, Part, Store};
@@ -42,12 +44,14 @@ pub struct Server {
     pub bookmark_interval: Duration,
     /// Largest request body accepted.
     pub max_body: usize,
-    /// Known bearer tokens and the user each one authenticates.
-    pub tokens: std::collections::BTreeMap<String, String>,
+    /// Known bearer tokens and the user each one authenticates: the configured ones and
+    /// those issued since (shared with the [`crate::Emulator`] handle).
+    pub tokens: Tokens,
     /// Whether a token not in `tokens` is accepted (as `system:anonymous`).
     pub accept_unknown_tokens: bool,
-    /// Whether requests without credentials are refused (403) as RBAC refuses
-    /// `system:anonymous`; otherwise they are trusted.
+    /// Whether requests without credentials are authorized by RBAC like any other (the
+    /// bootstrap roles give `system:unauthenticated` the version and health paths);
+    /// otherwise they are trusted.
     pub forbid_anonymous: bool,
     /// Where answered resource requests are recorded.
     pub audit: AuditLog,
@@ -62,9 +66,6 @@ pub struct Server {
 #[derive(Clone, Copy, Debug, thiserror::Error)]
 #[error("the answer to a write that landed was dropped (injected fault)")]
 pub struct AnswerLost;
-
-/// The user of requests without credentials.
-const ANONYMOUS: &str = "system:anonymous";
 
 /// Which part of the API a path names.
 #[derive(Debug, PartialEq)]
@@ -276,12 +277,19 @@ impl Server {
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         // Known before authentication, so that a refused token's requests are logged too.
         facts.target = self.target(&req, &segments);
-        // Authorization (RBAC) is the packaging issue's work; it will use this user and sit
-        // here, before any resource is touched.
+        // As on the real server, authorization comes before routing: a user without
+        // permission learns nothing of what exists.
         let user = self.authenticate(&req)?;
-        facts.user.clone_from(&user);
-        if user == ANONYMOUS {
-            self.authorize_anonymous(&req, &segments)?;
+        facts.user.clone_from(&user.username);
+        let query = parse_query(req.uri().query());
+        let attributes = Attributes::of_request(req.method().as_str(), &path, &query);
+        let decision = self.decide(&user, &attributes);
+        if !decision.allowed {
+            return Err(rbac::forbidden(
+                &user.username,
+                &attributes,
+                &decision.reason,
+            ));
         }
         let registry = self.store.registry();
         if req.method() == Method::GET {
@@ -335,10 +343,30 @@ impl Server {
         }
         if let Some(sub) = &rp.subresource
             && !(sub == "status" && t.status_subresource)
+            && !(sub == "token" && is_service_accounts(&t))
         {
             return Err(ApiError::no_route(&path));
         }
-        let query = parse_query(req.uri().query());
+        if rp.subresource.as_deref() == Some("token") {
+            if req.method() != Method::POST {
+                return Err(ApiError::method_not_allowed(
+                    "the server does not allow this method on the requested resource",
+                ));
+            }
+            let (body, content_type) = self.body(req).await?;
+            let request = parse_review(&content_type, "TokenRequest", &body)?;
+            let namespace = rp.namespace.as_deref().unwrap_or_default();
+            let name = rp.name.as_deref().unwrap_or_default();
+            let answer = authn::issue(
+                &self.store,
+                &self.tokens,
+                namespace,
+                name,
+                &request,
+                chrono::Utc::now(),
+            )?;
+            return Ok(json_response(201, &answer));
+        }
         let manager_name = field_manager(&req, &query);
         let api_version = t.api_version(&rp.version);
         let manager = FieldManager {
@@ -410,15 +438,15 @@ impl Server {
                 }
             }
             (&Method::POST, None) if is_review(&t) => {
-                // The answer does not depend on the question, so a protobuf body (kubectl's
-                // typed clients send one) need not be decoded.
-                let body = http_body_util::Limited::new(req.into_body(), self.max_body)
-                    .collect()
-                    .await
-                    .map(|b| b.to_bytes())
-                    .unwrap_or_default();
-                let question = parse_json(&body).unwrap_or_else(|_| json!({}));
-                Ok(json_response(201, &review(&t, question, &user)))
+                let (body, content_type) = self.body(req).await?;
+                let question = parse_review(&content_type, &t.kind, &body)?;
+                let answer = if t.group == "authorization.k8s.io" {
+                    let asked = asked_attributes(&question["spec"]);
+                    self.decide(&user, &asked).to_review()
+                } else {
+                    json!({"userInfo": user.to_review()})
+                };
+                Ok(json_response(201, &review(&t, question, answer)))
             }
             (&Method::POST, None) => {
                 let (body, content_type) = self.body(req).await?;
@@ -712,9 +740,9 @@ impl Server {
     /// The user a request's bearer token names; 401 for a malformed header or an unknown
     /// token (unless unknown tokens are accepted); a request without one is
     /// `system:anonymous`, as with the real server's anonymous authentication.
-    fn authenticate(&self, req: &Request<Incoming>) -> ApiResult<String> {
+    fn authenticate(&self, req: &Request<Incoming>) -> ApiResult<UserInfo> {
         let Some(header) = req.headers().get(header::AUTHORIZATION) else {
-            return Ok(ANONYMOUS.to_string());
+            return Ok(UserInfo::anonymous());
         };
         let token = header
             .to_str()
@@ -723,71 +751,38 @@ impl Server {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(ApiError::unauthorized)?;
-        match self.tokens.get(token) {
-            Some(user) => Ok(user.clone()),
-            None => self.unknown_token(),
+        match authn::authenticate(&self.store, &self.tokens, token, chrono::Utc::now()) {
+            Some(user) => Ok(user),
+            None if self.accept_unknown_tokens => Ok(UserInfo::anonymous()),
+            None => Err(ApiError::unauthorized()),
         }
     }
 
-    fn unknown_token(&self) -> ApiResult<String> {
-        if self.accept_unknown_tokens {
-            Ok(ANONYMOUS.to_string())
-        } else {
-            Err(ApiError::unauthorized())
+    /// Whether `user` may do what `attributes` say: RBAC over the stored Roles,
+    /// ClusterRoles and bindings, read afresh for every request. `system:anonymous` is
+    /// trusted unless `forbid_anonymous` (and always with `accept_unknown_tokens`).
+    fn decide(&self, user: &UserInfo, attributes: &Attributes) -> Decision {
+        let trusted = user.groups.iter().any(|g| g == rbac::MASTERS)
+            || (user.username == ANONYMOUS
+                && (self.accept_unknown_tokens || !self.forbid_anonymous));
+        if trusted {
+            // Without reading the policy: most requests are a superuser's.
+            return Decision {
+                allowed: true,
+                reason: String::new(),
+            };
         }
-    }
-
-    /// What an anonymous request may do: with `forbid_anonymous`, what RBAC grants
-    /// `system:unauthenticated` on a real cluster — the public health and version paths;
-    /// everything else is 403. Trusted otherwise.
-    fn authorize_anonymous(&self, req: &Request<Incoming>, segments: &[&str]) -> ApiResult<()> {
-        if self.accept_unknown_tokens
-            || !self.forbid_anonymous
-            || (req.method() == Method::GET
-                && matches!(segments, ["version"] | ["healthz"] | ["livez"] | ["readyz"]))
-        {
-            return Ok(());
-        }
-        let user = format!("User \"{ANONYMOUS}\"");
-        let is_namespaced = |g: &str, v: &str, r: &str| {
+        let all = |plural: &str| {
             self.store
-                .registry()
-                .lookup(g, v, r)
-                .is_some_and(|t| t.namespaced)
+                .all_of(&GroupResource::new("rbac.authorization.k8s.io", plural))
         };
-        let Some(rp) = parse_resource_path(segments, &is_namespaced) else {
-            return Err(ApiError::forbidden(format!(
-                "forbidden: {user} cannot {} path \"{}\"",
-                req.method().as_str().to_lowercase(),
-                req.uri().path()
-            )));
-        };
-        let query = parse_query(req.uri().query());
-        let watching =
-            rp.watch_prefix || query.get("watch").is_some_and(|w| w == "true" || w == "1");
-        let verb = verb(req.method(), rp.name.is_some(), watching);
-        let resource = match &rp.subresource {
-            Some(sub) => format!("{}/{sub}", rp.resource),
-            None => rp.resource.clone(),
-        };
-        let subject = match &rp.name {
-            Some(name) => format!("{} \"{name}\"", rp.resource),
-            None => rp.resource.clone(),
-        };
-        let scope = match &rp.namespace {
-            Some(ns) => format!("in the namespace \"{ns}\""),
-            None => "at the cluster scope".to_string(),
-        };
-        let message = format!(
-            "{subject} is forbidden: {user} cannot {verb} resource \"{resource}\" in API group \"{}\" {scope}",
-            rp.group
+        let policy = Policy::new(
+            &all("roles"),
+            &all("clusterroles"),
+            &all("rolebindings"),
+            &all("clusterrolebindings"),
         );
-        Err(ApiError {
-            details: Some(
-                json!({"name": rp.name.clone().unwrap_or_default(), "group": rp.group, "kind": rp.resource}),
-            ),
-            ..ApiError::forbidden(message)
-        })
+        rbac::authorize(&policy, user, attributes)
     }
 
     /// What a resource request (get, list, watch or a write) names, for the audit log;
@@ -820,7 +815,7 @@ impl Server {
             fields
                 .ok()?
                 .requires_exact("metadata.name")
-                .filter(|n| is_path_segment_name(n))
+                .filter(|n| rbac::is_path_segment_name(n))
                 .map(str::to_string)
         });
         Some(Target {
@@ -1337,15 +1332,17 @@ fn storage_cost(method: &Method, path: &str, query: Option<&str>) -> StorageCost
             StorageCost::Read
         }
         Method::DELETE => StorageCost::DeleteBody,
+        // A TokenRequest reads its ServiceAccount and writes nothing.
+        Method::POST
+            if path.starts_with("/api/v1/namespaces/")
+                && path.contains("/serviceaccounts/")
+                && path.ends_with("/token") =>
+        {
+            StorageCost::Read
+        }
         Method::POST | Method::PUT | Method::PATCH => StorageCost::Write,
         _ => StorageCost::Nothing,
     }
-}
-
-/// Whether `name` can be a path segment, as the real server's request info requires of a
-/// name it takes from a field selector (`path.IsValidPathSegmentName`).
-fn is_path_segment_name(name: &str) -> bool {
-    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '%'])
 }
 
 /// What routing learned of a request that [`Server::handle`] needs once it is answered.
@@ -1410,16 +1407,60 @@ impl Target {
     }
 }
 
-/// Answers a self-review: everything is allowed until RBAC enforcement arrives; the user
-/// is the one the bearer token authenticated.
-fn review(t: &ResourceType, mut obj: Value, user: &str) -> Value {
+/// A self-review (or TokenRequest) question: JSON, or the protobuf kubectl's typed
+/// clients send.
+fn parse_review(content_type: &str, kind: &str, body: &[u8]) -> ApiResult<Value> {
+    if content_type.contains("protobuf") {
+        return protobuf::decode(kind, body).map_err(|e| {
+            ApiError::unsupported_media_type(format!(
+                "kube-emulator cannot read this {content_type} body: {e}; send application/json"
+            ))
+        });
+    }
+    if body.is_empty() {
+        return Ok(json!({}));
+    }
+    parse_json(body)
+}
+
+/// The attributes a SelfSubjectAccessReview's spec asks about.
+fn asked_attributes(spec: &Value) -> Attributes {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    let r = &spec["resourceAttributes"];
+    if r.is_object() {
+        return Attributes {
+            verb: text(&r["verb"]),
+            target: rbac::Target::Resource {
+                group: text(&r["group"]),
+                resource: text(&r["resource"]),
+                subresource: text(&r["subresource"]),
+                namespace: text(&r["namespace"]),
+                name: text(&r["name"]),
+            },
+        };
+    }
+    let n = &spec["nonResourceAttributes"];
+    Attributes {
+        verb: text(&n["verb"]),
+        target: rbac::Target::NonResource {
+            path: text(&n["path"]),
+        },
+    }
+}
+
+/// Whether `t` is the core ServiceAccounts, whose `token` subresource issues tokens.
+fn is_service_accounts(t: &ResourceType) -> bool {
+    t.group.is_empty() && t.plural == "serviceaccounts"
+}
+
+/// A self-review's answer: the question with its `status`.
+fn review(t: &ResourceType, mut obj: Value, status: Value) -> Value {
     obj["apiVersion"] = t.api_version(t.storage_version()).into();
     obj["kind"] = t.kind.clone().into();
-    obj["status"] = if t.group == "authorization.k8s.io" {
-        json!({"allowed": true, "reason": "kube-emulator does not enforce RBAC yet"})
-    } else {
-        json!({"userInfo": {"username": user, "groups": ["system:authenticated"]}})
-    };
+    if obj["metadata"].is_null() {
+        obj["metadata"] = json!({"creationTimestamp": null});
+    }
+    obj["status"] = status;
     obj
 }
 
@@ -1497,7 +1538,7 @@ fn selector_filter(t: &ResourceType, query: &HashMap<String, String>) -> ApiResu
 /// A request body as an object: JSON, or protobuf for the few core types kubectl's and
 /// helm's typed clients send that way.
 fn parse_object(t: &ResourceType, content_type: &str, body: &[u8]) -> ApiResult<Value> {
-    if content_type.contains("protobuf") && t.group.is_empty() {
+    if content_type.contains("protobuf") && protobuf::decodes(&t.kind) {
         return protobuf::decode(&t.kind, body).map_err(|e| {
             ApiError::unsupported_media_type(format!(
                 "kube-emulator cannot read this {content_type} body: {e}; send application/json"
@@ -1810,6 +1851,13 @@ mod tests {
             Write
         );
         assert_eq!(cost(Method::PATCH, &format!("{cms}/a")), Write);
+        assert_eq!(
+            cost(
+                Method::POST,
+                "/api/v1/namespaces/a/serviceaccounts/sa/token"
+            ),
+            Read
+        );
         assert_eq!(cost(Method::DELETE, &format!("{cms}/a")), DeleteBody);
         assert_eq!(cost(Method::POST, &format!("{cms}?dryRun=All")), Read);
         assert_eq!(cost(Method::DELETE, &format!("{cms}/a?dryRun=All")), Read);

@@ -346,6 +346,16 @@ impl Store {
             .ok_or_else(|| ApiError::not_found(&t.group_resource(), name))
     }
 
+    /// Every stored object of `gr`, in namespace and name order (for the authorizer,
+    /// which reads all RBAC objects on each request).
+    pub fn all_of(&self, gr: &GroupResource) -> Vec<Arc<Value>> {
+        self.lock()
+            .objects
+            .get(gr)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Lists objects (of one namespace when `namespace` is given) matching `filter`.
     pub fn list(
         &self,

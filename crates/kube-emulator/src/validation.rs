@@ -384,6 +384,65 @@ fn event_causes(core: &Value, namespace: &str, strict: bool, create: bool) -> Ve
     causes
 }
 
+/// What the real server's `ValidateRoleBinding` and `ValidateClusterRoleBinding` check of
+/// a binding's `roleRef` and `subjects`: a ClusterRoleBinding can only grant a ClusterRole,
+/// and its ServiceAccount subjects must name their namespace (a RoleBinding's default to
+/// its own).
+fn binding_causes(obj: &Value, namespaced: bool) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let required = |field: String| Cause {
+        reason: "FieldValueRequired",
+        field,
+        message: "Required value".into(),
+    };
+    let unsupported = |field: &str, value: &str, supported: &[&str]| Cause {
+        reason: "FieldValueNotSupported",
+        field: field.into(),
+        message: format!(
+            "Unsupported value: \"{value}\": supported values: {}",
+            supported
+                .iter()
+                .map(|s| format!("\"{s}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let role_ref = &obj["roleRef"];
+    let kind = role_ref["kind"].as_str().unwrap_or_default();
+    let kinds: &[&str] = if namespaced {
+        &["Role", "ClusterRole"]
+    } else {
+        &["ClusterRole"]
+    };
+    if !kinds.contains(&kind) {
+        causes.push(unsupported("roleRef.kind", kind, kinds));
+    }
+    if role_ref["name"].as_str().unwrap_or_default().is_empty() {
+        causes.push(required("roleRef.name".into()));
+    }
+    let subjects = obj["subjects"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    for (i, subject) in subjects.iter().enumerate() {
+        let text = |key: &str| subject[key].as_str().unwrap_or_default();
+        if text("name").is_empty() {
+            causes.push(required(format!("subjects[{i}].name")));
+        }
+        match text("kind") {
+            "ServiceAccount" => {
+                if !namespaced && text("namespace").is_empty() {
+                    causes.push(required(format!("subjects[{i}].namespace")));
+                }
+            }
+            "User" | "Group" => {}
+            other => causes.push(unsupported(
+                &format!("subjects[{i}].kind"),
+                other,
+                &["ServiceAccount", "User", "Group"],
+            )),
+        }
+    }
+    causes
+}
+
 fn lease_causes(obj: &Value) -> Vec<Cause> {
     let spec = &obj["spec"];
     let mut causes = Vec::new();
@@ -484,6 +543,8 @@ pub fn admit(
         ("", "events") => event_causes(obj, namespace, false, create),
         ("events.k8s.io", "events") => event_causes(&events::to_core(obj), namespace, true, create),
         ("coordination.k8s.io", "leases") => lease_causes(obj),
+        ("rbac.authorization.k8s.io", "rolebindings") => binding_causes(obj, true),
+        ("rbac.authorization.k8s.io", "clusterrolebindings") => binding_causes(obj, false),
         _ => return Ok(()),
     };
     if causes.is_empty() {
@@ -593,6 +654,7 @@ pub fn duplicate_fields(body: &[u8]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn times_fail_with_go_words() {
@@ -638,6 +700,56 @@ mod tests {
         assert_eq!(
             qualified_name_errors("/b"),
             vec!["prefix part must be non-empty".to_string()]
+        );
+    }
+
+    #[test]
+    fn bindings_are_validated_as_the_real_server_does() {
+        let registry = crate::resources::Registry::builtin();
+        let t = |plural: &str| {
+            registry
+                .lookup("rbac.authorization.k8s.io", "v1", plural)
+                .unwrap()
+        };
+        let binding = |kind: &str, subject: Value| {
+            json!({"metadata": {"name": "b"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": "r"},
+                "subjects": [subject]})
+        };
+        let sa = json!({"kind": "ServiceAccount", "name": "agent"});
+        // A RoleBinding's ServiceAccount defaults to the binding's namespace.
+        admit(
+            &t("rolebindings"),
+            "v1",
+            "a",
+            &binding("Role", sa.clone()),
+            Write::Create,
+        )
+        .unwrap();
+        let err = admit(
+            &t("clusterrolebindings"),
+            "v1",
+            "",
+            &binding("Role", sa),
+            Write::Create,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.message,
+            "ClusterRoleBinding.rbac.authorization.k8s.io \"b\" is invalid: [roleRef.kind: Unsupported value: \"Role\": supported values: \"ClusterRole\", subjects[0].namespace: Required value]"
+        );
+        let err = admit(
+            &t("rolebindings"),
+            "v1",
+            "a",
+            &binding("Role", json!({"kind": "Robot", "name": "x"})),
+            Write::Create,
+        )
+        .unwrap_err();
+        assert!(
+            err.message.ends_with("subjects[0].kind: Unsupported value: \"Robot\": supported values: \"ServiceAccount\", \"User\", \"Group\""),
+            "{}",
+            err.message
         );
     }
 }
