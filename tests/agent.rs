@@ -1238,6 +1238,23 @@ async fn reference_bridge_plugin_allocates_through_the_agent() {
 /// `--write-conflist`: the network configuration list is there once the socket accepts
 /// connections (the harness waits for a connect), names the agent's socket (not the
 /// default one), and leaves no temporary file beside it.
+
+/// The conflist at `path` once the agent has written it: it writes the file right after
+/// binding the socket, which a connect (and `Agent::start`) sees already; the moment in
+/// between is allowed for, 2 s at most.
+async fn written_conflist(path: &std::path::Path) -> Vec<u8> {
+    for _ in 0..200 {
+        if let Ok(text) = std::fs::read(path) {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "{} is not written 2 s after the socket is up",
+        path.display()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_conflist_is_written_once_the_socket_listens() {
     let h = Harness::new().await;
@@ -1258,17 +1275,7 @@ async fn the_conflist_is_written_once_the_socket_listens() {
     )
     .await;
 
-    // The agent writes the file right after binding the socket, which a connect sees
-    // already: allow the moment in between (2 s at most), no more.
-    let mut text = None;
-    for _ in 0..200 {
-        text = std::fs::read(&path).ok();
-        if text.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let text = text.expect("the conflist is written once the socket is up");
+    let text = written_conflist(&path).await;
     let config: Value = serde_json::from_slice(&text).expect("valid JSON");
     assert_eq!(config["name"], "test-net");
     assert_eq!(config["plugins"][0]["type"], "bridge");
@@ -1326,7 +1333,7 @@ async fn reference_bridge_plugin_accepts_the_written_conflist() {
         ],
     )
     .await;
-    let list: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let list: Value = serde_json::from_slice(&written_conflist(&path).await).unwrap();
     let mut config = list["plugins"][0].clone();
     config["name"] = list["name"].clone();
     config["cniVersion"] = list["cniVersion"].clone();
