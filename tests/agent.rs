@@ -1235,10 +1235,6 @@ async fn reference_bridge_plugin_allocates_through_the_agent() {
     h.delete_pool(&pool).await;
 }
 
-/// `--write-conflist`: the network configuration list is there once the socket accepts
-/// connections (the harness waits for a connect), names the agent's socket (not the
-/// default one), and leaves no temporary file beside it.
-
 /// The conflist at `path` once the agent has written it: it writes the file right after
 /// binding the socket, which a connect (and `Agent::start`) sees already; the moment in
 /// between is allowed for, 2 s at most.
@@ -1255,6 +1251,9 @@ async fn written_conflist(path: &std::path::Path) -> Vec<u8> {
     );
 }
 
+/// `--write-conflist`: the network configuration list is there once the socket accepts
+/// connections (the harness waits for a connect), names the agent's socket (not the
+/// default one), and leaves no temporary file beside it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_conflist_is_written_once_the_socket_listens() {
     let h = Harness::new().await;
