@@ -7,6 +7,16 @@ mod support;
 use serde_json::Value;
 use support::chart::{self, all_options, env, find, objects};
 
+/// The host paths a pod spec mounts, in order.
+fn host_paths(pod: &Value) -> Vec<&str> {
+    pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["hostPath"]["path"].as_str())
+        .collect()
+}
+
 #[test]
 fn the_chart_lints_clean_with_default_values_and_with_every_option() {
     let Some(helm) = chart::helm() else { return };
@@ -74,12 +84,7 @@ fn the_default_agent_runs_on_every_node_with_the_least_it_needs() {
     }
     assert!(agent["resources"]["requests"]["memory"].is_string());
     assert!(agent["resources"]["limits"]["memory"].is_string());
-    let host_paths: Vec<&str> = pod["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|v| v["hostPath"]["path"].as_str())
-        .collect();
+    let host_paths = host_paths(pod);
     // The conf dir is mounted only when the agent writes a network config there.
     assert_eq!(host_paths, ["/run/ipledger", "/opt/cni/bin"]);
 }
@@ -164,12 +169,7 @@ fn every_option_reaches_the_rendered_objects() {
     assert_eq!(env(agent, "IPLEDGER_CNI_GC_GRACE")["value"], "2m");
     assert_eq!(env(agent, "IPLEDGER_LOG")["value"], "ipledger=debug,info");
     assert_eq!(agent["ports"][0]["containerPort"], 19464);
-    let host_paths: Vec<&str> = pod["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|v| v["hostPath"]["path"].as_str())
-        .collect();
+    let host_paths = host_paths(pod);
     assert_eq!(
         host_paths,
         [

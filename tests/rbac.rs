@@ -9,7 +9,6 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use ipledger::api::{IPBlock, IPPool, IPPoolSpec, LABEL_POOL, label_value};
@@ -22,27 +21,11 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use support::chart;
+use support::controller::Controller;
+use support::harness::Harness;
 use support::node::{Agent, network, plugin};
 use support::pods::{create_pod, delete_pod, pod_args_for};
-use tokio::process::Command;
-
-/// Polls `check` every 200 ms for up to `seconds`.
-async fn within<T, F, Fut>(seconds: u64, mut check: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let until = tokio::time::Instant::now() + Duration::from_secs(seconds);
-    loop {
-        if let Some(v) = check().await {
-            return Some(v);
-        }
-        if tokio::time::Instant::now() > until {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+use support::within;
 
 /// Applies the chart's RBAC objects (and nothing else) with the admin client.
 async fn apply_rbac(client: &Client, objects: &[Value]) {
@@ -151,23 +134,10 @@ fn forbidden<T: std::fmt::Debug>(what: &str, result: Result<T, kube::Error>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_and_the_controller_do_their_whole_job_with_the_charts_rbac_only() {
     let Some(helm) = chart::helm() else { return };
-    let cluster = test_support::cluster_with(kube_emulator::Config::default()).await;
-    let admin = cluster.client.clone();
-    support::install_crds(&admin).await;
-    let dir = tempfile::tempdir().unwrap();
-    let admin_kubeconfig = match std::env::var("IPLEDGER_TEST_KUBECONFIG") {
-        Ok(path) => PathBuf::from(path),
-        Err(_) => {
-            let path = dir.path().join("kubeconfig");
-            cluster
-                .emulator
-                .as_ref()
-                .unwrap()
-                .write_kubeconfig(&path)
-                .unwrap();
-            path
-        }
-    };
+    let h = Harness::new().await;
+    let admin = h.client();
+    let dir = &h.dir;
+    let admin_kubeconfig = h.kubeconfig.clone();
 
     // The chart's RBAC, rendered for a release of its own in a namespace of its own.
     let namespace = test_support::namespace(&admin).await;
@@ -216,39 +186,20 @@ async fn the_agent_and_the_controller_do_their_whole_job_with_the_charts_rbac_on
         .unwrap();
 
     let mut agent = Agent::start(&agent_kubeconfig, &node_name, dir.path()).await;
-    let mut controller = Command::new(env!("CARGO_BIN_EXE_ipledger"))
-        .arg("controller")
-        .arg("--kubeconfig")
-        .arg(&controller_kubeconfig)
-        .args(["--lease-namespace", &namespace, "--lease-name", &lease])
-        .args(["--identity", "rbac-test"])
-        .args([
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--health-addr",
-            "127.0.0.1:0",
-        ])
-        .args([
-            "--lease-duration",
-            "3s",
-            "--renew-deadline",
-            "2s",
-            "--retry-period",
-            "500ms",
-        ])
-        .args([
+    let mut controller = Controller::start_in(
+        &controller_kubeconfig,
+        &namespace,
+        &lease,
+        "rbac-test",
+        &[
             "--gc-grace",
             "1s",
             "--gc-interval",
             "2s",
             "--empty-block-ttl",
             "3s",
-        ])
-        .env("IPLEDGER_LOG", "warn")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+        ],
+    );
 
     // Allocation up to exhaustion: six pods get the six addresses, the seventh is refused.
     let net = network("pods", "1.1.0", &agent.socket, &[&pool]);
@@ -388,7 +339,7 @@ async fn the_agent_and_the_controller_do_their_whole_job_with_the_charts_rbac_on
     );
 
     // Not one of their requests was refused (the emulator's request log).
-    if let Some(emulator) = &cluster.emulator {
+    if let Some(emulator) = &h.cluster.emulator {
         let users = [
             format!("system:serviceaccount:{namespace}:{agent_sa}"),
             format!("system:serviceaccount:{namespace}:{controller_sa}"),
@@ -530,5 +481,5 @@ async fn the_agent_and_the_controller_do_their_whole_job_with_the_charts_rbac_on
     );
 
     agent.kill().await;
-    let _ = controller.kill().await;
+    let _ = controller.child.kill().await;
 }

@@ -21,6 +21,7 @@ use support::controller::Controller;
 use support::harness::{Harness, held_by, v4_pool};
 use support::node::{network, plugin};
 use support::pods::{create_pod, delete_pod, pod_args_for};
+use support::within;
 
 /// Reclaim timings short enough for tests: a second of grace, a pass every two.
 const RECLAIM: [&str; 6] = [
@@ -52,24 +53,6 @@ async fn blocks_of(h: &Harness, pool: &str) -> Vec<IPBlock> {
         .await
         .unwrap()
         .items
-}
-
-/// Polls `check` for up to `seconds`.
-async fn within<T, F, Fut>(seconds: u64, mut check: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let until = tokio::time::Instant::now() + Duration::from_secs(seconds);
-    loop {
-        if let Some(v) = check().await {
-            return Some(v);
-        }
-        if tokio::time::Instant::now() > until {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Pods deleted without a CNI DEL (a node crash) leak their addresses until the

@@ -36,12 +36,23 @@ impl Controller {
         identity: &str,
         flags: &[&str],
     ) -> Controller {
+        Controller::start_in(kubeconfig, "default", lease, identity, flags)
+    }
+
+    /// [`Controller::start_with`] electing on Lease `{namespace}/{lease}`.
+    pub fn start_in(
+        kubeconfig: &Path,
+        namespace: &str,
+        lease: &str,
+        identity: &str,
+        flags: &[&str],
+    ) -> Controller {
         let child = Command::new(env!("CARGO_BIN_EXE_ipledger"))
             .arg("controller")
             .arg("--kubeconfig")
             .arg(kubeconfig)
             .args(["--identity", identity, "--lease-name", lease])
-            .args(["--lease-namespace", "default"])
+            .args(["--lease-namespace", namespace])
             .args([
                 "--metrics-addr",
                 "127.0.0.1:0",
