@@ -11,7 +11,6 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::error::{ApiError, ApiResult, Cause, GroupResource};
-use super::rbac::{MASTERS, service_account_user};
 use super::store::Store;
 
 /// The user of requests without credentials.
@@ -19,6 +18,14 @@ pub const ANONYMOUS: &str = "system:anonymous";
 
 /// The audience of tokens whose request names none: the API server's own, as on kind.
 pub const API_AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
+
+/// The group every request of a member is allowed (the real server's superusers).
+pub const MASTERS: &str = "system:masters";
+
+/// The ServiceAccount user name of `namespace/name`.
+pub fn service_account_user(namespace: &str, name: &str) -> String {
+    format!("system:serviceaccount:{namespace}:{name}")
+}
 
 /// Who a request comes from, as the real server's `user.Info` says.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

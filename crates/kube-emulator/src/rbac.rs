@@ -10,12 +10,9 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::authn::UserInfo;
+use super::authn::{MASTERS, UserInfo, service_account_user};
 use super::error::ApiError;
 use super::selectors::{FieldSelector, supported_fields};
-
-/// The group every request of a member is allowed (the real server's superusers).
-pub const MASTERS: &str = "system:masters";
 
 /// What a request asks to do, as the real server's request info names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -422,11 +419,6 @@ impl Policy {
             other => Err(format!("unsupported role reference kind: \"{other}\"")),
         }
     }
-}
-
-/// The ServiceAccount user name of `namespace/name`.
-pub fn service_account_user(namespace: &str, name: &str) -> String {
-    format!("system:serviceaccount:{namespace}:{name}")
 }
 
 /// Whether `subject` of a binding in `namespace` (empty for a ClusterRoleBinding) is

@@ -762,7 +762,7 @@ impl Server {
     /// ClusterRoles and bindings, read afresh for every request. `system:anonymous` is
     /// trusted unless `forbid_anonymous` (and always with `accept_unknown_tokens`).
     fn decide(&self, user: &UserInfo, attributes: &Attributes) -> Decision {
-        let trusted = user.groups.iter().any(|g| g == rbac::MASTERS)
+        let trusted = user.groups.iter().any(|g| g == authn::MASTERS)
             || (user.username == ANONYMOUS
                 && (self.accept_unknown_tokens || !self.forbid_anonymous));
         if trusted {
