@@ -11,7 +11,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ipledger::api::{IPBlock, IPPool, IPPoolSpec, LABEL_POOL, label_value};
+use ipledger::api::{IPBlock, IPPool, IPPoolSpec, LABEL_POOL, POOL_FINALIZER, label_value};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod, Secret, ServiceAccount};
@@ -308,7 +308,21 @@ async fn the_agent_and_the_controller_do_their_whole_job_with_the_charts_rbac_on
         containers().await
     );
 
-    // Deletion: the pool waits for its last allocations, then goes with its blocks.
+    // Deletion: once the controller has put its finalizer on the pool (a replace, which
+    // may first lose a race with its own status write), the pool waits for its last
+    // allocations, then goes with its blocks.
+    let finalized = within(20, || async {
+        let p = pools.get(&pool).await.ok()?;
+        p.finalizers()
+            .iter()
+            .any(|f| f == POOL_FINALIZER)
+            .then_some(())
+    })
+    .await;
+    assert!(
+        finalized.is_some(),
+        "the controller never put its finalizer on {pool}"
+    );
     pools.delete(&pool, &DeleteParams::default()).await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(
