@@ -87,6 +87,22 @@ fn the_default_agent_runs_on_every_node_with_the_least_it_needs() {
     let host_paths = host_paths(pod);
     // The conf dir is mounted only when the agent writes a network config there.
     assert_eq!(host_paths, ["/run/ipledger", "/opt/cni/bin"]);
+    // Node-bound writes, on by default, for the agent's ServiceAccount alone.
+    let policy = find(&objects, "ValidatingAdmissionPolicy", "-agent-node-bound");
+    assert_eq!(
+        policy["spec"]["matchConditions"][0]["expression"],
+        "request.userInfo.username == \"system:serviceaccount:ipledger:ipledger-agent\""
+    );
+    let binding = find(
+        &objects,
+        "ValidatingAdmissionPolicyBinding",
+        "-agent-node-bound",
+    );
+    assert_eq!(binding["spec"]["policyName"], policy["metadata"]["name"]);
+    assert_eq!(
+        binding["spec"]["validationActions"],
+        serde_json::json!(["Deny"])
+    );
 }
 
 #[test]
@@ -225,6 +241,12 @@ fn every_option_reaches_the_rendered_objects() {
             "the {component} ServiceMonitor selects its Service"
         );
     }
+    assert!(
+        !objects
+            .iter()
+            .any(|o| o["kind"] == "ValidatingAdmissionPolicy"),
+        "agent.nodeBoundWrites=false renders no policy"
+    );
     let pools: Vec<&Value> = objects.iter().filter(|o| o["kind"] == "IPPool").collect();
     assert_eq!(pools.len(), 2);
     assert_eq!(pools[0]["metadata"]["name"], "install-v4");

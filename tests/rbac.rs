@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipledger::api::{IPBlock, IPPool, IPPoolSpec, LABEL_POOL, POOL_FINALIZER, label_value};
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
@@ -27,7 +30,8 @@ use support::node::{Agent, network, plugin};
 use support::pods::{create_pod, delete_pod, pod_args_for};
 use support::within;
 
-/// Applies the chart's RBAC objects (and nothing else) with the admin client.
+/// Applies the chart's RBAC objects and its admission policy (nothing else) with the
+/// admin client.
 async fn apply_rbac(client: &Client, objects: &[Value]) {
     async fn create<K>(client: &Client, object: &Value)
     where
@@ -69,18 +73,30 @@ async fn apply_rbac(client: &Client, objects: &[Value]) {
             "RoleBinding" => create::<RoleBinding>(client, object).await,
             "ClusterRole" => create_cluster::<ClusterRole>(client, object).await,
             "ClusterRoleBinding" => create_cluster::<ClusterRoleBinding>(client, object).await,
+            "ValidatingAdmissionPolicy" => {
+                create_cluster::<ValidatingAdmissionPolicy>(client, object).await
+            }
+            "ValidatingAdmissionPolicyBinding" => {
+                create_cluster::<ValidatingAdmissionPolicyBinding>(client, object).await
+            }
             _ => {}
         }
     }
 }
 
-/// A token of ServiceAccount `namespace/name`, by the TokenRequest API a kubelet uses.
-async fn token(client: &Client, namespace: &str, name: &str) -> String {
+/// A token of ServiceAccount `namespace/name`, by the TokenRequest API a kubelet uses;
+/// bound to `pod` (name, UID) when given, as a pod's projected token is.
+async fn token(client: &Client, namespace: &str, name: &str, pod: Option<(&str, &str)>) -> String {
     let request = TokenRequest {
         spec: TokenRequestSpec {
             audiences: vec![],
             expiration_seconds: Some(3600),
-            ..Default::default()
+            bound_object_ref: pod.map(|(pod, uid)| BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: Some(pod.into()),
+                uid: Some(uid.into()),
+            }),
         },
         ..Default::default()
     };
@@ -91,6 +107,84 @@ async fn token(client: &Client, namespace: &str, name: &str) -> String {
         .status
         .expect("a TokenRequest answer has a status")
         .token
+}
+
+/// The chart, rendered for a release of its own in a namespace of its own, with its
+/// RBAC and admission policy applied.
+struct Release {
+    namespace: String,
+    lease: String,
+    agent_sa: String,
+    controller_sa: String,
+}
+
+async fn install(helm: &Path, admin: &Client) -> Release {
+    let namespace = test_support::namespace(admin).await;
+    let release = test_support::unique("ipledger");
+    let lease = test_support::unique("lease");
+    let rendered = chart::objects(
+        &chart::template_release(
+            helm,
+            &release,
+            &namespace,
+            &["--set", &format!("controller.leaseName={lease}")],
+        )
+        .unwrap(),
+    );
+    assert!(
+        rendered
+            .iter()
+            .any(|o| o["kind"] == "ValidatingAdmissionPolicy"),
+        "node-bound writes are on by default"
+    );
+    apply_rbac(admin, &rendered).await;
+    Release {
+        agent_sa: format!("{release}-agent"),
+        controller_sa: format!("{release}-controller"),
+        namespace,
+        lease,
+    }
+}
+
+/// A Node named `name`.
+async fn create_node(admin: &Client, name: &str) {
+    let node: Node = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    Api::<Node>::all(admin.clone())
+        .create(&PostParams::default(), &node)
+        .await
+        .unwrap();
+}
+
+/// The kubeconfig of an agent on `node`: the token the kubelet would project into the
+/// DaemonSet's pod there, bound to that pod and so to the node.
+async fn agent_kubeconfig(h: &Harness, release: &Release, node: &str) -> PathBuf {
+    let admin = h.client();
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": format!("agent-{node}")},
+        "spec": {
+            "nodeName": node,
+            "serviceAccountName": release.agent_sa,
+            "containers": [{"name": "agent", "image": "ipledger"}],
+        },
+    }))
+    .unwrap();
+    let pod = Api::<Pod>::namespaced(admin.clone(), &release.namespace)
+        .create(&PostParams::default(), &pod)
+        .await
+        .unwrap();
+    let uid = pod.uid().unwrap();
+    let token = token(
+        &admin,
+        &release.namespace,
+        &release.agent_sa,
+        Some((&pod.name_any(), &uid)),
+    )
+    .await;
+    kubeconfig_with(
+        &h.kubeconfig,
+        &token,
+        &h.dir.path().join(format!("agent-{node}-kubeconfig")),
+    )
 }
 
 /// A kubeconfig like the admin's `base` whose every user sends `token` and nothing else.
@@ -139,40 +233,20 @@ async fn the_agent_and_the_controller_do_their_whole_job_with_the_charts_rbac_on
     let dir = &h.dir;
     let admin_kubeconfig = h.kubeconfig.clone();
 
-    // The chart's RBAC, rendered for a release of its own in a namespace of its own.
-    let namespace = test_support::namespace(&admin).await;
-    let release = test_support::unique("ipledger");
-    let lease = test_support::unique("lease");
-    let rendered = chart::objects(
-        &chart::template_release(
-            &helm,
-            &release,
-            &namespace,
-            &["--set", &format!("controller.leaseName={lease}")],
-        )
-        .unwrap(),
-    );
-    apply_rbac(&admin, &rendered).await;
-    let agent_sa = format!("{release}-agent");
-    let controller_sa = format!("{release}-controller");
-    let agent_kubeconfig = kubeconfig_with(
-        &admin_kubeconfig,
-        &token(&admin, &namespace, &agent_sa).await,
-        &dir.path().join("agent-kubeconfig"),
-    );
+    let r = install(&helm, &admin).await;
+    let (namespace, lease) = (&r.namespace, &r.lease);
+    let (agent_sa, controller_sa) = (&r.agent_sa, &r.controller_sa);
+
+    // A node, its agent's pod-bound token, and a pool of six addresses (a /29 less
+    // network and broadcast).
+    let node_name = test_support::unique("node");
+    create_node(&admin, &node_name).await;
+    let agent_kubeconfig = agent_kubeconfig(&h, &r, &node_name).await;
     let controller_kubeconfig = kubeconfig_with(
         &admin_kubeconfig,
-        &token(&admin, &namespace, &controller_sa).await,
+        &token(&admin, namespace, controller_sa, None).await,
         &dir.path().join("controller-kubeconfig"),
     );
-
-    // A node, and a pool of six addresses (a /29 less network and broadcast).
-    let node_name = test_support::unique("node");
-    let node: Node = serde_json::from_value(json!({"metadata": {"name": node_name}})).unwrap();
-    Api::<Node>::all(admin.clone())
-        .create(&PostParams::default(), &node)
-        .await
-        .unwrap();
     let pool = test_support::unique("rbac");
     let spec = IPPoolSpec {
         cidr: "10.97.0.0/29".into(),
@@ -496,4 +570,180 @@ async fn the_agent_and_the_controller_do_their_whole_job_with_the_charts_rbac_on
 
     agent.kill().await;
     let _ = controller.child.kill().await;
+}
+
+/// Node-bound writes: every agent may update every IPBlock (a borrower writes into
+/// another node's block), but the chart's ValidatingAdmissionPolicy lets an agent's
+/// pod-bound token change only the records of its own node. Node B holds the pool's one
+/// block; node A borrows from it. A frees its own borrowed address as usual; then A's
+/// token, used by hand as a compromised node would, is refused every change to B's
+/// records or to the block itself, and B's token is refused A's record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_changes_only_the_records_of_its_own_node() {
+    let Some(helm) = chart::helm() else { return };
+    let h = Harness::new().await;
+    let admin = h.client();
+    let r = install(&helm, &admin).await;
+    let (node_a, node_b) = (
+        test_support::unique("node-a"),
+        test_support::unique("node-b"),
+    );
+    create_node(&admin, &node_a).await;
+    create_node(&admin, &node_b).await;
+    let kubeconfig_a = agent_kubeconfig(&h, &r, &node_a).await;
+    let kubeconfig_b = agent_kubeconfig(&h, &r, &node_b).await;
+    // One block only: whoever claims it first, the other node must borrow.
+    let pool = h
+        .pool(
+            "bound",
+            IPPoolSpec {
+                cidr: "10.96.0.0/28".into(),
+                block_size: Some(28),
+                ..Default::default()
+            },
+        )
+        .await;
+    let mut agent_a = Agent::start(&kubeconfig_a, &node_a, h.dir.path()).await;
+    let mut agent_b = Agent::start(&kubeconfig_b, &node_b, h.dir.path()).await;
+    let net_a = network("pods", "1.1.0", &agent_a.socket, &[&pool]);
+    let net_b = network("pods", "1.1.0", &agent_b.socket, &[&pool]);
+    let pod_ns = test_support::namespace(&admin).await;
+    let attach = |net: &Value, name: &'static str| {
+        let (admin, pod_ns, net) = (admin.clone(), pod_ns.clone(), net.clone());
+        async move {
+            let uid = create_pod(&admin, &pod_ns, name).await;
+            plugin(
+                "ADD",
+                &net,
+                name,
+                "eth0",
+                &pod_args_for(&pod_ns, name, &uid, name),
+            )
+            .await
+            .addresses()[0]
+                .addr()
+        }
+    };
+    attach(&net_b, "on-b").await;
+    attach(&net_a, "borrowed-1").await;
+
+    let blocks = Api::<IPBlock>::all(admin.clone());
+    let selector = ListParams::default().labels(&format!("{LABEL_POOL}={}", label_value(&pool)));
+    let block = blocks.list(&selector).await.unwrap().items.remove(0);
+    let name = block.name_any();
+    assert_eq!(block.spec.node, node_b, "B claimed the one block");
+    let owners = |b: &IPBlock| -> Vec<(String, Option<String>)> {
+        b.spec
+            .allocations
+            .iter()
+            .map(|a| (a.container_id.clone(), a.node.clone()))
+            .collect()
+    };
+    assert_eq!(
+        owners(&block),
+        [
+            ("on-b".to_string(), None),
+            ("borrowed-1".to_string(), Some(node_a.clone()))
+        ],
+        "A borrowed from B's block"
+    );
+
+    // A's own record in B's block is A's to release, and to take again.
+    let del = plugin(
+        "DEL",
+        &net_a,
+        "borrowed-1",
+        "eth0",
+        &pod_args_for(&pod_ns, "borrowed-1", "", "borrowed-1"),
+    )
+    .await;
+    assert_eq!(
+        del.code, 0,
+        "A's DEL of its borrowed address: {:?}",
+        del.result
+    );
+    attach(&net_a, "borrowed-2").await;
+
+    // What a compromised node A tries with its token.
+    let as_a = Api::<IPBlock>::all(client_of(&kubeconfig_a).await);
+    let refused_by_policy = |what: &str, result: Result<IPBlock, kube::Error>, says: &str| {
+        let status = refused(what, result);
+        assert_eq!(status.code, 403, "{what}: {status:?}");
+        assert!(
+            status.message.contains("ValidatingAdmissionPolicy") && status.message.contains(says),
+            "{what}: {status:?}"
+        );
+    };
+    let current = blocks.get(&name).await.unwrap();
+    let mut freed = current.clone();
+    freed.spec.allocations.retain(|a| a.container_id != "on-b");
+    refused_by_policy(
+        "A frees B's address",
+        as_a.replace(&name, &PostParams::default(), &freed).await,
+        "may change only its own records",
+    );
+    let mut stolen = current.clone();
+    for a in &mut stolen.spec.allocations {
+        if a.container_id == "on-b" {
+            a.node = Some(node_a.clone());
+        }
+    }
+    refused_by_policy(
+        "A takes B's record over",
+        as_a.replace(&name, &PostParams::default(), &stolen).await,
+        "may change only its own records",
+    );
+    let mut moved = current.clone();
+    moved.spec.node = node_a.clone();
+    refused_by_policy(
+        "A takes B's block",
+        as_a.replace(&name, &PostParams::default(), &moved).await,
+        "may not change a block's node",
+    );
+    let mut unguarded = current.clone();
+    unguarded.metadata.finalizers = None;
+    refused_by_policy(
+        "A strips B's block's finalizer",
+        as_a.replace(&name, &PostParams::default(), &unguarded)
+            .await,
+        "finalizers",
+    );
+    let mut claim = current.clone();
+    claim.metadata = kube::api::ObjectMeta {
+        name: Some(format!("{pool}.10-96-0-16-28")),
+        labels: current.metadata.labels.clone(),
+        ..Default::default()
+    };
+    claim.spec.cidr = "10.96.0.16/28".parse().unwrap();
+    claim.spec.allocations.clear();
+    refused_by_policy(
+        "A claims a block for B",
+        as_a.create(&PostParams::default(), &claim).await,
+        "may claim blocks only for its own node",
+    );
+
+    // And B, whose block it is, may not free A's borrowed address either.
+    let as_b = Api::<IPBlock>::all(client_of(&kubeconfig_b).await);
+    let mut evicted = blocks.get(&name).await.unwrap();
+    evicted
+        .spec
+        .allocations
+        .retain(|a| a.container_id != "borrowed-2");
+    refused_by_policy(
+        "B frees A's borrowed address",
+        as_b.replace(&name, &PostParams::default(), &evicted).await,
+        "may change only its own records",
+    );
+
+    // Nothing of it landed: both records stand as the agents wrote them.
+    assert_eq!(
+        owners(&blocks.get(&name).await.unwrap()),
+        [
+            ("on-b".to_string(), None),
+            ("borrowed-2".to_string(), Some(node_a.clone()))
+        ]
+    );
+    agent_a.kill().await;
+    agent_b.kill().await;
+    h.delete_pool(&pool).await;
 }
