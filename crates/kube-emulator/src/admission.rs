@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use kube_cel::KubeCelExt;
 use kube_cel::cel::objects::{Key, Map};
-use kube_cel::cel::{Context, Program, Value as Cel};
+use kube_cel::cel::{Context, ExecutionError, Program, Value as Cel};
 use serde_json::{Value, json};
 
 use super::authn::UserInfo;
@@ -512,7 +512,16 @@ fn evaluate(expression: &str, ctx: &Context<'_>) -> Outcome {
         Err(e) => Outcome::Error(format!("compilation error: {e}")),
         Ok(p) => match p.execute(ctx) {
             Ok(v) => Outcome::Value(v),
-            Err(e) => Outcome::Error(format!("expression '{expression}' resulted in error: {e}")),
+            Err(e) => {
+                // cel-go's words for the commonest error; others keep the cel crate's.
+                let why = match e {
+                    ExecutionError::NoSuchKey(key) => format!("no such key: {key}"),
+                    e => e.to_string(),
+                };
+                Outcome::Error(format!(
+                    "expression '{expression}' resulted in error: {why}"
+                ))
+            }
         },
     }
 }
@@ -873,7 +882,10 @@ mod tests {
             .unwrap();
         // An error has no reason of its own: Invalid, whatever the validation's reason.
         assert_eq!((d.reason, d.code), ("Invalid", 422));
-        assert!(d.message.starts_with("ValidatingAdmissionPolicy 'p' with binding 'b' denied request: expression 'object.data.missing == 'x'' resulted in error: "), "{}", d.message);
+        assert_eq!(
+            d.message,
+            "ValidatingAdmissionPolicy 'p' with binding 'b' denied request: expression 'object.data.missing == 'x'' resulted in error: no such key: missing"
+        );
         assert_eq!(
             decide_one(spec("Ignore"), &["Deny"], &attrs(&u, Some(&obj), None)),
             Decision::default()
