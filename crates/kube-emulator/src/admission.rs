@@ -138,7 +138,7 @@ pub struct Decision {
 
 /// Whether admission policies apply to a resource at all: the real server exempts its
 /// admission configuration, so that a bad policy cannot lock itself in.
-pub fn exempt(group: &str, resource: &str) -> bool {
+fn exempt(group: &str, resource: &str) -> bool {
     group == "admissionregistration.k8s.io"
         && matches!(
             resource,
@@ -300,7 +300,7 @@ fn strings(v: &Value) -> Vec<&str> {
 /// Whether `MatchResources` (a policy's matchConstraints or a binding's matchResources)
 /// select the request. `matchPolicy: Equivalent` is treated as Exact: the emulator serves
 /// each resource in one group only.
-pub fn matches(m: &Value, attrs: &Attributes<'_>) -> Result<bool, String> {
+fn matches(m: &Value, attrs: &Attributes<'_>) -> Result<bool, String> {
     let ns_labels = if attrs.group.is_empty() && attrs.resource == "namespaces" {
         // A namespace is matched on its own labels.
         Some(labels_of(attrs.object.or(attrs.old_object)))
@@ -424,7 +424,7 @@ fn rule_matches(rule: &Value, attrs: &Attributes<'_>) -> bool {
 
 /// JSON as a CEL value. Field names are not escaped: built-in objects have no schema
 /// here, and their map keys (labels, data) are used as they are.
-pub fn to_cel(v: &Value) -> Cel {
+fn to_cel(v: &Value) -> Cel {
     match v {
         Value::Null => Cel::Null,
         Value::Bool(b) => Cel::Bool(*b),
@@ -447,7 +447,7 @@ pub fn to_cel(v: &Value) -> Cel {
 
 /// The `request` variable: an `admission.k8s.io/v1` AdmissionRequest, with its
 /// `omitempty` fields left out as the real one leaves them.
-pub fn request(attrs: &Attributes<'_>) -> Value {
+fn request(attrs: &Attributes<'_>) -> Value {
     let mut user = json!({"username": attrs.user.username});
     if !attrs.user.uid.is_empty() {
         user["uid"] = attrs.user.uid.clone().into();
