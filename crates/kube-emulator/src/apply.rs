@@ -13,20 +13,25 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value, json};
 
+use super::admission::Requester;
 use super::events;
 use super::patch::strategic_merge;
 
 /// A path of field names from the object root.
 type FieldPath = Vec<String>;
 
-/// Who makes a non-apply write, as its managedFields entry names it: the field manager and
-/// the apiVersion of the request. An empty name records nothing (the server's own writes).
+/// Who makes a write: as its managedFields entry names it (the field manager and the
+/// apiVersion of the request; an empty name records nothing: the server's own writes and
+/// server-side apply), and as admission sees it (the requester; none for the server's own
+/// writes, which no admission policy sees).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FieldManager<'a> {
     /// The manager's name (`fieldManager`, else derived from the User-Agent).
     pub name: &'a str,
     /// The apiVersion the request was made in (`events.k8s.io/v1`, `v1`).
     pub api_version: &'a str,
+    /// The API request's user, checked by validating admission policies.
+    pub requester: Option<&'a Requester>,
 }
 
 /// `set`, named in apiVersion `from`, with the field names of apiVersion `to`: the same
@@ -395,7 +400,11 @@ mod tests {
     use super::*;
 
     fn updater<'a>(name: &'a str, api_version: &'a str) -> FieldManager<'a> {
-        FieldManager { name, api_version }
+        FieldManager {
+            name,
+            api_version,
+            requester: None,
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! 410 Gone, CRDs with schema validation and CEL, finalizers, garbage collection, Tables),
 //! so real clients (kube-rs, kubectl, helm) run against it unchanged. See `docs/emulator.md`.
 
+pub mod admission;
 pub mod apply;
 pub mod audit;
 pub mod authn;

@@ -13,6 +13,7 @@ use hyper::body::{Frame, Incoming};
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
+use super::admission::Requester;
 use super::apply::{self, FieldManager};
 use super::audit::{AuditEvent, AuditLog};
 use super::authn::{self, ANONYMOUS, Tokens, UserInfo};
@@ -369,9 +370,13 @@ impl Server {
         }
         let manager_name = field_manager(&req, &query);
         let api_version = t.api_version(&rp.version);
+        let dry_run = query.get("dryRun").is_some_and(|d| d == "All");
+        // Validating admission policies see the user, inside the store's write.
+        let requester = Requester::new(user.clone(), dry_run);
         let manager = FieldManager {
             name: &manager_name,
             api_version: &api_version,
+            requester: Some(&requester),
         };
         let options = match *req.method() {
             Method::POST => Some("CreateOptions"),
@@ -384,7 +389,6 @@ impl Server {
         {
             write_options(kind, &query)?;
         }
-        let dry_run = query.get("dryRun").is_some_and(|d| d == "All");
         // A dry run writes to a private copy of the store, dropped after the answer.
         let store = if dry_run && req.method() != Method::GET {
             self.store.dry_run_copy()
@@ -456,9 +460,11 @@ impl Server {
                 self.injected_failure(&t, &name)?;
                 validation::admit(&t, &rp.version, &namespace, &obj, Write::Create)?;
                 let duplicates = validation::duplicate_fields(&body);
-                let warnings = field_validation(&t, &rp.version, &mut obj, &query, &duplicates)?;
+                let mut warnings =
+                    field_validation(&t, &rp.version, &mut obj, &query, &duplicates)?;
                 let created =
                     store.create_as(&self.stored(&t), &namespace, to_storage(&t, obj), manager)?;
+                warnings.extend(requester.take_warnings());
                 // The name `generateName` made.
                 facts.named(created["metadata"]["name"].as_str().unwrap_or(""));
                 let created = self.dry_answer(dry_run, &t, &namespace, created);
@@ -473,7 +479,8 @@ impl Server {
                 self.injected_failure(&t, name)?;
                 validation::admit(&t, &rp.version, &namespace, &obj, Write::Update)?;
                 let duplicates = validation::duplicate_fields(&body);
-                let warnings = field_validation(&t, &rp.version, &mut obj, &query, &duplicates)?;
+                let mut warnings =
+                    field_validation(&t, &rp.version, &mut obj, &query, &duplicates)?;
                 let updated = store.update_as(
                     &self.stored(&t),
                     &namespace,
@@ -482,6 +489,7 @@ impl Server {
                     part,
                     manager,
                 )?;
+                warnings.extend(requester.take_warnings());
                 let updated = self.dry_answer(dry_run, &t, &namespace, updated);
                 Ok(with_warnings(
                     json_response(200, &for_version(&t, &rp.version, &updated)),
@@ -499,8 +507,9 @@ impl Server {
                 let (body, _) = self.body(req).await?;
                 self.injected_failure(&t, name)?;
                 if patch_type == PatchType::Apply {
-                    return self
-                        .server_side_apply(&store, &t, &rp, &namespace, name, part, &body, &query);
+                    return self.server_side_apply(
+                        &store, &t, &rp, &namespace, name, part, &body, &query, &requester,
+                    );
                 }
                 let warnings = Mutex::new(Vec::new());
                 let version = rp.version.clone();
@@ -519,7 +528,8 @@ impl Server {
                 let updated =
                     store.modify_as(&self.stored(&t), &namespace, name, part, &change, manager)?;
                 let updated = self.dry_answer(dry_run, &t, &namespace, updated);
-                let warnings = warnings.into_inner().unwrap_or_else(|e| e.into_inner());
+                let mut warnings = warnings.into_inner().unwrap_or_else(|e| e.into_inner());
+                warnings.extend(requester.take_warnings());
                 Ok(with_warnings(
                     json_response(200, &for_version(&t, &rp.version, &updated)),
                     &warnings,
@@ -531,13 +541,18 @@ impl Server {
                 self.injected_failure(&t, name)?;
                 let opts = delete_options(&body, &query)?;
                 // kube-rs and kubectl put `dryRun` in the DeleteOptions body.
-                let store = if dry_run_in_body(&body) {
+                let (store, requester) = if dry_run_in_body(&body) {
                     facts.dry_run();
-                    self.store.dry_run_copy()
+                    (
+                        self.store.dry_run_copy(),
+                        Requester::new(user.clone(), true),
+                    )
                 } else {
-                    store
+                    (store, requester)
                 };
-                let (obj, gone) = store.delete(&self.stored(&t), &namespace, name, &opts)?;
+                let (obj, gone) =
+                    store.delete_as(&self.stored(&t), &namespace, name, &opts, Some(&requester))?;
+                let warnings = requester.take_warnings();
                 // Like the real server: a pending deletion answers with the object; a
                 // completed one with a Success Status, except for the few resources whose
                 // storage returns the deleted object (pods, serviceaccounts).
@@ -551,19 +566,25 @@ impl Server {
                         "status": "Success",
                         "details": {"name": name, "group": t.group, "kind": t.plural, "uid": obj["metadata"]["uid"]},
                     });
-                    return Ok(json_response(200, &status));
+                    return Ok(with_warnings(json_response(200, &status), &warnings));
                 }
-                Ok(json_response(200, &for_version(&t, &rp.version, &obj)))
+                Ok(with_warnings(
+                    json_response(200, &for_version(&t, &rp.version, &obj)),
+                    &warnings,
+                ))
             }
             (&Method::DELETE, None) => {
                 let (body, _) = self.body(req).await?;
                 self.delete_latency(facts, &body).await;
                 let opts = delete_options(&body, &query)?;
-                let store = if dry_run_in_body(&body) {
+                let (store, requester) = if dry_run_in_body(&body) {
                     facts.dry_run();
-                    self.store.dry_run_copy()
+                    (
+                        self.store.dry_run_copy(),
+                        Requester::new(user.clone(), true),
+                    )
                 } else {
-                    store
+                    (store, requester)
                 };
                 let filter = selector_filter(&t, &query)?;
                 let page = store.list(
@@ -579,7 +600,7 @@ impl Server {
                     let ns = obj["metadata"]["namespace"].as_str().unwrap_or("");
                     let name = obj["metadata"]["name"].as_str().unwrap_or("");
                     self.injected_failure(&t, name)?;
-                    match store.delete(&self.stored(&t), ns, name, &opts) {
+                    match store.delete_as(&self.stored(&t), ns, name, &opts, Some(&requester)) {
                         Ok((o, _)) => deleted.push(for_version(&t, &rp.version, &o).into_owned()),
                         Err(e) if e.code == 404 => {}
                         Err(e) => return Err(e),
@@ -591,7 +612,10 @@ impl Server {
                     "metadata": {"resourceVersion": self.store.current_rv().to_string()},
                     "items": deleted,
                 });
-                Ok(json_response(200, &list))
+                Ok(with_warnings(
+                    json_response(200, &list),
+                    &requester.take_warnings(),
+                ))
             }
             _ => Err(ApiError::method_not_allowed(
                 "the server does not allow this method on the requested resource",
@@ -612,8 +636,14 @@ impl Server {
         part: Part,
         body: &[u8],
         query: &HashMap<String, String>,
+        requester: &Requester,
     ) -> ApiResult<Response<Body>> {
         let manager = query.get("fieldManager").map(String::as_str).unwrap_or("");
+        // Apply records managedFields itself; the store only admits.
+        let admitted = FieldManager {
+            requester: Some(requester),
+            ..FieldManager::default()
+        };
         if manager.is_empty() {
             return Err(ApiError::invalid(
                 "PatchOptions.meta.k8s.io",
@@ -670,10 +700,11 @@ impl Server {
             Ok(to_storage(t, merged))
         };
         let dry_run = query.get("dryRun").is_some_and(|d| d == "All");
-        match store.modify(&self.stored(t), namespace, name, part, &change) {
+        match store.modify_as(&self.stored(t), namespace, name, part, &change, admitted) {
             Ok(updated) => {
                 let updated = self.dry_answer(dry_run, t, namespace, updated);
-                let warnings = warnings.into_inner().unwrap_or_else(|e| e.into_inner());
+                let mut warnings = warnings.into_inner().unwrap_or_else(|e| e.into_inner());
+                warnings.extend(requester.take_warnings());
                 Ok(with_warnings(
                     json_response(200, &for_version(t, &rp.version, &updated)),
                     &warnings,
@@ -685,8 +716,14 @@ impl Server {
                     apply::apply(&Value::Null, &applied, manager, None, t.custom, force, &now)
                         .map_err(|c| apply_conflict(t, name, &c))?;
                 validation::admit(t, &rp.version, namespace, &created, Write::Create)?;
-                let warnings = field_validation(t, &rp.version, &mut created, query, &[])?;
-                let created = store.create(&self.stored(t), namespace, to_storage(t, created))?;
+                let mut warnings = field_validation(t, &rp.version, &mut created, query, &[])?;
+                let created = store.create_as(
+                    &self.stored(t),
+                    namespace,
+                    to_storage(t, created),
+                    admitted,
+                )?;
+                warnings.extend(requester.take_warnings());
                 let created = self.dry_answer(dry_run, t, namespace, created);
                 Ok(with_warnings(
                     json_response(201, &for_version(t, &rp.version, &created)),

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, broadcast};
 
+use super::admission::{self, Operation, Requester};
 use super::apply::{self, FieldManager};
 use super::error::{ApiError, ApiResult, Cause, GroupResource};
 use super::resources::{self, Registry, ResourceType};
@@ -129,6 +130,28 @@ pub struct WatchStart {
     pub receiver: broadcast::Receiver<Arc<Event>>,
     /// The resourceVersion the watch is current with after the backlog.
     pub rv: u64,
+}
+
+const ADMISSION_GROUP: &str = "admissionregistration.k8s.io";
+const POLICIES: &str = "validatingadmissionpolicies";
+const BINDINGS: &str = "validatingadmissionpolicybindings";
+
+/// A ValidatingAdmissionPolicy, whose status reports the generation it has checked.
+fn is_policy(t: &ResourceType) -> bool {
+    t.group == ADMISSION_GROUP && t.plural == POLICIES
+}
+
+/// What the real server's type-checking controller reports once it has seen a policy's
+/// generation (there, shortly after the write; here, with it).
+fn observe_generation(obj: &mut Value) {
+    let generation = meta(obj)["generation"].clone();
+    if !obj["status"].is_object() {
+        obj["status"] = json!({});
+    }
+    obj["status"]["observedGeneration"] = generation;
+    if obj["status"]["typeChecking"].is_null() {
+        obj["status"]["typeChecking"] = json!({});
+    }
 }
 
 const CRD_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
@@ -615,8 +638,21 @@ impl Store {
         name: &str,
         opts: &DeleteOptions,
     ) -> ApiResult<(Value, bool)> {
+        self.delete_as(t, namespace, name, opts, None)
+    }
+
+    /// Deletes an object on behalf of an API request's user, whom validating admission
+    /// policies check (see [`Store::delete`]).
+    pub fn delete_as(
+        &self,
+        t: &ResourceType,
+        namespace: &str,
+        name: &str,
+        opts: &DeleteOptions,
+        requester: Option<&Requester>,
+    ) -> ApiResult<(Value, bool)> {
         let mut s = self.lock();
-        let deleted = s.delete(t, namespace, name, opts, &self.events);
+        let deleted = s.delete(t, namespace, name, opts, requester, &self.events);
         self.wake_gc(&s);
         deleted
     }
@@ -734,6 +770,97 @@ impl State {
             },
         );
         Arc::unwrap_or_clone(obj)
+    }
+
+    /// Validating admission policies on an API write (none on the server's own writes):
+    /// the write is refused with the real server's error, or its warnings are noted.
+    #[allow(clippy::too_many_arguments)]
+    fn admit_policies(
+        &self,
+        t: &ResourceType,
+        operation: Operation,
+        key: &ObjectKey,
+        object: Option<&Value>,
+        old_object: Option<&Value>,
+        part: Part,
+        requester: Option<&Requester>,
+    ) -> ApiResult<()> {
+        let Some(requester) = requester else {
+            return Ok(());
+        };
+        let policies = self
+            .objects
+            .get(&GroupResource::new(ADMISSION_GROUP, POLICIES));
+        let bindings = self
+            .objects
+            .get(&GroupResource::new(ADMISSION_GROUP, BINDINGS));
+        let (Some(policies), Some(bindings)) = (policies, bindings) else {
+            return Ok(());
+        };
+        if policies.is_empty() || bindings.is_empty() {
+            return Ok(());
+        }
+        let namespace_object = if key.namespace.is_empty() {
+            None
+        } else {
+            self.object(
+                &GroupResource::new("", "namespaces"),
+                &ObjectKey::new("", &key.namespace),
+            )
+        };
+        let api_version = str_of(object.or(old_object).unwrap_or(&Value::Null), "apiVersion");
+        let version = api_version
+            .rsplit('/')
+            .next()
+            .unwrap_or(t.storage_version());
+        let attrs = admission::Attributes {
+            operation,
+            user: &requester.user,
+            group: &t.group,
+            version,
+            resource: &t.plural,
+            subresource: if part == Part::Status { "status" } else { "" },
+            kind: &t.kind,
+            name: &key.name,
+            namespace: &key.namespace,
+            object,
+            old_object,
+            namespace_object: namespace_object.as_deref(),
+            dry_run: requester.dry_run,
+        };
+        // CEL evaluation is third-party code: a panic must not poison the store.
+        let decision = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            admission::decide(
+                policies.values().map(|p| &**p),
+                bindings.values().map(|b| &**b),
+                &attrs,
+            )
+        }))
+        .map_err(|_| {
+            ApiError::internal(format!(
+                "Internal error occurred: evaluating validating admission policies for {} \"{}\" failed",
+                t.group_resource(),
+                key.name
+            ))
+        })?;
+        requester.warn(decision.warnings);
+        match decision.denial {
+            None => Ok(()),
+            Some(d) => {
+                let gr = t.group_resource();
+                Err(ApiError {
+                    code: d.code,
+                    reason: d.reason,
+                    message: format!("{gr} \"{}\" is forbidden: {}", key.name, d.message),
+                    details: Some(json!({
+                        "name": key.name,
+                        "group": gr.group,
+                        "kind": gr.resource,
+                        "causes": [{"message": d.message}],
+                    })),
+                })
+            }
+        }
     }
 
     fn invalid(t: &ResourceType, name: &str, causes: Vec<Cause>) -> ApiError {
@@ -1168,10 +1295,24 @@ impl State {
             }
             self.establish(&mut obj);
         }
+        if is_policy(t) {
+            observe_generation(&mut obj);
+        }
         if !manager.name.is_empty() {
             meta_mut(&mut obj).remove("managedFields");
             apply::record_update(None, &mut obj, manager, None, &now());
         }
+        // Last, on the object as it would be stored, as the real server runs validating
+        // admission after defaulting and validation.
+        self.admit_policies(
+            t,
+            Operation::Create,
+            &key,
+            Some(&obj),
+            None,
+            Part::Main,
+            manager.requester,
+        )?;
         let created = self.put(events, &gr, key, obj, EventType::Added);
         if label {
             self.populate_namespace(events, &name);
@@ -1352,12 +1493,26 @@ impl State {
         if is_crd && part == Part::Main && !deleting {
             self.establish(&mut obj);
         }
+        if is_policy(t) && part == Part::Main {
+            observe_generation(&mut obj);
+        }
         if !manager.name.is_empty() {
             // managedFields are the server's record: what this write changed becomes the
             // writer's.
             let subresource = (part == Part::Status).then_some("status");
             apply::record_update(Some(&current), &mut obj, manager, subresource, &now());
         }
+        // Under the lock that checked the resourceVersion: no write slips between this
+        // check and the commit. A no-op update is admitted too, as on the real server.
+        self.admit_policies(
+            t,
+            Operation::Update,
+            &key,
+            Some(&obj),
+            Some(&current),
+            part,
+            manager.requester,
+        )?;
         // An update that changes nothing is not written: same resourceVersion, no event.
         if obj == *current {
             return Ok(obj);
@@ -1441,6 +1596,7 @@ impl State {
                     &key.namespace,
                     &key.name,
                     &DeleteOptions::default(),
+                    None,
                     events,
                 );
             }
@@ -1504,6 +1660,7 @@ impl State {
         namespace: &str,
         name: &str,
         opts: &DeleteOptions,
+        requester: Option<&Requester>,
         events: &broadcast::Sender<Arc<Event>>,
     ) -> ApiResult<(Value, bool)> {
         let gr = t.group_resource();
@@ -1539,6 +1696,17 @@ impl State {
                 ),
             ));
         }
+        // After the preconditions, before anything changes, as the real registry calls
+        // its delete validation.
+        self.admit_policies(
+            t,
+            Operation::Delete,
+            &key,
+            None,
+            Some(&current),
+            Part::Main,
+            requester,
+        )?;
         let is_namespace = t.group.is_empty() && t.plural == "namespaces";
         let deleting = !m["deletionTimestamp"].is_null();
         // The propagation policy becomes a finalizer the garbage collector acts on
@@ -1599,6 +1767,7 @@ impl State {
                     &k.namespace,
                     &k.name,
                     &DeleteOptions::default(),
+                    None,
                     events,
                 );
             }
@@ -1622,7 +1791,14 @@ impl State {
         }
         for (gr, k) in victims {
             if let Some(t) = self.registry.get(&gr) {
-                let _ = self.delete(&t, &k.namespace, &k.name, &DeleteOptions::default(), events);
+                let _ = self.delete(
+                    &t,
+                    &k.namespace,
+                    &k.name,
+                    &DeleteOptions::default(),
+                    None,
+                    events,
+                );
             }
         }
         self.finish_namespace(events, namespace);
@@ -1805,7 +1981,7 @@ impl State {
                     ..Default::default()
                 };
                 if self
-                    .delete(&t, &k.namespace, &k.name, &opts, events)
+                    .delete(&t, &k.namespace, &k.name, &opts, None, events)
                     .is_ok()
                 {
                     changed = true;
