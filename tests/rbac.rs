@@ -234,8 +234,8 @@ async fn the_agent_and_the_controller_do_their_whole_job_with_the_charts_rbac_on
     let admin_kubeconfig = h.kubeconfig.clone();
 
     let r = install(&helm, &admin).await;
-    let (namespace, lease) = (&r.namespace, &r.lease);
-    let (agent_sa, controller_sa) = (&r.agent_sa, &r.controller_sa);
+    let (namespace, lease) = (r.namespace.as_str(), r.lease.as_str());
+    let (agent_sa, controller_sa) = (r.agent_sa.as_str(), r.controller_sa.as_str());
 
     // A node, its agent's pod-bound token, and a pool of six addresses (a /29 less
     // network and broadcast).
@@ -262,8 +262,8 @@ async fn the_agent_and_the_controller_do_their_whole_job_with_the_charts_rbac_on
     let mut agent = Agent::start(&agent_kubeconfig, &node_name, dir.path()).await;
     let mut controller = Controller::start_in(
         &controller_kubeconfig,
-        &namespace,
-        &lease,
+        namespace,
+        lease,
         "rbac-test",
         &[
             "--gc-grace",
@@ -323,9 +323,9 @@ async fn the_agent_and_the_controller_do_their_whole_job_with_the_charts_rbac_on
         "the pool's status never showed 6 allocated: {:?}",
         pools.get(&pool).await
     );
-    let leases = Api::<Lease>::namespaced(admin.clone(), &namespace);
+    let leases = Api::<Lease>::namespaced(admin.clone(), namespace);
     let holder = leases
-        .get(&lease)
+        .get(lease)
         .await
         .unwrap()
         .spec
@@ -495,7 +495,7 @@ async fn the_agent_and_the_controller_do_their_whole_job_with_the_charts_rbac_on
     );
     forbidden(
         "agent reads a secret",
-        Api::<Secret>::namespaced(agent_client.clone(), &namespace)
+        Api::<Secret>::namespaced(agent_client.clone(), namespace)
             .get("anything")
             .await,
     );
@@ -526,8 +526,8 @@ async fn the_agent_and_the_controller_do_their_whole_job_with_the_charts_rbac_on
     );
     forbidden(
         "agent writes a Lease",
-        Api::<Lease>::namespaced(agent_client.clone(), &namespace)
-            .delete(&lease, &DeleteParams::default())
+        Api::<Lease>::namespaced(agent_client.clone(), namespace)
+            .delete(lease, &DeleteParams::default())
             .await,
     );
     // What pool choice needs, it may read.
@@ -539,7 +539,7 @@ async fn the_agent_and_the_controller_do_their_whole_job_with_the_charts_rbac_on
     let controller_client = client_of(&controller_kubeconfig).await;
     forbidden(
         "controller reads a secret",
-        Api::<Secret>::namespaced(controller_client.clone(), &namespace)
+        Api::<Secret>::namespaced(controller_client.clone(), namespace)
             .get("anything")
             .await,
     );
@@ -557,13 +557,13 @@ async fn the_agent_and_the_controller_do_their_whole_job_with_the_charts_rbac_on
     );
     forbidden(
         "controller reads another Lease",
-        Api::<Lease>::namespaced(controller_client.clone(), &namespace)
+        Api::<Lease>::namespaced(controller_client.clone(), namespace)
             .get("someone-elses")
             .await,
     );
     forbidden(
         "controller writes Events elsewhere",
-        Api::<Event>::namespaced(controller_client.clone(), &namespace)
+        Api::<Event>::namespaced(controller_client.clone(), namespace)
             .list(&ListParams::default())
             .await,
     );
