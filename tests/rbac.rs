@@ -15,7 +15,7 @@ use ipledger::api::{IPBlock, IPPool, IPPoolSpec, LABEL_POOL, POOL_FINALIZER, lab
 use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
 };
-use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
@@ -84,19 +84,13 @@ async fn apply_rbac(client: &Client, objects: &[Value]) {
     }
 }
 
-/// A token of ServiceAccount `namespace/name`, by the TokenRequest API a kubelet uses;
-/// bound to `pod` (name, UID) when given, as a pod's projected token is.
-async fn token(client: &Client, namespace: &str, name: &str, pod: Option<(&str, &str)>) -> String {
+/// A token of ServiceAccount `namespace/name`, by the TokenRequest API.
+async fn token(client: &Client, namespace: &str, name: &str) -> String {
     let request = TokenRequest {
         spec: TokenRequestSpec {
             audiences: vec![],
             expiration_seconds: Some(3600),
-            bound_object_ref: pod.map(|(pod, uid)| BoundObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Pod".into()),
-                name: Some(pod.into()),
-                uid: Some(uid.into()),
-            }),
+            ..Default::default()
         },
         ..Default::default()
     };
@@ -158,26 +152,12 @@ async fn create_node(admin: &Client, name: &str) {
 /// The kubeconfig of an agent on `node`: the token the kubelet would project into the
 /// DaemonSet's pod there, bound to that pod and so to the node.
 async fn agent_kubeconfig(h: &Harness, release: &Release, node: &str) -> PathBuf {
-    let admin = h.client();
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": format!("agent-{node}")},
-        "spec": {
-            "nodeName": node,
-            "serviceAccountName": release.agent_sa,
-            "containers": [{"name": "agent", "image": "ipledger"}],
-        },
-    }))
-    .unwrap();
-    let pod = Api::<Pod>::namespaced(admin.clone(), &release.namespace)
-        .create(&PostParams::default(), &pod)
-        .await
-        .unwrap();
-    let uid = pod.uid().unwrap();
-    let token = token(
-        &admin,
+    let (token, _) = test_support::pod_bound_token(
+        &h.client(),
         &release.namespace,
         &release.agent_sa,
-        Some((&pod.name_any(), &uid)),
+        &format!("agent-{node}"),
+        node,
     )
     .await;
     kubeconfig_with(
@@ -244,7 +224,7 @@ async fn the_agent_and_the_controller_do_their_whole_job_with_the_charts_rbac_on
     let agent_kubeconfig = agent_kubeconfig(&h, &r, &node_name).await;
     let controller_kubeconfig = kubeconfig_with(
         &admin_kubeconfig,
-        &token(&admin, namespace, controller_sa, None).await,
+        &token(&admin, namespace, controller_sa).await,
         &dir.path().join("controller-kubeconfig"),
     );
     let pool = test_support::unique("rbac");

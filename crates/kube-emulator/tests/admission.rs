@@ -10,17 +10,16 @@
 use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
 };
-use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::config::AuthInfo;
 use kube::{Api, Client};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use test_support::kubectl::Kubectl;
 use test_support::{
-    Cluster, KUBECONFIG, api_error, cluster, delete_namespace, namespace, unique, wait_for,
+    Cluster, api_error, client_with_token, cluster, delete_namespace, fake_node, namespace,
+    pod_bound_token, unique, wait_for,
 };
 
 fn object<T: DeserializeOwned>(v: Value) -> T {
@@ -119,22 +118,6 @@ async fn whoami(client: &Client) -> String {
         .as_str()
         .unwrap()
         .to_string()
-}
-
-/// A client for the cluster that authenticates with `token` alone.
-async fn client_with_token(c: &Cluster, token: &str) -> Client {
-    let kubeconfig = match &c.emulator {
-        Some(e) => e.kubeconfig_with_token(token),
-        None => kube::config::Kubeconfig::read_from(std::env::var(KUBECONFIG).unwrap()).unwrap(),
-    };
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .unwrap();
-    config.auth_info = AuthInfo {
-        token: Some(token.to_string().into()),
-        ..Default::default()
-    };
-    Client::try_from(config).unwrap()
 }
 
 /// A ServiceAccount allowed to write ConfigMaps in `ns`; its name.
@@ -293,35 +276,13 @@ async fn match_conditions_exempt_the_admin_and_catch_a_service_account() {
 #[tokio::test]
 async fn a_pod_bound_token_writes_only_its_own_nodes_records() {
     let c = cluster().await;
-    if c.emulator.is_none() {
-        test_support::skip(
-            "a fake Node needs the emulator (IPLEDGER_TEST_KUBECONFIG names a real cluster)",
-        );
+    let Some(node) = fake_node(&c).await else {
         return;
-    }
+    };
     let ns = namespace(&c.client).await;
-    let node = unique("node");
-    Api::<Node>::all(c.client.clone())
-        .create(
-            &PostParams::default(),
-            &object(json!({"metadata": {"name": node}})),
-        )
-        .await
-        .unwrap();
     let sa = configmap_writer(&c, &ns).await;
-    let pod: Pod = object(json!({"metadata": {"name": "agent"}, "spec": {
-        "serviceAccountName": sa, "nodeName": node, "containers": [{"name": "c", "image": "busybox"}]}}));
-    Api::<Pod>::namespaced(c.client.clone(), &ns)
-        .create(&PostParams::default(), &pod)
-        .await
-        .unwrap();
-    let request: TokenRequest = object(json!({"spec": {"audiences": [],
-        "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "agent"}}}));
-    let answer = Api::<ServiceAccount>::namespaced(c.client.clone(), &ns)
-        .create_token_request(&sa, &PostParams::default(), &request)
-        .await
-        .unwrap();
-    let agent = client_with_token(&c, &answer.status.unwrap().token).await;
+    let (token, _) = pod_bound_token(&c.client, &ns, &sa, "agent", &node).await;
+    let agent = client_with_token(&c, &token).await;
     // The chart's policy, on ConfigMaps: a node agent writes only its node's records,
     // and cannot move one to another node.
     let key = "authentication.kubernetes.io/node-name";

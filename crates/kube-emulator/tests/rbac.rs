@@ -14,14 +14,14 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::config::AuthInfo;
 use kube::{Api, Client};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use support::{Subnet, install_crds, subnet};
 use test_support::kubectl::Kubectl;
 use test_support::{
-    Cluster, KUBECONFIG, api_error, cluster, delete_namespace, namespace, unique, wait_for,
+    Cluster, api_error, client_with_token, cluster, delete_namespace, fake_node, namespace,
+    pod_bound_token, unique, wait_for,
 };
 
 /// A ServiceAccount with a token, and a client that sends it.
@@ -34,23 +34,6 @@ struct Account {
 
 fn object<T: DeserializeOwned>(v: Value) -> T {
     serde_json::from_value(v).unwrap()
-}
-
-/// A client for the cluster that authenticates with `token` alone.
-async fn client_with_token(c: &Cluster, token: &str) -> Client {
-    let kubeconfig = match &c.emulator {
-        Some(e) => e.kubeconfig_with_token(token),
-        None => kube::config::Kubeconfig::read_from(std::env::var(KUBECONFIG).unwrap()).unwrap(),
-    };
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .unwrap();
-    // Only the token: a real cluster's kubeconfig may carry a client certificate too.
-    config.auth_info = AuthInfo {
-        token: Some(token.to_string().into()),
-        ..Default::default()
-    };
-    Client::try_from(config).unwrap()
 }
 
 /// A token for `namespace/name` from the TokenRequest API.
@@ -676,38 +659,13 @@ async fn self_subject_access_reviews_agree_with_enforcement() {
 #[tokio::test]
 async fn a_pod_bound_token_names_its_pod_and_node() {
     let c = cluster().await;
-    // Creating a Node of one's own is only harmless on the emulator.
-    if c.emulator.is_none() {
-        test_support::skip(
-            "a fake Node needs the emulator (IPLEDGER_TEST_KUBECONFIG names a real cluster)",
-        );
+    let Some(node) = fake_node(&c).await else {
         return;
-    }
+    };
     let ns = namespace(&c.client).await;
-    let node = unique("node");
-    Api::<Node>::all(c.client.clone())
-        .create(
-            &PostParams::default(),
-            &object(json!({"metadata": {"name": node}})),
-        )
-        .await
-        .unwrap();
     let a = account(&c, &ns).await;
-    let pod: Pod = object(
-        json!({"metadata": {"name": "p"}, "spec": {"serviceAccountName": a.name, "nodeName": node, "containers": [{"name": "c", "image": "busybox"}]}}),
-    );
-    let pod = Api::<Pod>::namespaced(c.client.clone(), &ns)
-        .create(&PostParams::default(), &pod)
-        .await
-        .unwrap();
-    let request: TokenRequest = object(
-        json!({"spec": {"audiences": [], "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "p"}}}),
-    );
-    let answer = Api::<ServiceAccount>::namespaced(c.client.clone(), &ns)
-        .create_token_request(&a.name, &PostParams::default(), &request)
-        .await
-        .unwrap();
-    let client = client_with_token(&c, &answer.status.unwrap().token).await;
+    let (token, pod) = pod_bound_token(&c.client, &ns, &a.name, "p", &node).await;
+    let client = client_with_token(&c, &token).await;
     let req = http::Request::post("/apis/authentication.k8s.io/v1/selfsubjectreviews")
         .header("content-type", "application/json")
         .body(br#"{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}"#.to_vec())
@@ -827,7 +785,7 @@ async fn kubectl_made_accounts_and_can_i_agree_with_enforcement() {
     let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
         .unwrap();
-    config.auth_info = AuthInfo {
+    config.auth_info = kube::config::AuthInfo {
         token: Some(token.clone().into()),
         ..Default::default()
     };

@@ -162,3 +162,87 @@ pub fn api_error<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> kube::co
         other => panic!("expected an API error, got {other:?}"),
     }
 }
+
+/// A client for the cluster that authenticates with `token` alone (a real cluster's
+/// kubeconfig may carry a client certificate too: it is dropped).
+pub async fn client_with_token(c: &Cluster, token: &str) -> Client {
+    let kubeconfig = match &c.emulator {
+        Some(e) => e.kubeconfig_with_token(token),
+        None => kube::config::Kubeconfig::read_from(std::env::var(KUBECONFIG).unwrap()).unwrap(),
+    };
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    config.auth_info = kube::config::AuthInfo {
+        token: Some(token.to_string().into()),
+        ..Default::default()
+    };
+    Client::try_from(config).unwrap()
+}
+
+/// The token the kubelet would project into pod `pod` of `namespace`, running as
+/// ServiceAccount `account` on `node`: the pod is created bound to the node, and the
+/// TokenRequest names it, so the token's user carries the pod and the node in its extra
+/// info. Returns the token and the pod.
+pub async fn pod_bound_token(
+    client: &Client,
+    namespace: &str,
+    account: &str,
+    pod: &str,
+    node: &str,
+) -> (String, k8s_openapi::api::core::v1::Pod) {
+    use k8s_openapi::api::authentication::v1::{
+        BoundObjectReference, TokenRequest, TokenRequestSpec,
+    };
+    use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+    let spec = serde_json::json!({"metadata": {"name": pod}, "spec": {
+        "serviceAccountName": account, "nodeName": node,
+        "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]}});
+    let pod: Pod = Api::namespaced(client.clone(), namespace)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(spec).unwrap(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("creating pod {namespace}/{pod}: {e}"));
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![],
+            bound_object_ref: Some(BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: pod.metadata.name.clone(),
+                uid: pod.metadata.uid.clone(),
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let token = Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+        .create_token_request(account, &PostParams::default(), &request)
+        .await
+        .unwrap_or_else(|e| panic!("a token for {namespace}/{account}: {e}"))
+        .status
+        .expect("a TokenRequest answer has a status")
+        .token;
+    (token, pod)
+}
+
+/// A Node of a unique name, made up for the test: only harmless on the emulator, so
+/// against a real cluster the test skips (`None`).
+pub async fn fake_node(c: &Cluster) -> Option<String> {
+    if c.emulator.is_none() {
+        crate::skip(
+            "a fake Node needs the emulator (IPLEDGER_TEST_KUBECONFIG names a real cluster)",
+        );
+        return None;
+    }
+    let name = unique("node");
+    let node: k8s_openapi::api::core::v1::Node =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+    Api::all(c.client.clone())
+        .create(&PostParams::default(), &node)
+        .await
+        .expect("a fake Node");
+    Some(name)
+}

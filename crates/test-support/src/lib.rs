@@ -14,8 +14,9 @@ pub mod netns;
 
 #[cfg(feature = "cluster")]
 pub use cluster::{
-    Cluster, KUBECONFIG, api_error, client_without_retries, cluster, cluster_with,
-    delete_namespace, install_crds, namespace, unique, wait_for,
+    Cluster, KUBECONFIG, api_error, client_with_token, client_without_retries, cluster,
+    cluster_with, delete_namespace, fake_node, install_crds, namespace, pod_bound_token, unique,
+    wait_for,
 };
 
 use std::path::PathBuf;
