@@ -16,7 +16,7 @@ use kube_cel::cel::objects::{Key, Map};
 use kube_cel::cel::{Context, ExecutionError, Program, Value as Cel};
 use serde_json::{Value, json};
 
-use super::authn::UserInfo;
+use super::user::UserInfo;
 
 /// The admission operation of a write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

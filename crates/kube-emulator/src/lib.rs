@@ -20,6 +20,7 @@ pub mod selectors;
 pub mod server;
 pub mod store;
 pub mod table;
+pub mod user;
 pub mod validation;
 
 /// The CRD the unit tests register (`tests/fixtures/subnets.yaml`), as JSON.

@@ -10,9 +10,9 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::authn::{MASTERS, UserInfo, service_account_user};
 use super::error::ApiError;
 use super::selectors::{FieldSelector, supported_fields};
+use super::user::{MASTERS, UserInfo, service_account_user};
 
 /// What a request asks to do, as the real server's request info names it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -16,7 +16,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::admission::Requester;
 use super::apply::{self, FieldManager};
 use super::audit::{AuditEvent, AuditLog};
-use super::authn::{self, ANONYMOUS, Tokens, UserInfo};
+use super::authn::{self, Tokens};
 use super::discovery;
 use super::error::{ApiError, ApiResult, Cause, GroupResource};
 use super::events;
@@ -28,6 +28,7 @@ use super::resources::ResourceType;
 use super::selectors::{FieldSelector, LabelSelector, supported_fields};
 use super::store::{DeleteOptions, Event, EventType, ListFrom, Part, Store};
 use super::table::{self, IncludeObject};
+use super::user::{ANONYMOUS, MASTERS, UserInfo};
 use super::validation::{self, Write};
 
 /// The body type of every response.
@@ -799,7 +800,7 @@ impl Server {
     /// ClusterRoles and bindings, read afresh for every request. `system:anonymous` is
     /// trusted unless `forbid_anonymous` (and always with `accept_unknown_tokens`).
     fn decide(&self, user: &UserInfo, attributes: &Attributes) -> Decision {
-        let trusted = user.groups.iter().any(|g| g == authn::MASTERS)
+        let trusted = user.groups.iter().any(|g| g == MASTERS)
             || (user.username == ANONYMOUS
                 && (self.accept_unknown_tokens || !self.forbid_anonymous));
         if trusted {
