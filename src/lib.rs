@@ -3,6 +3,8 @@
 
 pub mod agent;
 pub mod api;
+#[cfg(feature = "emulator")]
+pub mod bench;
 pub mod cluster;
 pub mod controller;
 pub mod http;

@@ -33,6 +33,15 @@ enum Command {
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         demo: Option<u32>,
     },
+    /// Measure: simulated nodes attach and detach pods through the plugin, against an
+    /// emulator of its own or a cluster; verdicts on duplicates and leaks (exit 1 when one
+    /// fails).
+    #[cfg(feature = "emulator")]
+    Bench(Box<ipledger::bench::BenchArgs>),
+    /// The agents of several simulated nodes in one process (for `bench --nodes-per-process`).
+    #[cfg(feature = "emulator")]
+    #[command(hide = true)]
+    BenchAgents(ipledger::bench::parts::HostArgs),
     /// Print the version of this build.
     Version,
     /// Serve an emulated Kubernetes API (for tests and trials) until SIGINT/SIGTERM.
@@ -56,7 +65,7 @@ enum Command {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<std::process::ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("IPLEDGER_LOG")
@@ -78,6 +87,24 @@ async fn main() -> anyhow::Result<()> {
             None => ipledger::sandbox::run(&dir, ipledger::agent::termination()).await?,
             Some(pods) => ipledger::sandbox::demo::run(&dir, pods).await?,
         },
+        #[cfg(feature = "emulator")]
+        Command::Bench(args) => {
+            // 0: the verdicts passed; 1: one failed; 2: the run could not be made.
+            match ipledger::bench::run(*args).await {
+                Ok(report) => {
+                    print!("{}", report.summary());
+                    if !report.passed {
+                        return Ok(std::process::ExitCode::from(1));
+                    }
+                }
+                Err(error) => {
+                    eprintln!("Error: {error}");
+                    return Ok(std::process::ExitCode::from(2));
+                }
+            }
+        }
+        #[cfg(feature = "emulator")]
+        Command::BenchAgents(args) => ipledger::bench::parts::host(args).await?,
         Command::Version => println!("ipledger {}", env!("CARGO_PKG_VERSION")),
         #[cfg(feature = "emulator")]
         Command::Emulator {
@@ -95,5 +122,5 @@ async fn main() -> anyhow::Result<()> {
             kube_emulator::run(config, &kubeconfig).await?
         }
     }
-    Ok(())
+    Ok(std::process::ExitCode::SUCCESS)
 }

@@ -344,7 +344,8 @@ pub fn plugin_command(command: &str, plugin: &Path, network: &Path) -> String {
     )
 }
 
-async fn install_crds(client: &Client) -> Result<(), SandboxError> {
+/// Registers ipledger's CRDs and waits until the server serves them.
+pub(crate) async fn install_crds(client: &Client) -> Result<(), SandboxError> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in crate::api::crds() {
         let name = crd.metadata.name.clone().unwrap_or_default();
