@@ -171,6 +171,12 @@ struct State {
     /// Objects being deleted with an `orphan` or `foregroundDeletion` finalizer: the
     /// garbage collector's work list.
     propagating: BTreeSet<(GroupResource, ObjectKey)>,
+    /// How many stored objects name each owner UID in their ownerReferences: a delete
+    /// looks for dependents only when something names the deleted object, rather than
+    /// scanning every object on every delete (a real server's garbage collector keeps
+    /// a dependency graph for the same reason). A CRD's objects dropped with it leave
+    /// their counts behind: an owner counted too often costs a scan that finds nothing.
+    owner_refs: HashMap<String, usize>,
 }
 
 /// The store shared by all connections.
@@ -225,6 +231,15 @@ fn mark_deleting(obj: &mut Value) {
 }
 
 /// Whether `obj` names `owner_uid` among its ownerReferences.
+/// The owner UIDs `obj`'s ownerReferences name.
+fn owner_uids(obj: &Value) -> impl Iterator<Item = &str> {
+    meta(obj)["ownerReferences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o["uid"].as_str())
+}
+
 fn owned_by(obj: &Value, owner_uid: &str) -> bool {
     meta(obj)["ownerReferences"]
         .as_array()
@@ -305,6 +320,7 @@ impl Store {
                 history_start: 0,
                 window: window.max(1),
                 propagating: BTreeSet::new(),
+                owner_refs: HashMap::new(),
             }),
             events,
             gc_wake: Notify::new(),
@@ -757,6 +773,23 @@ impl State {
                 .or_default()
                 .insert(key.clone(), obj.clone()),
         };
+        if kind != EventType::Deleted {
+            for uid in owner_uids(&obj) {
+                *self.owner_refs.entry(uid.to_string()).or_default() += 1;
+            }
+        }
+        let gone = match kind {
+            EventType::Deleted => Some(&obj),
+            _ => prev.as_ref(),
+        };
+        for uid in gone.into_iter().flat_map(|o| owner_uids(o)) {
+            if let Some(count) = self.owner_refs.get_mut(uid) {
+                *count -= 1;
+                if *count == 0 {
+                    self.owner_refs.remove(uid);
+                }
+            }
+        }
         let rv = self.rv;
         self.record(
             events,
@@ -1558,8 +1591,13 @@ impl State {
     }
 
     /// Background deletion: objects whose every owner is gone are deleted.
+    /// Whether any stored object names `owner_uid` as an owner.
+    fn is_owner(&self, owner_uid: &str) -> bool {
+        self.owner_refs.contains_key(owner_uid)
+    }
+
     fn collect_dependents(&mut self, events: &broadcast::Sender<Arc<Event>>, owner_uid: &str) {
-        if owner_uid.is_empty() {
+        if owner_uid.is_empty() || !self.is_owner(owner_uid) {
             return;
         }
         let mut dependents = Vec::new();
@@ -1863,6 +1901,9 @@ impl State {
 
     fn dependents_of(&self, owner_uid: &str) -> Vec<(GroupResource, ObjectKey, Arc<Value>)> {
         let mut out = Vec::new();
+        if !self.is_owner(owner_uid) {
+            return out;
+        }
         for (gr, objects) in &self.objects {
             for (k, v) in objects {
                 if owned_by(v, owner_uid) {
@@ -1875,13 +1916,14 @@ impl State {
 
     /// Whether a dependent that blocks the owner's foreground deletion still exists.
     fn has_blocking_dependents(&self, owner_uid: &str) -> bool {
-        self.objects.values().flat_map(|m| m.values()).any(|v| {
-            meta(v)["ownerReferences"].as_array().is_some_and(|owners| {
-                owners
-                    .iter()
-                    .any(|o| o["uid"] == owner_uid && o["blockOwnerDeletion"] == true)
+        self.is_owner(owner_uid)
+            && self.objects.values().flat_map(|m| m.values()).any(|v| {
+                meta(v)["ownerReferences"].as_array().is_some_and(|owners| {
+                    owners
+                        .iter()
+                        .any(|o| o["uid"] == owner_uid && o["blockOwnerDeletion"] == true)
+                })
             })
-        })
     }
 
     /// Drops the ownerReferences to `owner_uids` from a dependent.
