@@ -195,6 +195,10 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
             let config = kube_emulator::Config {
                 write_latency: args.write_latency,
                 read_latency: args.read_latency,
+                // A real server's watch cache keeps 75 s of changes per resource; with
+                // hundreds of nodes churning, the emulator's default 1,000 changes would
+                // expire the watches of agents that are still starting.
+                history_window: 20_000,
                 ..Default::default()
             };
             let emulator = kube_emulator::Emulator::start(config)

@@ -1080,6 +1080,22 @@ impl Server {
                 Bytes::from(line)
             }
         };
+        // An event's line as it stands in the store (not a selector's synthesized
+        // DELETED, not a Table with its own timestamps) is rendered once for all the
+        // watchers that ask for it the same way.
+        let render_event = {
+            // The group too: core/v1 and events.k8s.io/v1 Events are one stored resource.
+            let version = t.api_version(&version);
+            let render = render.clone();
+            move |e: &Event, kind: &'static str, obj: &Cow<'_, Value>| -> Bytes {
+                match obj {
+                    Cow::Borrowed(_) if shape != Shape::Table => e
+                        .rendered
+                        .get_or(format!("{kind} {shape:?} {version}"), || render(kind, obj)),
+                    _ => render(kind, obj),
+                }
+            }
+        };
         let bookmark = move |rv: u64, initial_end: bool| {
             let mut meta = json!({"resourceVersion": rv.to_string()});
             if initial_end {
@@ -1105,7 +1121,7 @@ impl Server {
             let mut last_rv = start.rv;
             for e in &start.backlog {
                 if let Some((kind, obj)) = visible(e, &matches)
-                    && tx.send(render(kind, &obj)).await.is_err()
+                    && tx.send(render_event(e, kind, &obj)).await.is_err()
                 {
                     return;
                 }
@@ -1152,7 +1168,7 @@ impl Server {
                                 continue;
                             }
                             if let Some((kind, obj)) = visible(&e, &matches)
-                                && tx.send(render(kind, &obj)).await.is_err()
+                                && tx.send(render_event(&e, kind, &obj)).await.is_err()
                             {
                                 return;
                             }

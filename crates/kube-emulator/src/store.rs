@@ -73,6 +73,27 @@ pub struct Event {
     /// The object before the change; lets consistent list pages be rebuilt and selector
     /// watches turn a MODIFIED into ADDED/DELETED.
     pub prev: Option<Arc<Value>>,
+    /// Watch lines already rendered from this event.
+    pub rendered: Rendered,
+}
+
+/// The watch lines rendered from one event, by how they were rendered (event type,
+/// shape, version): every watcher asking for the same line shares one serialization, as
+/// the real server's watch cache serializes an event once per encoding.
+#[derive(Debug, Default)]
+pub struct Rendered(std::sync::Mutex<Vec<(String, bytes::Bytes)>>);
+
+impl Rendered {
+    /// The line rendered under `key`, rendering it with `render` the first time.
+    pub fn get_or(&self, key: String, render: impl FnOnce() -> bytes::Bytes) -> bytes::Bytes {
+        let mut lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, line)) = lines.iter().find(|(k, _)| *k == key) {
+            return line.clone();
+        }
+        let line = render();
+        lines.push((key, line.clone()));
+        line
+    }
 }
 
 /// How a write treats `status` when the resource has a status subresource.
@@ -182,7 +203,7 @@ struct State {
 /// The store shared by all connections.
 pub struct Store {
     state: Mutex<State>,
-    events: broadcast::Sender<Arc<Event>>,
+    events: Channels,
     /// Wakes the garbage collector ([`Store::run_garbage_collector`]).
     gc_wake: Notify,
 }
@@ -305,12 +326,63 @@ fn generate_suffix() -> String {
         .collect()
 }
 
+/// The watch channels, one per resource: a change wakes only the watchers of its own
+/// resource, as the real server's watch cache (one per resource) does. A CRD's deletion
+/// also goes to the channel of the resource it declared, whose watches then end.
+pub struct Channels {
+    by_resource: std::sync::Mutex<HashMap<GroupResource, broadcast::Sender<Arc<Event>>>>,
+    capacity: usize,
+}
+
+impl Channels {
+    /// Channels whose watchers are closed once they are `capacity` changes behind.
+    fn new(capacity: usize) -> Channels {
+        Channels {
+            by_resource: std::sync::Mutex::new(HashMap::new()),
+            capacity,
+        }
+    }
+
+    fn senders(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<GroupResource, broadcast::Sender<Arc<Event>>>> {
+        self.by_resource.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hands `event` to the watchers of its resource (none is fine: nobody watches).
+    fn send(&self, event: Arc<Event>) {
+        let senders = self.senders();
+        let crd_removed = (event.kind == EventType::Deleted
+            && event.gr.group == "apiextensions.k8s.io"
+            && event.gr.resource == "customresourcedefinitions")
+            .then(|| event.key.name.split_once('.'))
+            .flatten()
+            .map(|(plural, group)| GroupResource::new(group, plural));
+        if let Some(declared) = crd_removed
+            && let Some(sender) = senders.get(&declared)
+        {
+            let _ = sender.send(event.clone());
+        }
+        if let Some(sender) = senders.get(&event.gr) {
+            let _ = sender.send(event);
+        }
+    }
+
+    /// A receiver of `gr`'s changes from now on.
+    fn subscribe(&self, gr: &GroupResource) -> broadcast::Receiver<Arc<Event>> {
+        self.senders()
+            .entry(gr.clone())
+            .or_insert_with(|| broadcast::channel(self.capacity).0)
+            .subscribe()
+    }
+}
+
 impl Store {
     /// A store holding the default namespaces, keeping `window` events of history.
     pub fn new(window: usize) -> Arc<Self> {
         // A watcher more than this many changes behind is closed and re-watches from the
         // history; the bound keeps slow watchers from pinning old object versions.
-        let (events, _) = broadcast::channel(1024);
+        let events = Channels::new(1024);
         let store = Arc::new(Self {
             state: Mutex::new(State {
                 rv: 0,
@@ -345,7 +417,7 @@ impl Store {
     /// every check on the copy, which is then dropped; no watcher sees it.
     pub fn dry_run_copy(&self) -> Arc<Self> {
         let state = self.lock().clone();
-        let (events, _) = broadcast::channel(16);
+        let events = Channels::new(16);
         Arc::new(Self {
             state: Mutex::new(state),
             events,
@@ -502,7 +574,7 @@ impl Store {
         let s = self.lock();
         let gr = t.group_resource();
         // Subscribing under the lock means no event falls between backlog and receiver.
-        let receiver = self.events.subscribe();
+        let receiver = self.events.subscribe(&gr);
         let backlog = match from {
             None => s
                 .objects
@@ -517,6 +589,7 @@ impl Store {
                                 kind: EventType::Added,
                                 object: v.clone(),
                                 prev: None,
+                                rendered: Rendered::default(),
                             })
                         })
                         .collect()
@@ -727,7 +800,7 @@ fn decode_continue(token: &str) -> Option<(u64, ObjectKey)> {
 }
 
 impl State {
-    fn record(&mut self, events: &broadcast::Sender<Arc<Event>>, event: Event) {
+    fn record(&mut self, events: &Channels, event: Event) {
         let event = Arc::new(event);
         self.history.push_back(event.clone());
         while self.history.len() > self.window {
@@ -746,7 +819,7 @@ impl State {
     /// Stores `obj` under a new resourceVersion and records the event.
     fn put(
         &mut self,
-        events: &broadcast::Sender<Arc<Event>>,
+        events: &Channels,
         gr: &GroupResource,
         key: ObjectKey,
         mut obj: Value,
@@ -800,6 +873,7 @@ impl State {
                 kind,
                 object: obj.clone(),
                 prev,
+                rendered: Rendered::default(),
             },
         );
         Arc::unwrap_or_clone(obj)
@@ -1142,7 +1216,7 @@ impl State {
 
     /// After a CRD goes, the names it held are free: CRDs of its group waiting for them
     /// are decided again.
-    fn reconsider_names(&mut self, events: &broadcast::Sender<Arc<Event>>, group: &str) {
+    fn reconsider_names(&mut self, events: &Channels, group: &str) {
         let crd_gr = GroupResource::new("apiextensions.k8s.io", "customresourcedefinitions");
         let waiting: Vec<(ObjectKey, Arc<Value>)> = self
             .objects
@@ -1174,7 +1248,7 @@ impl State {
         namespace: &str,
         mut obj: Value,
         manager: FieldManager<'_>,
-        events: &broadcast::Sender<Arc<Event>>,
+        events: &Channels,
     ) -> ApiResult<Value> {
         let gr = t.group_resource();
         if !obj.is_object() {
@@ -1355,7 +1429,7 @@ impl State {
 
     /// What a real cluster's controllers put into every new namespace: the `default`
     /// ServiceAccount and the `kube-root-ca.crt` ConfigMap (empty here: plain HTTP, no CA).
-    fn populate_namespace(&mut self, events: &broadcast::Sender<Arc<Event>>, namespace: &str) {
+    fn populate_namespace(&mut self, events: &Channels, namespace: &str) {
         let seeds = [
             (
                 "serviceaccounts",
@@ -1392,7 +1466,7 @@ impl State {
         part: Part,
         require_rv: bool,
         manager: FieldManager<'_>,
-        events: &broadcast::Sender<Arc<Event>>,
+        events: &Channels,
     ) -> ApiResult<Value> {
         let gr = t.group_resource();
         if !obj.is_object() {
@@ -1561,7 +1635,7 @@ impl State {
     /// dependents, cleanup of a CRD's objects, completion of a terminating namespace.
     fn remove(
         &mut self,
-        events: &broadcast::Sender<Arc<Event>>,
+        events: &Channels,
         t: &ResourceType,
         key: &ObjectKey,
         obj: Value,
@@ -1596,7 +1670,7 @@ impl State {
         self.owner_refs.contains_key(owner_uid)
     }
 
-    fn collect_dependents(&mut self, events: &broadcast::Sender<Arc<Event>>, owner_uid: &str) {
+    fn collect_dependents(&mut self, events: &Channels, owner_uid: &str) {
         if owner_uid.is_empty() || !self.is_owner(owner_uid) {
             return;
         }
@@ -1642,7 +1716,7 @@ impl State {
     }
 
     /// A terminating namespace goes once nothing is left in it.
-    fn finish_namespace(&mut self, events: &broadcast::Sender<Arc<Event>>, namespace: &str) {
+    fn finish_namespace(&mut self, events: &Channels, namespace: &str) {
         let ns_gr = GroupResource::new("", "namespaces");
         let key = ObjectKey::new("", namespace);
         let Some(ns) = self.object(&ns_gr, &key) else {
@@ -1661,7 +1735,7 @@ impl State {
     }
 
     /// A terminating CRD loses its cleanup finalizer once its objects are gone.
-    fn finish_crd(&mut self, events: &broadcast::Sender<Arc<Event>>, t: &ResourceType) {
+    fn finish_crd(&mut self, events: &Channels, t: &ResourceType) {
         let crd_gr = GroupResource::new("apiextensions.k8s.io", "customresourcedefinitions");
         let key = ObjectKey::new("", &format!("{}.{}", t.plural, t.group));
         let Some(crd) = self.object(&crd_gr, &key) else {
@@ -1699,7 +1773,7 @@ impl State {
         name: &str,
         opts: &DeleteOptions,
         requester: Option<&Requester>,
-        events: &broadcast::Sender<Arc<Event>>,
+        events: &Channels,
     ) -> ApiResult<(Value, bool)> {
         let gr = t.group_resource();
         let key = ObjectKey::new(if t.namespaced { namespace } else { "" }, name);
@@ -1816,11 +1890,7 @@ impl State {
         Ok((stored, false))
     }
 
-    fn delete_namespace_content(
-        &mut self,
-        events: &broadcast::Sender<Arc<Event>>,
-        namespace: &str,
-    ) {
+    fn delete_namespace_content(&mut self, events: &Channels, namespace: &str) {
         let mut victims = Vec::new();
         for (gr, objects) in &self.objects {
             for k in objects.keys().filter(|k| k.namespace == namespace) {
@@ -1848,7 +1918,7 @@ impl State {
     /// `foregroundDeletion` owner's dependents are deleted (or, when another owner still
     /// holds them, lose the reference), and the finalizer goes once no dependent with
     /// `blockOwnerDeletion` is left. Returns whether anything changed.
-    fn collect_garbage(&mut self, events: &broadcast::Sender<Arc<Event>>) -> bool {
+    fn collect_garbage(&mut self, events: &Channels) -> bool {
         let waiting: Vec<(GroupResource, ObjectKey)> = self.propagating.iter().cloned().collect();
         let mut changed = false;
         for (gr, key) in waiting {
@@ -1876,7 +1946,7 @@ impl State {
     /// Removes finalizer `fin` from a deleting object; the object goes with its last one.
     fn drop_finalizer(
         &mut self,
-        events: &broadcast::Sender<Arc<Event>>,
+        events: &Channels,
         gr: &GroupResource,
         key: &ObjectKey,
         fin: &str,
@@ -1929,7 +1999,7 @@ impl State {
     /// Drops the ownerReferences to `owner_uids` from a dependent.
     fn drop_owner_references(
         &mut self,
-        events: &broadcast::Sender<Arc<Event>>,
+        events: &Channels,
         gr: &GroupResource,
         key: &ObjectKey,
         obj: &Value,
@@ -1955,7 +2025,7 @@ impl State {
         self.put(events, gr, key.clone(), obj, EventType::Modified);
     }
 
-    fn orphan_dependents(&mut self, events: &broadcast::Sender<Arc<Event>>, owner_uid: &str) {
+    fn orphan_dependents(&mut self, events: &Channels, owner_uid: &str) {
         let owner: HashSet<String> = [owner_uid.to_string()].into();
         for (gr, k, v) in self.dependents_of(owner_uid) {
             self.drop_owner_references(events, &gr, &k, &v, &owner);
@@ -1977,11 +2047,7 @@ impl State {
 
     /// The dependents of an owner in foreground deletion: deleted, unless another owner
     /// still holds them (then only the references to gone or waiting owners are dropped).
-    fn delete_dependents(
-        &mut self,
-        events: &broadcast::Sender<Arc<Event>>,
-        owner_uid: &str,
-    ) -> bool {
+    fn delete_dependents(&mut self, events: &Channels, owner_uid: &str) -> bool {
         let mut changed = false;
         for (gr, k, v) in self.dependents_of(owner_uid) {
             if !meta(&v)["deletionTimestamp"].is_null() {
