@@ -808,8 +808,7 @@ impl State {
                 self.history_start = old.rv;
             }
         }
-        // No receivers is fine: nobody is watching.
-        let _ = events.send(event);
+        events.send(event);
     }
 
     fn object(&self, gr: &GroupResource, key: &ObjectKey) -> Option<Arc<Value>> {
