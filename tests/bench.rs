@@ -17,12 +17,13 @@ use support::harness::Harness;
 
 const HOST_LOCAL: &str = "/usr/lib/cni/host-local";
 
-/// Runs `ipledger bench ARGS --json FILE`; its output and the report.
-async fn bench(args: &[&str], dir: &Path) -> (Output, Value) {
+/// Runs `ipledger bench ARGS --json FILE` (ARGS split at whitespace); its output and the
+/// report.
+async fn bench(args: &str, dir: &Path) -> (Output, Value) {
     let json = dir.join("report.json");
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_ipledger"))
         .arg("bench")
-        .args(args)
+        .args(args.split_whitespace())
         .arg("--json")
         .arg(&json)
         .env("IPLEDGER_LOG", "warn")
@@ -58,7 +59,7 @@ async fn with_its_defaults_the_bench_passes_beside_host_local() {
         ));
     }
     let dir = tempfile::tempdir().unwrap();
-    let (output, report) = bench(&["--compare", "host-local"], dir.path()).await;
+    let (output, report) = bench("--compare host-local", dir.path()).await;
     let printed = printed(&output);
     assert!(output.status.success(), "{printed}");
     assert_eq!(report["passed"], true, "{printed}");
@@ -108,15 +109,7 @@ async fn with_its_defaults_the_bench_passes_beside_host_local() {
 async fn an_injected_duplicate_fails_the_duplicates_verdict() {
     let dir = tempfile::tempdir().unwrap();
     let (output, report) = bench(
-        &[
-            "--nodes",
-            "2",
-            "--flows",
-            "2",
-            "--ops",
-            "40",
-            "--inject-duplicate",
-        ],
+        "--nodes 2 --flows 2 --ops 40 --inject-duplicate",
         dir.path(),
     )
     .await;
@@ -149,20 +142,7 @@ async fn addresses_the_gc_never_releases_fail_the_leaks_verdict() {
     let dir = tempfile::tempdir().unwrap();
     // Half the detaches vanish, and the controller's GC waits an hour.
     let (output, report) = bench(
-        &[
-            "--nodes",
-            "1",
-            "--flows",
-            "2",
-            "--ops",
-            "20",
-            "--vanish",
-            "0.5",
-            "--gc",
-            "1h",
-            "--converge-timeout",
-            "2s",
-        ],
+        "--nodes 1 --flows 2 --ops 20 --vanish 0.5 --gc 1h --converge-timeout 2s",
         dir.path(),
     )
     .await;
@@ -184,20 +164,7 @@ async fn addresses_the_gc_never_releases_fail_the_leaks_verdict() {
 async fn straight_at_the_sockets_with_several_nodes_per_agent_process() {
     let dir = tempfile::tempdir().unwrap();
     let (output, report) = bench(
-        &[
-            "--via",
-            "socket",
-            "--nodes",
-            "4",
-            "--nodes-per-process",
-            "2",
-            "--flows",
-            "2",
-            "--ops",
-            "100",
-            "--cidr",
-            "fd00:be::/48",
-        ],
+        "--via socket --nodes 4 --nodes-per-process 2 --flows 2 --ops 100 --cidr fd00:be::/48",
         dir.path(),
     )
     .await;
@@ -221,17 +188,17 @@ async fn straight_at_the_sockets_with_several_nodes_per_agent_process() {
 #[tokio::test]
 async fn bad_arguments_are_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
-    let (output, _) = bench(&["--vanish", "1.5"], dir.path()).await;
+    let (output, _) = bench("--vanish 1.5", dir.path()).await;
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("--vanish") && stderr.contains("between 0 and 1"),
         "{stderr}"
     );
-    let (output, _) = bench(&["--start-controller"], dir.path()).await;
+    let (output, _) = bench("--start-controller", dir.path()).await;
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--kubeconfig"));
-    let (output, _) = bench(&["--cidr", "10.0.0.0/33", "--nodes", "1"], dir.path()).await;
+    let (output, _) = bench("--cidr 10.0.0.0/33 --nodes 1", dir.path()).await;
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cidr"), "{stderr}");
@@ -297,20 +264,13 @@ async fn leftovers(harness: &Harness, id: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn against_a_cluster_the_bench_removes_what_it_made() {
     let harness = Harness::new().await;
-    let kubeconfig = harness.kubeconfig.to_str().unwrap().to_string();
-    let mut args = vec![
-        "--kubeconfig",
-        &kubeconfig,
-        "--nodes",
-        "2",
-        "--flows",
-        "2",
-        "--ops",
-        "40",
-    ];
+    let mut args = format!(
+        "--kubeconfig {} --nodes 2 --flows 2 --ops 40",
+        harness.kubeconfig.display()
+    );
     // A real cluster has ipledger's controller installed; the emulator has none.
     if harness.cluster.is_emulator() {
-        args.push("--start-controller");
+        args.push_str(" --start-controller");
     }
     let (output, report) = bench(&args, harness.dir.path()).await;
     let printed = printed(&output);

@@ -3,12 +3,13 @@
 //! cluster, and judges the run from what it recorded and what the API holds at the end:
 //! no address held twice, none leaked (docs/benchmarks.md).
 
+mod fault;
 pub mod history;
 pub mod load;
 pub mod parts;
+mod progress;
 pub mod report;
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -22,6 +23,7 @@ use crate::api::{IPBlock, IPPool, IPPoolSpec};
 use history::Record;
 use load::{Budget, Caller, Flow, Pods, Recorder, Target};
 use parts::{AgentProcess, Owned, Process};
+use progress::Progress;
 use report::{ApiFigures, Convergence, Figures, Memory, Report, Verdicts};
 
 /// The CNI network name of every attachment the bench makes.
@@ -233,24 +235,26 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         owned.namespace, owned.pool, args.cidr, args.nodes
     );
     let stop = Arc::new(Budget::stopped_on_ctrl_c());
-    owned.create(&spec).await?;
-
-    let controller = if emulator.is_some() || args.start_controller {
-        let lease = format!("{}-controller", owned.pool);
-        Some(parts::start_controller(&kubeconfig, &lease, args.gc).await?)
-    } else {
-        None
-    };
-    let parts = Parts {
-        dir: &dir,
-        kubeconfig: &kubeconfig,
-        client: &client,
-        owned: &owned,
-        emulator: emulator.as_ref(),
-        controller: controller.as_ref(),
-        plugin: &plugin,
-    };
-    let outcome = measure(&args, &parts, &stop).await;
+    // Whatever fails from here on, what was created is removed below.
+    let mut controller = None;
+    let outcome = async {
+        owned.create(&spec).await?;
+        if emulator.is_some() || args.start_controller {
+            let lease = format!("{}-controller", owned.pool);
+            controller = Some(parts::start_controller(&kubeconfig, &lease, args.gc).await?);
+        }
+        let parts = Parts {
+            dir: &dir,
+            kubeconfig: &kubeconfig,
+            client: &client,
+            owned: &owned,
+            emulator: emulator.as_ref(),
+            controller: controller.as_ref(),
+            plugin: &plugin,
+        };
+        measure(&args, &parts, &stop).await
+    }
+    .await;
     // The pool's finalizer is the controller's to remove: it still runs here.
     let cleanup = if args.kubeconfig.is_some() {
         owned.remove(args.converge_timeout).await
@@ -342,7 +346,7 @@ async fn measure(
         return Err(BenchError::Interrupted);
     }
     if args.inject_duplicate {
-        inject_duplicate(client, owned, &caller, &pods, &mut flows).await?;
+        fault::inject_duplicate(client, owned, &caller, &pods, &mut flows).await?;
     }
     let writes_after = ledger_writes(emulator, &agents).await;
     // `vanish` of the pods left, spread over the flows.
@@ -627,93 +631,6 @@ fn records_of(blocks: &[IPBlock]) -> Vec<Record> {
         .collect()
 }
 
-/// The verdicts' self-test: a second record of a live pod's address, in its block, for
-/// a new pod on the same node, as an allocator that handed the address out twice would
-/// have written it; then that pod's ADD, which returns the recorded address (ADD is
-/// idempotent), so that the history holds the duplicate too.
-async fn inject_duplicate(
-    client: &Client,
-    owned: &Owned,
-    caller: &Caller,
-    pods: &Pods,
-    flows: &mut [Flow],
-) -> Result<(), BenchError> {
-    let fault = |what: String| BenchError::Setup(format!("injecting the duplicate: {what}"));
-    let flow = flows
-        .iter_mut()
-        .find(|f| !f.live.is_empty())
-        .ok_or_else(|| fault("no pod is attached".into()))?;
-    // The newest: the end's vanishing takes the oldest first.
-    let victim = flow.live.back().expect("a live pod");
-    let address = victim.addresses[0];
-    let blocks = Api::<IPBlock>::all(client.clone());
-    let pod = load::create_pod(
-        pods,
-        &format!("{}-duplicate", flow.target.node),
-        &flow.target.node,
-    )
-    .await
-    .map_err(|e| fault(e.msg))?;
-    // ipledger refuses to read a block that records one address twice, so the second
-    // record goes into a copy of the block under another name, as a broken allocator
-    // that claimed the block twice would have left it.
-    let block = owned
-        .blocks()
-        .await
-        .map_err(|e| fault(e.to_string()))?
-        .into_iter()
-        .find(|b| b.spec.allocations.iter().any(|a| a.address == address))
-        .ok_or_else(|| fault(format!("no block records {address}")))?;
-    let mut record = block
-        .spec
-        .allocations
-        .iter()
-        .find(|a| a.address == address)
-        .cloned()
-        .expect("found above");
-    record.container_id = pod.container_id().to_string();
-    record.pod = Some(crate::api::PodRef {
-        namespace: pod.namespace.clone(),
-        name: pod.name.clone(),
-        uid: pod.uid.clone(),
-    });
-    let mut copy = IPBlock::new(
-        &format!("{}-copy", block.metadata.name.clone().unwrap_or_default()),
-        crate::api::IPBlockSpec {
-            allocations: vec![record],
-            released: Vec::new(),
-            ..block.spec.clone()
-        },
-    );
-    copy.metadata.labels = block.metadata.labels.clone();
-    copy.metadata.annotations = block.metadata.annotations.clone();
-    blocks
-        .create(&Default::default(), &copy)
-        .await
-        .map_err(|e| fault(e.to_string()))?;
-    // The agent's watch must have seen the record before the ADD asks for it.
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let got = caller
-            .call("ADD", &flow.target, &pod)
-            .await
-            .map_err(|e| fault(format!("ADD of {}: {}", pod.name, e.msg)))?;
-        if got.contains(&address) {
-            flow.adopt(pod, got);
-            return Ok(());
-        }
-        // The agent allocated afresh before it saw the record: give that back, retry.
-        caller
-            .call("DEL", &flow.target, &pod)
-            .await
-            .map_err(|e| fault(e.msg))?;
-    }
-    Err(fault(format!(
-        "the agent never returned {address} for {}",
-        pod.name
-    )))
-}
-
 /// The settings of the run, for the report.
 fn settings(args: &BenchArgs, run_id: &str) -> serde_json::Value {
     json!({
@@ -735,66 +652,6 @@ fn settings(args: &BenchArgs, run_id: &str) -> serde_json::Value {
         "runId": run_id,
         "injectDuplicate": args.inject_duplicate,
     })
-}
-
-/// The progress bar on a terminal, else a plain line every 5 seconds.
-struct Progress {
-    ticker: tokio::task::JoinHandle<()>,
-    bar: indicatif::ProgressBar,
-}
-
-impl Progress {
-    fn start(plugin: &str, total: Option<u64>, recorder: Arc<Recorder>) -> Progress {
-        let terminal = std::io::stderr().is_terminal();
-        let bar = match (terminal, total) {
-            (false, _) => indicatif::ProgressBar::hidden(),
-            (true, Some(total)) => indicatif::ProgressBar::new(total),
-            (true, None) => indicatif::ProgressBar::new_spinner(),
-        };
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} ADDs {msg}",
-            )
-            .expect("a valid template"),
-        );
-        bar.set_prefix(plugin.to_string());
-        let plugin = plugin.to_string();
-        let ticker = {
-            let bar = bar.clone();
-            tokio::spawn(async move {
-                let started = Instant::now();
-                let mut tick = tokio::time::interval(Duration::from_millis(250));
-                let mut last_line = Instant::now();
-                let mut window = std::collections::VecDeque::from([(Instant::now(), 0u64)]);
-                loop {
-                    tick.tick().await;
-                    let adds = recorder.adds.load(Ordering::Relaxed);
-                    let dels = recorder.dels.load(Ordering::Relaxed);
-                    window.push_back((Instant::now(), adds));
-                    while window.len() > 8 {
-                        window.pop_front();
-                    }
-                    let (then, before) = window[0];
-                    let rate = (adds - before) as f64 / then.elapsed().as_secs_f64().max(0.001);
-                    bar.set_position(adds);
-                    bar.set_message(format!("{rate:.0} ADD/s, {dels} DELs"));
-                    if !terminal && last_line.elapsed() >= Duration::from_secs(5) {
-                        last_line = Instant::now();
-                        eprintln!(
-                            "{plugin}: {:.0} s, {adds} ADDs, {dels} DELs, {rate:.0} ADD/s",
-                            started.elapsed().as_secs_f64()
-                        );
-                    }
-                }
-            })
-        };
-        Progress { ticker, bar }
-    }
-
-    fn finish(self) {
-        self.ticker.abort();
-        self.bar.finish_and_clear();
-    }
 }
 
 impl Budget {
