@@ -457,9 +457,9 @@ async fn drive(
     stop: &Arc<Budget>,
     plugin: &str,
 ) -> (Vec<Flow>, Figures) {
-    let fill_adds = flows.len() * args.hold as usize;
+    let planned_fill = flows.len() as u64 * u64::from(args.hold);
     let total = match args.duration {
-        None => Some(fill_adds as u64 + args.ops),
+        None => Some(planned_fill + args.ops),
         Some(_) => None,
     };
     let progress = Progress::start(plugin, total, recorder.clone());
@@ -469,6 +469,7 @@ async fn drive(
         run_all(flows, move |flow| flow.fill(stop.clone())).await
     };
     let fill_seconds = started.elapsed().as_secs_f64();
+    let fill_adds = recorder.adds.load(Ordering::Relaxed) as usize;
     let churn_started = Instant::now();
     let budget = Arc::new(match args.duration {
         Some(duration) => Budget::until(Instant::now() + duration, stop.flag()),
@@ -484,6 +485,7 @@ async fn drive(
     figures.churn_seconds = churn_seconds;
     figures.churn_operations = budget.taken();
     figures.adds_per_second = figures.add.count as f64 / seconds;
+    figures.fill_adds_per_second = fill_adds as f64 / fill_seconds;
     figures.operations_per_second = (figures.add.count + figures.del.count) as f64 / seconds;
     (flows, figures)
 }

@@ -57,6 +57,8 @@ pub struct Figures {
     pub churn_operations: usize,
     /// ADDs per second over fill and churn.
     pub adds_per_second: f64,
+    /// ADDs per second during the fill, where nothing is detached.
+    pub fill_adds_per_second: f64,
     /// ADDs and DELs per second over fill and churn.
     pub operations_per_second: f64,
     pub add: Latency,
@@ -220,9 +222,10 @@ impl Report {
         }
         let ours = &self.ipledger;
         line(format!(
-            "fill {:.2} s ({} ADDs), churn {:.2} s ({} operations), {} pods vanished without DEL",
+            "fill {:.2} s ({} ADDs, {:.0} ADD/s), churn {:.2} s ({} operations), {} pods vanished without DEL",
             ours.fill_seconds,
             ours.fill_adds,
+            ours.fill_adds_per_second,
             ours.churn_seconds,
             ours.churn_operations,
             ours.vanished
