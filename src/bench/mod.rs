@@ -494,13 +494,17 @@ async fn drive(
 async fn baseline(args: &BenchArgs, dir: &Path) -> Figures {
     let targets: Vec<Arc<Target>> = (0..args.nodes)
         .map(|n| {
-            // A /20 per node, in 10.0.0.0/8: up to 4,096 nodes of 4,094 addresses.
+            // A /20 per node, in 10.0.0.0/8: up to 4,096 nodes of 4,094 addresses. Each
+            // node its own data directory, as each real node has: host-local serializes
+            // the calls of one directory with a file lock.
             let subnet = format!("10.{}.{}.0/20", n / 16, (n % 16) * 16);
+            let node = format!("host-local-n{n}");
+            let data_dir = dir.join("host-local").join(&node);
             Arc::new(Target {
-                node: format!("host-local-n{n}"),
+                node,
                 config: json!({"cniVersion": "1.0.0", "name": NETWORK, "type": "host-local",
                                "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]],
-                                        "dataDir": dir.join("host-local")}}),
+                                        "dataDir": data_dir}}),
             })
         })
         .collect();
@@ -657,17 +661,18 @@ fn settings(args: &BenchArgs, run_id: &str) -> serde_json::Value {
 }
 
 impl Budget {
-    /// A budget that only stops on Ctrl-C: the fill's, and the load's stop signal.
+    /// A budget that only stops on Ctrl-C or SIGTERM: the fill's, and the load's stop
+    /// signal. (The parts run in process groups of their own and are stopped by the
+    /// bench; a bench killed by SIGKILL leaves them running.)
     fn stopped_on_ctrl_c() -> Budget {
         let budget = Budget::never();
         let flag = budget.flag();
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!(
-                    "interrupted: finishing the calls in flight, then removing the run's objects"
-                );
-                flag.store(true, Ordering::Relaxed);
-            }
+            crate::agent::termination().await;
+            eprintln!(
+                "interrupted: finishing the calls in flight, then removing the run's objects"
+            );
+            flag.store(true, Ordering::Relaxed);
         });
         budget
     }

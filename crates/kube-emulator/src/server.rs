@@ -1045,6 +1045,7 @@ impl Server {
         let mut drops = self.faults.watch_drops();
         drops.mark_unchanged();
         let interval = self.bookmark_interval;
+        let store = self.store.clone();
         let gr = stored.group_resource();
         let render = {
             let t = t.clone();
@@ -1146,6 +1147,16 @@ impl Server {
                     _ = drops.changed() => return,
                     _ = tx.closed() => return,
                     _ = ticker.tick(), if bookmarks => {
+                        // A bookmark carries the store's progress, as the real watch cache's
+                        // does (etcd's progress notifications): a quiet resource's watcher
+                        // then re-watches from a version still in the history. Only when
+                        // none of this resource's changes up to it waits in the queue
+                        // (they are queued under the store's lock, so an empty queue after
+                        // reading the version means none is pending).
+                        let now = store.resource_version();
+                        if start.receiver.is_empty() {
+                            last_rv = last_rv.max(now);
+                        }
                         if tx.send(render("BOOKMARK", &bookmark(last_rv, false))).await.is_err() {
                             return;
                         }

@@ -568,6 +568,11 @@ impl Store {
         })
     }
 
+    /// The store's current resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.lock().rv
+    }
+
     /// Starts a watch of one resource from `from` (None: from now, with synthetic ADDED
     /// events for every existing object).
     pub fn watch(&self, t: &ResourceType, from: Option<u64>) -> ApiResult<WatchStart> {
