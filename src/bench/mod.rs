@@ -240,8 +240,8 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     let outcome = async {
         owned.create(&spec).await?;
         if emulator.is_some() || args.start_controller {
-            let lease = format!("{}-controller", owned.pool);
-            controller = Some(parts::start_controller(&kubeconfig, &lease, args.gc).await?);
+            controller =
+                Some(parts::start_controller(&kubeconfig, &owned.namespace, args.gc).await?);
         }
         let parts = Parts {
             dir: &dir,

@@ -161,11 +161,12 @@ pub async fn start_agents(
     Ok(agents)
 }
 
-/// Starts the controller, leader at once (its Lease is the run's own), with the leak GC
-/// running every `gc` for allocations older than `gc`.
+/// Starts the controller, leader at once (its Lease is the run's own, in the run's
+/// `namespace`, so it goes with it), with the leak GC running every `gc` for
+/// allocations older than `gc`.
 pub async fn start_controller(
     kubeconfig: &Path,
-    lease: &str,
+    namespace: &str,
     gc: Duration,
 ) -> Result<Process, BenchError> {
     let exe = std::env::current_exe()
@@ -182,7 +183,12 @@ pub async fn start_controller(
             "--health-addr",
             "127.0.0.1:0",
         ])
-        .args(["--lease-namespace", "default", "--lease-name", lease])
+        .args([
+            "--lease-namespace",
+            namespace,
+            "--lease-name",
+            "ipledger-bench-controller",
+        ])
         .args(["--identity", "ipledger-bench"])
         .args(["--gc-interval", &gc, "--gc-grace", &gc]);
     let mut process = Process::spawn("controller".into(), &mut command)?;
@@ -336,8 +342,9 @@ impl Owned {
             .collect())
     }
 
-    /// Deletes the Nodes, the pool and the namespace, and waits (at most `timeout`) for
-    /// the pool to be gone: its finalizer holds it until no address is allocated.
+    /// Deletes the Nodes and the pool, waits (at most `timeout`) for the pool to be gone
+    /// (its finalizer holds it until no address is allocated), then deletes the
+    /// namespace.
     pub async fn remove(&self, timeout: Duration) -> Result<(), BenchError> {
         let gone = |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.code == 404);
         let nodes = Api::<Node>::all(self.client.clone());
@@ -359,34 +366,37 @@ impl Owned {
                 self.pool
             )));
         }
-        if let Err(e) = Api::<Namespace>::all(self.client.clone())
-            .delete(&self.namespace, &DeleteParams::default())
-            .await
-            && !gone(&e)
-        {
-            return Err(BenchError::Cleanup(format!(
-                "deleting the namespace {}: {e}",
-                self.namespace
-            )));
-        }
+        // The pool first: the controller, whose Lease is in the namespace, removes its
+        // finalizer once its blocks are empty.
         let deadline = Instant::now() + timeout;
-        loop {
+        let pool_gone = loop {
             match pools.get_opt(&self.pool).await {
-                Ok(None) => return Ok(()),
+                Ok(None) => break Ok(()),
                 Ok(Some(_)) if Instant::now() > deadline => {
-                    return Err(BenchError::Cleanup(format!(
+                    break Err(BenchError::Cleanup(format!(
                         "the IPPool {} is still there after {timeout:?}: `kubectl get ipblocks` shows what it waits for",
                         self.pool
                     )));
                 }
                 Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(200)).await,
                 Err(e) => {
-                    return Err(BenchError::Cleanup(format!(
+                    break Err(BenchError::Cleanup(format!(
                         "reading the IPPool {}: {e}",
                         self.pool
                     )));
                 }
             }
-        }
+        };
+        let namespace_gone = match Api::<Namespace>::all(self.client.clone())
+            .delete(&self.namespace, &DeleteParams::default())
+            .await
+        {
+            Err(e) if !gone(&e) => Err(BenchError::Cleanup(format!(
+                "deleting the namespace {}: {e}",
+                self.namespace
+            ))),
+            _ => Ok(()),
+        };
+        pool_gone.and(namespace_gone)
     }
 }
