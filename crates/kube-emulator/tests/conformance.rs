@@ -680,54 +680,32 @@ async fn watch_sends_bookmarks_when_asked() {
     assert!(
         bookmark.metadata.resource_version.parse::<u64>().unwrap() >= from.parse::<u64>().unwrap()
     );
-    test_support::delete_namespace(&c.client, &ns).await;
-}
 
-#[tokio::test]
-async fn a_quiet_watch_bookmarks_the_progress_of_other_resources() {
-    let c = cluster().await;
-    let ns = namespace(&c.client).await;
-    let api: Api<ConfigMap> = Api::namespaced(c.client.clone(), &ns);
-    let from = api
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap();
-    let mut stream = api
-        .watch(&WatchParams::default().timeout(90), &from)
-        .await
-        .unwrap()
-        .boxed();
-    // Writes to another resource only: the ConfigMap watch sees no event.
+    // Writes to another resource only: the quiet ConfigMap watch sees no event, but its
+    // bookmarks follow the store's progress (a real server's, etcd's progress
+    // notifications), so that a re-watch from them is still in the history.
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(c.client.clone(), &ns);
     let mut last = 0;
     for i in 0..3 {
         let secret: k8s_openapi::api::core::v1::Secret =
             serde_json::from_value(serde_json::json!({"metadata": {"name": format!("s{i}")}}))
                 .unwrap();
-        let created = secrets
+        last = rv(&secrets
             .create(&PostParams::default(), &secret)
             .await
-            .unwrap();
-        last = rv(&created);
+            .unwrap());
     }
-    // A real server's bookmarks follow etcd's progress notifications (about a minute);
-    // the emulator's come every second.
-    let progressed = loop {
+    loop {
         match stream.try_next().await.unwrap() {
             Some(WatchEvent::Bookmark(b)) => {
-                let at = b.metadata.resource_version.parse::<u64>().unwrap();
-                if at >= last {
-                    break at;
+                if b.metadata.resource_version.parse::<u64>().unwrap() >= last {
+                    break;
                 }
             }
             Some(event) => panic!("the ConfigMap watch saw {event:?}"),
             None => panic!("the watch ended before a bookmark reached {last}"),
         }
-    };
-    assert!(progressed >= last);
+    }
     test_support::delete_namespace(&c.client, &ns).await;
 }
 
